@@ -1,0 +1,39 @@
+/** Every limit and default of the ASD, with its unit. */
+
+/** Longest key accepted. ALBA fragment keys are namespace/object/chunk/fragment ids: ~100 bytes. */
+export const MAX_KEY_BYTES = 1024;
+/** Largest single value. Fragments are at most fragmentSizeMaxBytes (4 MiB default, 64 MiB max). */
+export const MAX_VALUE_BYTES = 64 * 1024 * 1024;
+/** Most items (objects, keys or slices) in one call. */
+export const MAX_ITEMS_PER_CALL = 1024;
+/** Largest Put call (sum of values) and largest answer we build for Get/GetRanges. */
+export const MAX_CALL_BYTES = 128 * 1024 * 1024;
+/** gRPC message ceiling: a full call plus room for keys and framing. */
+export const MAX_GRPC_MESSAGE_BYTES = MAX_CALL_BYTES + 4 * 1024 * 1024;
+/** Put bytes being written at once; past this a Put is refused with ASD_BUSY (retryable). */
+export const MAX_INFLIGHT_PUT_BYTES = 1024 * 1024 * 1024;
+/** Checksum block: every value carries one CRC32C per block, so ranged gets verify only what they read. */
+export const BLOCK_SIZE_BYTES = 64 * 1024;
+/** Values up to this size live inside the LevelDB index; larger ones are files. See README. */
+export const INLINE_MAX_BYTES = 64 * 1024;
+/** Value files are spread over this many sub-directories of objects/. */
+export const FAN_OUT_DIRS = 256;
+/** File ids jump by this much at every start, past any id an interrupted run may have used. */
+export const FILE_ID_RESTART_GAP = 2 ** 20;
+/** Default and ceiling of List's page size. */
+export const LIST_DEFAULT_LIMIT = 1000;
+export const LIST_MAX_LIMIT = 10_000;
+/** Reserve kept free on the file system by default: 1% of it, within these bounds. */
+export const RESERVE_FRACTION = 0.01;
+export const RESERVE_MIN_BYTES = 32 * 1024 * 1024;
+export const RESERVE_MAX_BYTES = 4 * 1024 * 1024 * 1024;
+/** Jobs (Put or Delete calls) folded into one LevelDB fsync at most. */
+export const MAX_JOBS_PER_COMMIT = 256;
+/** Client: deadline of every call unless the caller gives one. */
+export const CLIENT_DEFAULT_DEADLINE_MS = 10_000;
+/** Client: tries of an idempotent call on a transport failure (first try included). */
+export const CLIENT_MAX_ATTEMPTS = 3;
+export const CLIENT_RETRY_BACKOFF_MS = 50;
+/** On-disk format version written into the identity file. */
+export const FORMAT_VERSION = 1;
+export const ASD_VERSION = '0.1.0';

@@ -1,0 +1,94 @@
+import os from 'node:os';
+import type * as grpc from '@grpc/grpc-js';
+import { type MetricsServer, startMetricsServer } from '@shale/common';
+import { bindGrpcServer, createAsdGrpcServer } from './grpc-server.js';
+import { AsdMetrics } from './metrics.js';
+import { AsdStore } from './object-store.js';
+
+export interface AsdDaemonOptions {
+  readonly dir: string;
+  readonly host?: string | undefined;
+  /** 0 picks a free port. */
+  readonly port: number;
+  readonly metricsPort?: number | undefined;
+  readonly nodeId?: string | undefined;
+  readonly asdId?: string | undefined;
+  readonly claim?: boolean | undefined;
+  readonly capacityBytes?: number | undefined;
+  readonly reserveBytes?: number | undefined;
+  readonly log?: ((line: string) => void) | undefined;
+}
+
+/** `shale asd serve`: the store, its gRPC service and its metrics endpoint. */
+export class AsdDaemon {
+  private constructor(
+    readonly store: AsdStore,
+    readonly metrics: AsdMetrics,
+    private readonly server: grpc.Server,
+    private readonly metricsServer: MetricsServer | undefined,
+    readonly host: string,
+    readonly port: number,
+  ) {}
+
+  get metricsPort(): number | undefined {
+    return this.metricsServer?.port;
+  }
+
+  get address(): string {
+    return this.host.includes(':') ? `[${this.host}]:${this.port}` : `${this.host}:${this.port}`;
+  }
+
+  static async start(options: AsdDaemonOptions): Promise<AsdDaemon> {
+    const host = options.host ?? '127.0.0.1';
+    const store = await AsdStore.open({
+      dir: options.dir,
+      nodeId: options.nodeId ?? os.hostname(),
+      asdId: options.asdId,
+      claim: options.claim,
+      capacityBytes: options.capacityBytes,
+      reserveBytes: options.reserveBytes,
+      log: options.log,
+    });
+    const metrics = new AsdMetrics({
+      usedBytes: () => store.snapshot().usedBytes,
+      objectCount: () => store.snapshot().objectCount,
+      capacityBytes: () => store.snapshot().capacityBytes,
+      inflightPutBytes: () => store.snapshot().inflightPutBytes,
+    });
+    store.metrics = metrics;
+    const server = createAsdGrpcServer(store, metrics);
+    let metricsServer: MetricsServer | undefined;
+    try {
+      const port = await bindGrpcServer(server, host, options.port);
+      if (options.metricsPort !== undefined) {
+        metricsServer = await startMetricsServer(metrics.registry, {
+          host,
+          port: options.metricsPort,
+          health: async () => store.health().status === 'ok',
+        });
+      }
+      return new AsdDaemon(store, metrics, server, metricsServer, host, port);
+    } catch (err) {
+      server.forceShutdown();
+      await metricsServer?.close();
+      await store.close();
+      throw err;
+    }
+  }
+
+  /** Stops taking calls, lets the ones in progress finish (up to graceMs), closes the store. */
+  async stop(graceMs = 5000): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    await this.metricsServer?.close();
+    await this.store.close();
+  }
+}

@@ -1,0 +1,85 @@
+import { constants as fsConstants } from 'node:fs';
+import fs from 'node:fs/promises';
+
+/**
+ * The narrow seam between the ASD and the real disk: every file-system call the store
+ * makes goes through here, so tests can inject faults (EIO on fsync, ENOSPC on write)
+ * at named points without a real broken disk.
+ */
+export interface Disk {
+  /** Creates or truncates `path`, writes `data`, fsyncs and closes it. */
+  writeFileDurably(path: string, data: Uint8Array): Promise<void>;
+  /** Reads exactly `length` bytes at `offset`; fails with ENODATA-like error on a short file. */
+  readRange(path: string, offset: number, length: number): Promise<Buffer>;
+  unlink(path: string): Promise<void>;
+  /** fsync of a directory, so the entries created in it survive a crash. */
+  fsyncDir(path: string): Promise<void>;
+  mkdir(path: string): Promise<void>;
+  readdir(path: string): Promise<string[]>;
+  statfs(path: string): Promise<{ totalBytes: number; availableBytes: number }>;
+}
+
+export class ShortReadError extends Error {
+  readonly code = 'ESHORTREAD';
+  constructor(path: string, wanted: number, got: number) {
+    super(`short read of ${path}: wanted ${wanted} bytes, got ${got}`);
+  }
+}
+
+export const nodeDisk: Disk = {
+  async writeFileDurably(path, data) {
+    const handle = await fs.open(
+      path,
+      fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC,
+      0o640,
+    );
+    try {
+      let written = 0;
+      while (written < data.length) {
+        const { bytesWritten } = await handle.write(data, written, data.length - written, written);
+        written += bytesWritten;
+      }
+      await handle.datasync();
+    } finally {
+      await handle.close();
+    }
+  },
+
+  async readRange(path, offset, length) {
+    const handle = await fs.open(path, fsConstants.O_RDONLY);
+    try {
+      const out = Buffer.allocUnsafe(length);
+      let got = 0;
+      while (got < length) {
+        const { bytesRead } = await handle.read(out, got, length - got, offset + got);
+        if (bytesRead === 0) throw new ShortReadError(path, length, got);
+        got += bytesRead;
+      }
+      return out;
+    } finally {
+      await handle.close();
+    }
+  },
+
+  unlink: (path) => fs.unlink(path),
+
+  async fsyncDir(path) {
+    const handle = await fs.open(path, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  },
+
+  async mkdir(path) {
+    await fs.mkdir(path, { recursive: true });
+  },
+
+  readdir: (path) => fs.readdir(path),
+
+  async statfs(path) {
+    const stats = await fs.statfs(path);
+    return { totalBytes: stats.blocks * stats.bsize, availableBytes: stats.bavail * stats.bsize };
+  },
+};

@@ -1,0 +1,5 @@
+export { AssertionFailure, assert, unreachable } from './assert.js';
+export { crc32c } from './crc32c.js';
+export { errorMessage, isShaleError, ShaleError, systemErrorCode } from './errors.js';
+export { type MetricsServer, startMetricsServer } from './metrics-server.js';
+export { formatBytes, parseSizeBytes } from './units.js';

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the tests need (Debian packages, pnpm, npm deps, the build), then runs
+# the linter and every test. The one command CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests drive, by the command that proves each is there.
+declare -A NEEDED=(
+  [mkfs.ext4]=e2fsprogs
+  [mount]=mount
+  [losetup]=mount
+)
+missing=()
+for tool in "${!NEEDED[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || PATH="/usr/sbin:/sbin:$PATH" command -v "$tool" >/dev/null 2>&1 || missing+=("${NEEDED[$tool]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test: installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+bash scripts/setup.sh
+export COREPACK_ENABLE_DOWNLOAD_PROMPT=0 COREPACK_INTEGRITY_KEYS=0
+if command -v corepack >/dev/null 2>&1; then corepack pnpm run lint; else npx -y pnpm run lint; fi
+node scripts/run-tests.mjs "$@"
