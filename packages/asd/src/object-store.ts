@@ -151,6 +151,8 @@ export class AsdStore {
   private activeCalls = 0;
   private callsDrained: (() => void) | undefined;
   private closing = false;
+  /** True until an orphan sweep owed by an unclean shutdown has finished. */
+  private sweepOwed = false;
   /** Set when the index refused a write: the store keeps serving reads, refuses writes. */
   private degradedReason: string | undefined;
 
@@ -248,7 +250,10 @@ export class AsdStore {
         `asd ${identity.asdId} (node ${identity.nodeId}) ${created ? 'created' : claimed ? 'claimed' : 'opened'} ${dir}: ${stats.objectCount} objects, ${stats.usedBytes} bytes${unclean ? ', previous run ended uncleanly' : ''}`,
       );
       store.track(store.collectRecordedGarbage());
-      if (unclean) store.track(store.sweepOrphans());
+      if (unclean) {
+        store.sweepOwed = true;
+        store.track(store.sweepOrphans());
+      }
       return store;
     } catch (err) {
       await db.close();
@@ -809,6 +814,7 @@ export class AsdStore {
         orphans += (await this.removeFiles(unowned)).length;
       }
     }
+    if (!this.closing) this.sweepOwed = false;
     if (orphans > 0) {
       this.metrics?.orphanFilesRemoved.inc(orphans);
       this.log(
@@ -830,10 +836,17 @@ export class AsdStore {
     }
     await this.committing;
     await Promise.allSettled([...this.background]);
-    if (this.degradedReason === undefined) {
+    // "clean" promises the next start that no orphan files exist: not after a failed
+    // write (it may have left some) nor while a sweep is unfinished.
+    if (this.degradedReason === undefined && !this.sweepOwed) {
       await this.db.put(META_STATE, STATE_CLEAN, { sync: true });
     }
     await this.db.close();
+  }
+
+  /** Resolves when background work (garbage removal, orphan sweep) started so far is done. */
+  async settled(): Promise<void> {
+    while (this.background.size > 0) await Promise.allSettled([...this.background]);
   }
 
   private async call<T>(body: () => Promise<T>): Promise<T> {

@@ -67,6 +67,9 @@ const serve: Command = {
     '--claim is given. SIGTERM or SIGINT stops it cleanly: calls in progress finish first.',
   ].join('\n'),
   async run(values) {
+    // Listen for signals before announcing readiness: a supervisor may stop us the moment
+    // it reads the "listening" line, and an unhandled SIGTERM would skip the clean close.
+    const shutdown = waitForShutdownSignal();
     const daemon = await AsdDaemon.start({
       dir: requireString(values, 'dir'),
       port: parsePort(requireString(values, 'port'), 'port'),
@@ -98,7 +101,7 @@ const serve: Command = {
     process.stderr.write(
       `asd ${daemon.store.identity.asdId} serving ${daemon.store.dir} on ${daemon.address}${metrics}\n`,
     );
-    const signal = await waitForShutdownSignal();
+    const signal = await shutdown;
     process.stderr.write(`asd ${daemon.store.identity.asdId}: ${signal}, stopping\n`);
     await daemon.stop();
     return EXIT_OK;
