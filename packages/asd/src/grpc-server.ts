@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { ShaleError } from '@shale/common';
+import { AssertionFailure, ShaleError } from '@shale/common';
 import { ASD_VERSION, MAX_GRPC_MESSAGE_BYTES } from './constants.js';
 import { toGrpcError } from './grpc-errors.js';
 import type { AsdMetrics } from './metrics.js';
@@ -48,6 +48,13 @@ export function createAsdGrpcServer(store: AsdStore, metrics: AsdMetrics): grpc.
           const code = err instanceof ShaleError ? err.code : 'ASD_IO_ERROR';
           metrics.errors.inc({ op, code });
           callback(status as grpc.ServiceError, null);
+          // A broken invariant is a bug, not an operating error: answer, then crash loudly
+          // rather than keep serving from a state we no longer understand.
+          if (err instanceof AssertionFailure) {
+            process.nextTick(() => {
+              throw err;
+            });
+          }
         },
       );
     };

@@ -278,9 +278,11 @@ export class AsdStore {
         );
       }
       const fileCount = items.filter((item) => item.value.length > INLINE_MAX_BYTES).length;
-      await this.checkSpace(totalBytes + fileCount * FILE_OVERHEAD_BYTES);
+      // Count this call as in flight before the (asynchronous) space check, so that calls
+      // checking at the same time see each other's bytes.
       this.inflightPutBytes += totalBytes;
       try {
+        await this.checkSpace(totalBytes + fileCount * FILE_OVERHEAD_BYTES, totalBytes);
         return await this.putAdmitted(items);
       } finally {
         this.inflightPutBytes -= totalBytes;
@@ -729,9 +731,10 @@ export class AsdStore {
   // ---- Space -------------------------------------------------------------------------
 
   /** Refuses a put that would eat into the reserve or past --capacity-bytes. */
-  private async checkSpace(neededBytes: number): Promise<void> {
+  private async checkSpace(neededBytes: number, ownInflightBytes: number): Promise<void> {
+    const othersInflightBytes = this.inflightPutBytes - ownInflightBytes;
     if (this.capacityLimitBytes !== undefined) {
-      const capFree = this.capacityLimitBytes - this.usedBytes - this.inflightPutBytes;
+      const capFree = this.capacityLimitBytes - this.usedBytes - othersInflightBytes;
       if (neededBytes > capFree) {
         throw asdError(
           AsdErrorCode.NoSpace,
@@ -745,7 +748,7 @@ export class AsdStore {
     } catch (err) {
       throw fsError(err, 'checking free space');
     }
-    const fsFree = availableBytes - this.inflightPutBytes - this.reserveBytes;
+    const fsFree = availableBytes - othersInflightBytes - this.reserveBytes;
     if (neededBytes > fsFree) {
       throw asdError(
         AsdErrorCode.NoSpace,
