@@ -25,7 +25,7 @@ before(async () => {
     metricsPort: 0,
     nodeId: 'n1',
     reserveBytes: 0,
-    log: () => {},
+    log: () => undefined,
   });
   client = new AsdClient(daemon.address, { deadlineMs: 20_000 });
 });
