@@ -9,6 +9,7 @@ declare -A NEEDED=(
   [mkfs.ext4]=e2fsprogs
   [mount]=mount
   [losetup]=mount
+  [etcd]=etcd-server
 )
 missing=()
 for tool in "${!NEEDED[@]}"; do
