@@ -29,6 +29,12 @@ export const RESERVE_MIN_BYTES = 32 * 1024 * 1024;
 export const RESERVE_MAX_BYTES = 4 * 1024 * 1024 * 1024;
 /** Jobs (Put or Delete calls) folded into one LevelDB fsync at most. */
 export const MAX_JOBS_PER_COMMIT = 256;
+/** Decoded index records kept in memory (~300 B each for a 4 MiB value): spares LevelDB lookups. */
+export const RECORD_CACHE_ENTRIES = 65_536;
+/** Value files kept open for reads. */
+export const OPEN_FILES_MAX = 512;
+/** Reusable read buffers for small slices (each two checksum blocks). */
+export const SCRATCH_BUFFERS_MAX = 64;
 /** Client: deadline of every call unless the caller gives one. */
 export const CLIENT_DEFAULT_DEADLINE_MS = 10_000;
 /** Client: tries of an idempotent call on a transport failure (first try included). */

@@ -9,14 +9,42 @@ import fs from 'node:fs/promises';
 export interface Disk {
   /** Creates or truncates `path`, writes `data`, fsyncs and closes it. */
   writeFileDurably(path: string, data: Uint8Array): Promise<void>;
-  /** Reads exactly `length` bytes at `offset`; fails with ENODATA-like error on a short file. */
+  /** Reads exactly `length` bytes at `offset`; fails with ESHORTREAD on a short file. */
   readRange(path: string, offset: number, length: number): Promise<Buffer>;
+  /** Opens a file for positioned reads (the store caches these handles). */
+  openForRead(path: string): Promise<ReadHandle>;
   unlink(path: string): Promise<void>;
   /** fsync of a directory, so the entries created in it survive a crash. */
   fsyncDir(path: string): Promise<void>;
   mkdir(path: string): Promise<void>;
   readdir(path: string): Promise<string[]>;
   statfs(path: string): Promise<{ totalBytes: number; availableBytes: number }>;
+}
+
+export interface ReadHandle {
+  read(
+    buffer: Buffer,
+    offset: number,
+    length: number,
+    position: number,
+  ): Promise<{ bytesRead: number }>;
+  close(): Promise<void>;
+}
+
+/** Fills `into[0, length)` from `position`; ESHORTREAD if the file ends first. */
+export async function readExactly(
+  handle: ReadHandle,
+  into: Buffer,
+  length: number,
+  position: number,
+  path: string,
+): Promise<void> {
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await handle.read(into, got, length - got, position + got);
+    if (bytesRead === 0) throw new ShortReadError(path, length, got);
+    got += bytesRead;
+  }
 }
 
 export class ShortReadError extends Error {
@@ -49,17 +77,14 @@ export const nodeDisk: Disk = {
     const handle = await fs.open(path, fsConstants.O_RDONLY);
     try {
       const out = Buffer.allocUnsafe(length);
-      let got = 0;
-      while (got < length) {
-        const { bytesRead } = await handle.read(out, got, length - got, offset + got);
-        if (bytesRead === 0) throw new ShortReadError(path, length, got);
-        got += bytesRead;
-      }
+      await readExactly(handle, out, length, offset, path);
       return out;
     } finally {
       await handle.close();
     }
   },
+
+  openForRead: (path) => fs.open(path, fsConstants.O_RDONLY),
 
   unlink: (path) => fs.unlink(path),
 

@@ -9,12 +9,16 @@ import {
   MAX_CALL_BYTES,
   MAX_INFLIGHT_PUT_BYTES,
   MAX_JOBS_PER_COMMIT,
+  OPEN_FILES_MAX,
+  RECORD_CACHE_ENTRIES,
   RESERVE_FRACTION,
   RESERVE_MAX_BYTES,
   RESERVE_MIN_BYTES,
+  SCRATCH_BUFFERS_MAX,
 } from './constants.js';
-import { type Disk, nodeDisk } from './disk.js';
+import { type Disk, nodeDisk, readExactly } from './disk.js';
 import { AsdErrorCode, asdError, describeKey } from './errors.js';
+import { FileHandleCache } from './file-handle-cache.js';
 import { type AsdIdentity, loadOrCreateIdentity } from './identity.js';
 import {
   clientKeyOf,
@@ -28,6 +32,7 @@ import {
 } from './index-keys.js';
 import { checksumValue, decodeRecord, encodeRecord, type ObjectRecord } from './index-record.js';
 import type { AsdMetrics } from './metrics.js';
+import { RecordCache } from './record-cache.js';
 import {
   checkKeys,
   checkListBound,
@@ -117,6 +122,23 @@ type CommitJob =
       reject(err: ShaleError): void;
     };
 
+/** What a record lookup finds: the record, nothing, or a record failing its own checksum. */
+const ABSENT = 'absent';
+const DAMAGED = 'damaged';
+type RecordLookup = ObjectRecord | typeof ABSENT | typeof DAMAGED;
+
+/** A stack that drops what is pushed past its bound. */
+class BoundedStack<T> {
+  private readonly items: T[] = [];
+  constructor(private readonly max: number) {}
+  push(item: T): void {
+    if (this.items.length < this.max) this.items.push(item);
+  }
+  pop(): T | undefined {
+    return this.items.pop();
+  }
+}
+
 const META_STATS = metaKey('stats');
 const META_FILE_ID_HIGH = metaKey('file-id-high');
 const META_STATE = metaKey('state');
@@ -148,6 +170,10 @@ export class AsdStore {
   private readonly commitQueue: CommitJob[] = [];
   private committing: Promise<void> | undefined;
   private readonly background = new Set<Promise<void>>();
+  private readonly records = new RecordCache(RECORD_CACHE_ENTRIES);
+  private readonly fileHandles: FileHandleCache;
+  /** Reused read buffers for small slices; at most SCRATCH_BUFFERS_MAX are kept. */
+  private readonly scratch = new BoundedStack<Buffer>(SCRATCH_BUFFERS_MAX);
   private activeCalls = 0;
   private callsDrained: (() => void) | undefined;
   private closing = false;
@@ -183,6 +209,7 @@ export class AsdStore {
     this.fileIdHigh = init.fileIdHigh;
     this.firstFileIdOfRun = init.fileIdHigh + 1 + FILE_ID_RESTART_GAP;
     this.nextFileId = this.firstFileIdOfRun;
+    this.fileHandles = new FileHandleCache(this.disk, OPEN_FILES_MAX);
   }
 
   static async open(options: AsdStoreOptions): Promise<AsdStore> {
@@ -504,6 +531,10 @@ export class AsdStore {
       this.log(`asd ${this.identity.asdId}: DEGRADED, ${this.degradedReason}`);
       throw fsError(err, 'committing the index');
     }
+    // Same tick as learning the batch is durable: readers that started before cannot
+    // refill the cache with what this batch replaced (see RecordCache).
+    this.records.generation += 1;
+    for (const id of keyIds) this.records.update(id, state.get(id)?.record);
     this.objectCount = objectCount;
     this.usedBytes = usedBytes;
     this.fileIdHigh = high;
@@ -518,14 +549,13 @@ export class AsdStore {
   async get(keys: readonly Uint8Array[]): Promise<ItemResult<GetValue>[]> {
     return this.call(async () => {
       checkKeys(keys, 'get');
-      const raws = await this.readRecords(keys);
+      const records = await this.lookupRecords(keys, true);
       let budgetBytes = MAX_CALL_BYTES;
       return Promise.all(
         keys.map(async (key, index): Promise<ItemResult<GetValue>> => {
-          const raw = raws[index];
-          if (raw === undefined) return notFound(key);
-          const record = decodeRecord(raw);
-          if (record === undefined) return corruptIndex(key);
+          const record = records[index];
+          if (record === ABSENT || record === undefined) return notFound(key);
+          if (record === DAMAGED) return corruptIndex(key);
           if (record.sizeBytes > budgetBytes) {
             return {
               ok: false,
@@ -545,13 +575,15 @@ export class AsdStore {
   async getRanges(slices: readonly Slice[]): Promise<ItemResult<Buffer>[]> {
     return this.call(async () => {
       checkSlices(slices);
-      const raws = await this.readRecords(slices.map((slice) => slice.key));
+      const records = await this.lookupRecords(
+        slices.map((slice) => slice.key),
+        true,
+      );
       return Promise.all(
         slices.map(async (slice, index): Promise<ItemResult<Buffer>> => {
-          const raw = raws[index];
-          if (raw === undefined) return notFound(slice.key);
-          const record = decodeRecord(raw);
-          if (record === undefined) return corruptIndex(slice.key);
+          const record = records[index];
+          if (record === ABSENT || record === undefined) return notFound(slice.key);
+          if (record === DAMAGED) return corruptIndex(slice.key);
           if (slice.offset + slice.length > record.sizeBytes) {
             return {
               ok: false,
@@ -568,14 +600,48 @@ export class AsdStore {
     });
   }
 
-  private async readRecords(keys: readonly Uint8Array[]): Promise<(Buffer | undefined)[]> {
+  /** Each key's record: from the record cache when allowed and present, else from LevelDB. */
+  private async lookupRecords(
+    keys: readonly Uint8Array[],
+    useCache: boolean,
+  ): Promise<RecordLookup[]> {
+    const out: RecordLookup[] = new Array(keys.length);
+    const missIndexes: number[] = [];
+    const ids = keys.map((key) =>
+      Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1'),
+    );
+    ids.forEach((id, index) => {
+      const cached = useCache ? this.records.get(id) : undefined;
+      if (cached !== undefined) out[index] = cached;
+      else missIndexes.push(index);
+    });
+    if (missIndexes.length === 0) return out;
+    const generation = this.records.generation;
+    let raws: (Buffer | undefined)[];
     try {
-      return await this.db.getMany(keys.map((key) => objectKey(key)));
+      raws = await this.db.getMany(
+        missIndexes.map((index) => objectKey(keys[index] as Uint8Array)),
+      );
     } catch (err) {
       throw asdError(AsdErrorCode.IoError, `reading the index failed: ${errorMessage(err)}`, {
         cause: err,
       });
     }
+    missIndexes.forEach((index, i) => {
+      const raw = raws[i];
+      if (raw === undefined) {
+        out[index] = ABSENT;
+        return;
+      }
+      const record = decodeRecord(raw);
+      if (record === undefined) {
+        out[index] = DAMAGED;
+        return;
+      }
+      out[index] = record;
+      this.records.fill(ids[index] as string, record, generation);
+    });
+    return out;
   }
 
   /**
@@ -595,61 +661,96 @@ export class AsdStore {
     const lastBlock = Math.floor((offset + length - 1) / blockSize);
     const start = firstBlock * blockSize;
     const end = Math.min((lastBlock + 1) * blockSize, record.sizeBytes);
-    let covered: Buffer;
-    if (record.inline !== undefined) {
-      covered = record.inline.subarray(start, end);
-    } else {
-      try {
-        covered = await this.disk.readRange(this.filePath(record.fileId), start, end - start);
-      } catch (err) {
-        const code = systemErrorCode(err);
-        if (code === 'ENOENT' && attempt < 2) {
-          // An overwrite or delete may have committed and removed the file since we read
-          // the record: look again.
-          const [raw] = await this.readRecords([key]);
-          if (raw === undefined) return notFound(key);
-          const fresh = decodeRecord(raw);
-          if (fresh === undefined) return corruptIndex(key);
-          if (fresh.fileId !== record.fileId) {
-            if (offset + length > fresh.sizeBytes) {
-              return {
-                ok: false,
-                error: asdError(
-                  AsdErrorCode.BadRange,
-                  `${describeKey(key)} was overwritten by a shorter value during the read`,
-                ),
-              };
-            }
-            return this.readVerified(key, fresh, offset, length, attempt + 1);
-          }
+    const coveredBytes = end - start;
+    // A small slice of a larger covered range is read into a reused scratch buffer and
+    // copied out: the 64 KiB blocks around a 4 KiB read then cost no allocation.
+    const scratch =
+      record.inline === undefined && length < coveredBytes && coveredBytes <= 2 * blockSize
+        ? this.takeScratch(coveredBytes)
+        : undefined;
+    try {
+      let covered: Buffer;
+      if (record.inline !== undefined) {
+        covered = record.inline.subarray(start, end);
+      } else {
+        const path = this.filePath(record.fileId);
+        const into = scratch ?? Buffer.allocUnsafe(coveredBytes);
+        try {
+          await this.fileHandles.with(record.fileId, path, (handle) =>
+            readExactly(handle, into, coveredBytes, start, path),
+          );
+        } catch (err) {
+          return this.readFailed(key, record, offset, length, attempt, err);
         }
-        if (code === 'ENOENT' || code === 'ESHORTREAD') {
-          return corrupt(key, `its value file ${this.filePath(record.fileId)} is missing or short`);
+        covered = into.subarray(0, coveredBytes);
+      }
+      for (let block = firstBlock; block <= lastBlock; block += 1) {
+        const from = (block - firstBlock) * blockSize;
+        const bytes = covered.subarray(from, Math.min(from + blockSize, covered.length));
+        if (crc32c(bytes) !== record.blockCrcs[block]) {
+          return corrupt(
+            key,
+            `checksum block ${block} (bytes ${block * blockSize}..${block * blockSize + bytes.length}) fails its CRC32C`,
+          );
         }
-        return {
-          ok: false,
-          error: asdError(
-            AsdErrorCode.IoError,
-            `reading ${describeKey(key)} failed: ${errorMessage(err)}`,
-            {
-              cause: err,
-            },
-          ),
-        };
       }
+      const view = covered.subarray(offset - start, offset - start + length);
+      const value = scratch === undefined ? view : Buffer.from(view);
+      return { ok: true, value: { value, crc32c: record.crc32c } };
+    } finally {
+      if (scratch !== undefined) this.scratch.push(scratch);
     }
-    for (let block = firstBlock; block <= lastBlock; block += 1) {
-      const from = (block - firstBlock) * blockSize;
-      const bytes = covered.subarray(from, Math.min(from + blockSize, covered.length));
-      if (crc32c(bytes) !== record.blockCrcs[block]) {
-        return corrupt(
-          key,
-          `checksum block ${block} (bytes ${block * blockSize}..${block * blockSize + bytes.length}) fails its CRC32C`,
-        );
-      }
+  }
+
+  private readFailed(
+    key: Uint8Array,
+    record: ObjectRecord,
+    offset: number,
+    length: number,
+    attempt: number,
+    err: unknown,
+  ): Promise<ItemResult<GetValue>> | ItemResult<GetValue> {
+    const code = systemErrorCode(err);
+    if (code === 'ENOENT' && attempt < 2) {
+      // An overwrite or delete may have committed and removed the file since we read the
+      // record: look again, past the cache.
+      return this.lookupRecords([key], false).then(([fresh]) => {
+        if (fresh === ABSENT || fresh === undefined) return notFound(key);
+        if (fresh === DAMAGED) return corruptIndex(key);
+        if (fresh.fileId === record.fileId) {
+          return corrupt(key, `its value file ${this.filePath(record.fileId)} is missing`);
+        }
+        if (offset + length > fresh.sizeBytes) {
+          return {
+            ok: false,
+            error: asdError(
+              AsdErrorCode.BadRange,
+              `${describeKey(key)} was overwritten by a shorter value during the read`,
+            ),
+          };
+        }
+        return this.readVerified(key, fresh, offset, length, attempt + 1);
+      });
     }
-    const value = covered.subarray(offset - start, offset - start + length);
-    return { ok: true, value: { value, crc32c: record.crc32c } };
+    if (code === 'ENOENT' || code === 'ESHORTREAD') {
+      return corrupt(key, `its value file ${this.filePath(record.fileId)} is missing or short`);
+    }
+    return {
+      ok: false,
+      error: asdError(
+        AsdErrorCode.IoError,
+        `reading ${describeKey(key)} failed: ${errorMessage(err)}`,
+        {
+          cause: err,
+        },
+      ),
+    };
+  }
+
+  private takeScratch(bytes: number): Buffer {
+    const buffer = this.scratch.pop();
+    if (buffer !== undefined && buffer.length >= bytes) return buffer;
+    return Buffer.allocUnsafe(Math.max(bytes, 2 * BLOCK_SIZE_BYTES));
   }
 
   // ---- List and stats ----------------------------------------------------------------
@@ -774,6 +875,7 @@ export class AsdStore {
     await Promise.all(
       fileIds.map(async (fileId) => {
         try {
+          await this.fileHandles.retire(fileId);
           await this.disk.unlink(this.filePath(fileId));
           gone.push(fileId);
         } catch (err) {
@@ -839,6 +941,7 @@ export class AsdStore {
     }
     await this.committing;
     await Promise.allSettled([...this.background]);
+    await this.fileHandles.closeAll();
     // "clean" promises the next start that no orphan files exist: not after a failed
     // write (it may have left some) nor while a sweep is unfinished.
     if (this.degradedReason === undefined && !this.sweepOwed) {
@@ -887,11 +990,16 @@ export class AsdStore {
 
   /** The file holding a key's value, or undefined when the value is inline or absent. */
   async valueFileOf(key: Uint8Array): Promise<string | undefined> {
-    const [raw] = await this.readRecords([key]);
-    const record = raw === undefined ? undefined : decodeRecord(raw);
-    return record === undefined || record.inline !== undefined
-      ? undefined
-      : this.filePath(record.fileId);
+    const [record] = await this.lookupRecords([key], false);
+    if (
+      record === undefined ||
+      record === ABSENT ||
+      record === DAMAGED ||
+      record.inline !== undefined
+    ) {
+      return undefined;
+    }
+    return this.filePath(record.fileId);
   }
 }
 
