@@ -57,6 +57,7 @@ export class AsdClient {
       'grpc.max_receive_message_length': MAX_GRPC_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_GRPC_MESSAGE_BYTES,
       'grpc.keepalive_time_ms': 30_000,
+      'grpc.enable_channelz': 0,
     });
   }
 
