@@ -1,0 +1,98 @@
+export {
+  type BlockEntry,
+  blockCount,
+  blockEntryBytes,
+  blockTableBytes,
+  coveringBlocks,
+  parseBlockEntries,
+  payloadsSpan,
+} from './block-table.js';
+export {
+  assemble,
+  type DecodeStep,
+  decodeStored,
+  type FragmentSlice,
+  fragmentSizeFor,
+  planRead,
+  type ReadPlan,
+  rebuildFragments,
+  type StripeLayout,
+  verifyFragments,
+} from './chunk-format.js';
+export { type ChunkSpan, chunkCount, chunkSizeMaxBytes, chunkSpans } from './chunking.js';
+export * from './constants.js';
+export {
+  coderFragmentSizeBytes,
+  decodeUnitBytes,
+  encodeParity,
+  reconstructShards,
+} from './erasure-coder.js';
+export { ProxyErrorCode, proxyError } from './errors.js';
+export {
+  FragmentCache,
+  type FragmentCacheOptions,
+  type FragmentCacheStats,
+} from './fragment-cache.js';
+export {
+  type OsdState,
+  type PlacementOptions,
+  placeableFragmentCount,
+  placeFragments,
+  usableOsds,
+} from './fragment-placement.js';
+export {
+  FileKeyProvider,
+  type FileKeyProviderOptions,
+  type KeyProvider,
+  memoryKeyProvider,
+} from './key-provider.js';
+export {
+  estimateManifestInfoBytes,
+  type ManifestBudget,
+  type ManifestBudgetInput,
+} from './manifest-budget.js';
+export {
+  type ChunkDecode,
+  type ChunkInfo,
+  type CodecParams,
+  chunkLayout,
+  type DecodeContext,
+  decodeChunk,
+  decodeObject,
+  type EncodedChunk,
+  type EncodedObject,
+  type EncodeOptions,
+  encodeObject,
+  type FetchFragments,
+  type FragmentRead,
+  type ObjectCodecInfo,
+  objectInfoOf,
+  planRange,
+  type RangePiece,
+  type ReadRangeOptions,
+  readRange,
+} from './object-codec.js';
+export {
+  AsdOsd,
+  type FragmentWrite,
+  type Osd,
+  type OsdAddress,
+  type OsdCallOptions,
+  type OsdCapacity,
+} from './osd.js';
+export { choosePolicy, type PolicyChoice } from './policy.js';
+export {
+  type Checksum,
+  type Compression,
+  DEFAULT_PRESET_MULTI_NODE,
+  DEFAULT_PRESET_SINGLE_NODE,
+  type Encryption,
+  type Policy,
+  type Preset,
+  type PresetJson,
+  parsePreset,
+  presetToJson,
+  validatePolicy,
+  worstFragmentSizeBytes,
+} from './preset.js';
+export { type RandomSource, seededRandom } from './seeded-random.js';
