@@ -54,3 +54,65 @@ export const CODEC_CHUNK_CONCURRENCY = 4;
  * unavailable (<= k + m) and per suspect retried after a failed tag (<= k). An assertion.
  */
 export const READ_MAX_ROUNDS = 2 * (2 * MAX_FRAGMENTS + 1);
+
+// ---- The proxy engine (proxy-engine.ts, namespace-manager.ts, backend-registry.ts) ----
+
+/** Manifest encoding format (the first byte of every stored manifest). */
+export const MANIFEST_FORMAT_VERSION = 1;
+/** Distinct OSDs one manifest's OSD table can name (one byte per fragment; 0xff = missing). */
+export const MANIFEST_MAX_OSDS = 255;
+/** Longest object name, in bytes (printable ASCII). */
+export const OBJECT_NAME_MAX_BYTES = 512;
+/** Longest backend, OSD or preset id in the registry, in bytes. */
+export const REGISTRY_ID_MAX_BYTES = 128;
+/** OSDs of one backend created in one txn (the KV's 128 ops per txn, minus the backend's own). */
+export const BACKEND_CREATE_MAX_OSDS = 100;
+
+/** How long the engine trusts its OSD states (alive, free bytes) before probing again. */
+export const OSD_STATE_TTL_MS = 2_000;
+/** Deadline of one capacity probe: a dead OSD costs at most this, once per TTL, in the background. */
+export const OSD_PROBE_DEADLINE_MS = 1_000;
+/** How long namespace records and presets are cached by the engine. */
+export const NAMESPACE_CACHE_TTL_MS = 2_000;
+/** Deadline of one putFragments call. */
+export const FRAGMENT_WRITE_DEADLINE_MS = 10_000;
+/** Deadline of one getFragments / getFragmentRanges call. */
+export const FRAGMENT_READ_DEADLINE_MS = 5_000;
+/** Deadline of one list or delete call to an OSD (namespace deletion, cleanup). */
+export const OSD_ADMIN_DEADLINE_MS = 10_000;
+/**
+ * Hedge: a read that an OSD has not answered after HEDGE_BASE_MS + bytes / HEDGE_BYTES_PER_MS
+ * is treated as unavailable and the read is re-planned around it (parity), as long as
+ * enough other fragments remain. 50 ms is ~100 loopback round trips; 64 KiB/ms = 64 MB/s
+ * is a slow disk's streaming rate, so a large slice is not hedged merely for being large.
+ */
+export const READ_HEDGE_BASE_MS = 50;
+export const READ_HEDGE_BYTES_PER_MS = 64 * 1024;
+
+/** putFragments calls in flight per object put. */
+export const PUT_WRITE_CONCURRENCY = 8;
+/** A failed fragment write is retried on another OSD at most this many times. */
+export const PUT_REROUTE_MAX_ATTEMPTS = 2;
+/** Object puts in progress per engine; more wait (up to PUT_MAX_QUEUED), then PROXY_BUSY. */
+export const PUT_MAX_CONCURRENT = 8;
+export const PUT_MAX_QUEUED = 256;
+/**
+ * Puts whose last fragments are still being written after the acknowledgement. When full,
+ * a put waits for all its fragments before acknowledging (backpressure, not memory).
+ */
+export const BACKGROUND_MAX_TASKS = 64;
+/** Slices of one readRanges call read at once. */
+export const READ_SLICE_CONCURRENCY = 16;
+/** Slices in one readRanges call, and their total bytes. */
+export const READ_MAX_SLICES = 4096;
+export const READ_MAX_TOTAL_BYTES = 256 * 1024 * 1024;
+/** Manifests cached in memory for readRanges (LRU, by namespace and object name). */
+export const MANIFEST_CACHE_MAX_ENTRIES = 10_000;
+/** Fragment cache fills in flight (best effort; skipped when full). */
+export const CACHE_FILL_MAX_IN_FLIGHT = 16;
+/** Attempts of a compare-and-swap loop (manifest commit, epoch bump) before giving up. */
+export const CAS_MAX_ATTEMPTS = 32;
+/** Keys per list page and delete call when deleting a namespace or an object's fragments. */
+export const OSD_LIST_PAGE_KEYS = 1000;
+/** Objects listed per listObjects page, at most (the KV's own maximum is 10 000). */
+export const LIST_OBJECTS_MAX_LIMIT = 1000;

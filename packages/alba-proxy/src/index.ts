@@ -1,4 +1,12 @@
 export {
+  type BackendRecord,
+  BackendRegistry,
+  type CreateBackendInput,
+  checkRegistryId,
+  type OsdRecord,
+  type OsdRecordState,
+} from './backend-registry.js';
+export {
   type BlockEntry,
   blockCount,
   blockEntryBytes,
@@ -46,11 +54,21 @@ export {
   type KeyProvider,
   memoryKeyProvider,
 } from './key-provider.js';
+export { decodeManifest, encodeManifest, type Manifest, placedCounts } from './manifest.js';
 export {
   estimateManifestInfoBytes,
   type ManifestBudget,
   type ManifestBudgetInput,
 } from './manifest-budget.js';
+export {
+  type DeleteNamespaceReport,
+  deleteUnderPrefix,
+  type NamespaceInfo,
+  NamespaceManager,
+  type NamespaceManagerOptions,
+  type NamespaceRecord,
+  type NamespaceState,
+} from './namespace-manager.js';
 export {
   type ChunkDecode,
   type ChunkInfo,
@@ -73,6 +91,14 @@ export {
   readRange,
 } from './object-codec.js';
 export {
+  checkNamespaceId,
+  checkObjectName,
+  fragmentKey,
+  namespaceFragmentPrefix,
+  nsKeys,
+  versionHex,
+} from './object-keys.js';
+export {
   AsdOsd,
   type FragmentWrite,
   type Osd,
@@ -80,6 +106,7 @@ export {
   type OsdCallOptions,
   type OsdCapacity,
 } from './osd.js';
+export { defaultOsdFactory, type OsdFactory, OsdPool } from './osd-pool.js';
 export { choosePolicy, type PolicyChoice } from './policy.js';
 export {
   type Checksum,
@@ -95,4 +122,24 @@ export {
   validatePolicy,
   worstFragmentSizeBytes,
 } from './preset.js';
+export { ProxyDaemon, type ProxyDaemonOptions } from './proxy-daemon.js';
+export {
+  type DamagedFragment,
+  DEFAULT_PROXY_LIMITS,
+  type ObjectListing,
+  type ObjectSlice,
+  ProxyEngine,
+  type ProxyEngineOptions,
+  type ProxyLimits,
+  type ProxyStats,
+  type PutOptions,
+  type PutResult,
+} from './proxy-engine.js';
+export { PROXY_PROTO_PATH } from './proxy-grpc.js';
+export {
+  createProxyGrpcServer,
+  PROXY_MAX_MESSAGE_BYTES,
+  ProxyClient,
+  type ProxyHealth,
+} from './proxy-service.js';
 export { type RandomSource, seededRandom } from './seeded-random.js';

@@ -8,6 +8,8 @@ import { ShaleError } from '@shale/common';
 export interface OptionSpec {
   readonly type: 'string' | 'boolean';
   readonly description: string;
+  /** May be given several times; the value is then a list. */
+  readonly multiple?: boolean;
   readonly valueName?: string;
   readonly default?: string;
 }
@@ -19,13 +21,12 @@ export interface Command {
   readonly options?: Readonly<Record<string, OptionSpec>>;
   readonly usage?: string;
   readonly details?: string;
-  readonly run?: (
-    values: Readonly<Record<string, string | boolean | undefined>>,
-    positionals: string[],
-  ) => Promise<number>;
+  readonly run?: (values: Readonly<OptionValues>, positionals: string[]) => Promise<number>;
   /** Inner nodes: sub-commands. */
   readonly subcommands?: readonly Command[];
 }
+
+export type OptionValues = Record<string, string | boolean | string[] | undefined>;
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -68,8 +69,11 @@ export async function dispatch(
   }
   const options: NonNullable<ParseArgsConfig['options']> = {};
   for (const [name, spec] of Object.entries(leaf.options ?? {})) {
-    options[name] =
-      spec.default === undefined ? { type: spec.type } : { type: spec.type, default: spec.default };
+    options[name] = {
+      type: spec.type,
+      ...(spec.multiple === true ? { multiple: true } : {}),
+      ...(spec.default === undefined ? {} : { default: spec.default }),
+    };
   }
   let parsed: ReturnType<typeof parseArgs>;
   try {
@@ -81,10 +85,7 @@ export async function dispatch(
   }
   if (leaf.run === undefined)
     throw new UsageError(`"${path.map((c) => c.name).join(' ')}" does nothing by itself`);
-  return leaf.run(
-    parsed.values as Record<string, string | boolean | undefined>,
-    parsed.positionals,
-  );
+  return leaf.run(parsed.values as OptionValues, parsed.positionals);
 }
 
 export function helpText(path: readonly Command[]): string {
@@ -108,7 +109,8 @@ export function helpText(path: readonly Command[]): string {
       );
       const width = Math.max(...labels.map((label) => label.length));
       entries.forEach(([, spec], index) => {
-        const suffix = spec.default === undefined ? '' : ` (default: ${spec.default})`;
+        const repeat = spec.multiple === true ? ' (repeatable)' : '';
+        const suffix = spec.default === undefined ? repeat : `${repeat} (default: ${spec.default})`;
         lines.push(`  ${(labels[index] as string).padEnd(width)}  ${spec.description}${suffix}`);
       });
     }
@@ -117,22 +119,22 @@ export function helpText(path: readonly Command[]): string {
   return `${lines.join('\n')}\n`;
 }
 
-export function requireString(
-  values: Readonly<Record<string, string | boolean | undefined>>,
-  name: string,
-): string {
+export function requireString(values: Readonly<OptionValues>, name: string): string {
   const value = values[name];
   if (typeof value !== 'string' || value.length === 0)
     throw new UsageError(`--${name} is required`);
   return value;
 }
 
-export function optionalString(
-  values: Readonly<Record<string, string | boolean | undefined>>,
-  name: string,
-): string | undefined {
+export function optionalString(values: Readonly<OptionValues>, name: string): string | undefined {
   const value = values[name];
   return typeof value === 'string' ? value : undefined;
+}
+
+export function stringList(values: Readonly<OptionValues>, name: string): string[] {
+  const value = values[name];
+  if (value === undefined) return [];
+  return Array.isArray(value) ? value : [String(value)];
 }
 
 export function parsePort(text: string, name: string): number {
