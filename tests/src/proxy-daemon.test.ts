@@ -51,6 +51,8 @@ test(
       path.join(dir, 'cache'),
       '--cache-bytes',
       '64MiB',
+      '--metrics-port',
+      '0',
       ...asds.flatMap((asd) => ['--asd', `127.0.0.1:${asd.port}`]),
     ]);
     processes.push(proxy);
@@ -116,6 +118,15 @@ test(
       assert.ok((put.policy[2] as number) <= 4, `a policy with c <= 4: ${put.policy.join(',')}`);
       objects.set('sco/degraded', data);
       await check('after a degraded put');
+
+      const metrics = await (
+        await fetch(`http://127.0.0.1:${String(proxy.ready.metricsPort)}/metrics`)
+      ).text();
+      assert.match(metrics, /shale_proxy_puts_total [1-9]/);
+      assert.match(metrics, /shale_proxy_fenced_commits_total [1-9]/);
+      assert.match(metrics, /shale_proxy_parity_decodes_total [1-9]/);
+      assert.match(metrics, /shale_proxy_manifest_bytes_written_total [1-9]/);
+      assert.match(metrics, /shale_proxy_cache_hit_ratio /);
 
       assert.equal(await client.deleteObject(ns, 'sco/0', 2), true);
       await assert.rejects(

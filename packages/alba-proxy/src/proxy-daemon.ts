@@ -1,7 +1,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { KvStore } from '@shale/arakoon-kv';
 import { AsdClient } from '@shale/asd';
-import { isShaleError } from '@shale/common';
+import { isShaleError, type MetricsServer, startMetricsServer } from '@shale/common';
 import { BackendRegistry } from './backend-registry.js';
 import { bindGrpcServer } from './bind.js';
 import { ProxyErrorCode } from './errors.js';
@@ -9,6 +9,7 @@ import { FragmentCache } from './fragment-cache.js';
 import { FileKeyProvider, type KeyProvider } from './key-provider.js';
 import type { OsdAddress } from './osd.js';
 import { ProxyEngine } from './proxy-engine.js';
+import { createProxyMetrics } from './proxy-metrics.js';
 import { createProxyGrpcServer } from './proxy-service.js';
 
 export interface ProxyDaemonOptions {
@@ -25,6 +26,8 @@ export interface ProxyDaemonOptions {
   readonly cacheBytes?: number | undefined;
   /** Encryption keys (0600); created on first use. Without it, encrypting presets are refused. */
   readonly keyFile?: string | undefined;
+  /** Serve Prometheus /metrics and /health here. */
+  readonly metricsPort?: number | undefined;
   readonly log?: (line: string) => void;
 }
 
@@ -33,9 +36,14 @@ export class ProxyDaemon {
   private constructor(
     readonly engine: ProxyEngine,
     private readonly server: grpc.Server,
+    private readonly metricsServer: MetricsServer | undefined,
     readonly host: string,
     readonly port: number,
   ) {}
+
+  get metricsPort(): number | undefined {
+    return this.metricsServer?.port;
+  }
 
   get address(): string {
     return `${this.host}:${this.port}`;
@@ -64,11 +72,19 @@ export class ProxyDaemon {
       log,
     });
     const server = createProxyGrpcServer(engine, options.backend);
+    let metricsServer: MetricsServer | undefined;
     try {
       const port = await bindGrpcServer(server, host, options.port);
-      return new ProxyDaemon(engine, server, host, port);
+      if (options.metricsPort !== undefined) {
+        metricsServer = await startMetricsServer(createProxyMetrics(engine, fragmentCache), {
+          host,
+          port: options.metricsPort,
+        });
+      }
+      return new ProxyDaemon(engine, server, metricsServer, host, port);
     } catch (err) {
       server.forceShutdown();
+      await metricsServer?.close();
       await engine.close();
       throw err;
     }
@@ -86,6 +102,7 @@ export class ProxyDaemon {
         resolve();
       });
     });
+    await this.metricsServer?.close();
     await this.engine.close();
   }
 }

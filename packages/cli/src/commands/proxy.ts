@@ -48,6 +48,11 @@ const serve: Command = {
       description: 'fragment cache quota',
       default: '1GiB',
     },
+    'metrics-port': {
+      type: 'string',
+      valueName: 'PORT',
+      description: 'serve Prometheus /metrics and /health here',
+    },
     'key-file': {
       type: 'string',
       valueName: 'FILE',
@@ -73,9 +78,13 @@ const serve: Command = {
         cacheBytes:
           cacheDir === undefined ? undefined : parseSizeBytes(requireString(values, 'cache-bytes')),
         keyFile: optionalString(values, 'key-file'),
+        metricsPort:
+          values['metrics-port'] === undefined
+            ? undefined
+            : parsePort(requireString(values, 'metrics-port'), 'metrics-port'),
       });
       process.stdout.write(
-        `${JSON.stringify({ event: 'listening', service: 'proxy', backend: requireString(values, 'backend'), address: daemon.address, port: daemon.port })}\n`,
+        `${JSON.stringify({ event: 'listening', service: 'proxy', backend: requireString(values, 'backend'), address: daemon.address, port: daemon.port, metricsPort: daemon.metricsPort ?? null })}\n`,
       );
       process.stderr.write(
         `proxy for backend ${requireString(values, 'backend')} serving on ${daemon.address}\n`,
