@@ -116,3 +116,28 @@ export const CAS_MAX_ATTEMPTS = 32;
 export const OSD_LIST_PAGE_KEYS = 1000;
 /** Objects listed per listObjects page, at most (the KV's own maximum is 10 000). */
 export const LIST_OBJECTS_MAX_LIMIT = 1000;
+
+// ---- Maintenance (maintenance.ts): repair, completion, orphan collection ----
+
+/** Bytes read plus written per second by maintenance (token bucket, burst of one second). */
+export const MAINTENANCE_REPAIR_BYTES_PER_SEC = 50 * 1024 * 1024;
+/** A fragment in no manifest is deleted only after staying an orphan this long (in-flight puts). */
+export const MAINTENANCE_ORPHAN_GRACE_MS = 10 * 60 * 1000;
+/** An active OSD that has not answered for this long counts as lost: its fragments are rebuilt. */
+export const MAINTENANCE_OSD_DOWN_GRACE_MS = 15 * 60 * 1000;
+/** Objects repaired at once. */
+export const MAINTENANCE_REPAIR_CONCURRENCY = 4;
+/** Objects classified before their repairs run (danger-first order holds within a batch). */
+export const MAINTENANCE_SCAN_BATCH_OBJECTS = 10_000;
+/** Manifests read per KV range page while scanning. */
+export const MAINTENANCE_MANIFEST_PAGE = 1000;
+/** Fragment keys listed per OSD per window of orphan collection (each window re-reads manifests). */
+export const MAINTENANCE_ORPHAN_LIST_KEYS = 10_000;
+/** Pause between maintenance passes of the loop runner. */
+export const MAINTENANCE_INTERVAL_MS = 60_000;
+/** A pass that reads every fragment (verify) runs at most this often in the loop runner. */
+export const MAINTENANCE_VERIFY_INTERVAL_MS = 24 * 60 * 60 * 1000;
+/** Unrecoverable objects listed in one pass summary (the count is kept beyond it). */
+export const MAINTENANCE_MAX_REPORTED_UNRECOVERABLE = 1000;
+/** Compare-and-swap attempts of one manifest update by maintenance. */
+export const MAINTENANCE_CAS_ATTEMPTS = 4;

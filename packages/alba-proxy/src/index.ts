@@ -54,6 +54,19 @@ export {
   type KeyProvider,
   memoryKeyProvider,
 } from './key-provider.js';
+export {
+  DEFAULT_MAINTENANCE_LIMITS,
+  Maintenance,
+  type MaintenanceLimits,
+  type MaintenanceLoopOptions,
+  type MaintenanceOptions,
+  type MaintenanceStats,
+  maintenanceKeys,
+  type PassOptions,
+  type PassSummary,
+  runMaintenanceLoop,
+  type UnrecoverableObject,
+} from './maintenance.js';
 export { decodeManifest, encodeManifest, type Manifest, placedCounts } from './manifest.js';
 export {
   estimateManifestInfoBytes,
@@ -143,3 +156,4 @@ export {
   type ProxyHealth,
 } from './proxy-service.js';
 export { type RandomSource, seededRandom } from './seeded-random.js';
+export { TokenBucket } from './token-bucket.js';

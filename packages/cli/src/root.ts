@@ -1,5 +1,6 @@
 import { type Command, EXIT_OK } from './command.js';
 import { asdCommand } from './commands/asd.js';
+import { maintenanceCommand } from './commands/maintenance.js';
 import { proxyCommand } from './commands/proxy.js';
 
 export const SHALE_VERSION = '0.1.0';
@@ -17,5 +18,5 @@ const version: Command = {
 export const rootCommand: Command = {
   name: 'shale',
   summary: 'a log-structured, distributed block storage cluster',
-  subcommands: [asdCommand, proxyCommand, version],
+  subcommands: [asdCommand, proxyCommand, maintenanceCommand, version],
 };
