@@ -141,5 +141,19 @@ test(
       client.close();
     }
     assert.equal(await proxy.stop(), 0, `proxy exit; stderr:\n${proxy.stderr()}`);
+
+    // With the proxy stopped, maintenance can open the embedded store: one pass over the
+    // backend, two of whose ASDs are down (within the grace: waited for, not rebuilt).
+    const pass = await runShale(
+      ['maintenance', 'serve', '--kv-dir', path.join(dir, 'kv'), '--backend', 'local', '--once'],
+      120_000,
+    );
+    assert.equal(pass.code, 0, pass.stderr);
+    const summary = JSON.parse(pass.stdout.trim().split('\n').at(-1) as string) as {
+      objectsScanned: number;
+      unrecoverableCount: number;
+    };
+    assert.ok(summary.objectsScanned >= 5, pass.stdout);
+    assert.equal(summary.unrecoverableCount, 0);
   },
 );

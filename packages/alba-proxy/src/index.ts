@@ -67,6 +67,7 @@ export {
   runMaintenanceLoop,
   type UnrecoverableObject,
 } from './maintenance.js';
+export { createMaintenanceMetrics } from './maintenance-metrics.js';
 export { decodeManifest, encodeManifest, type Manifest, placedCounts } from './manifest.js';
 export {
   estimateManifestInfoBytes,

@@ -1,5 +1,6 @@
 import {
   BackendRegistry,
+  createMaintenanceMetrics,
   MAINTENANCE_INTERVAL_MS,
   MAINTENANCE_ORPHAN_GRACE_MS,
   MAINTENANCE_OSD_DOWN_GRACE_MS,
@@ -7,13 +8,14 @@ import {
   Maintenance,
   runMaintenanceLoop,
 } from '@shale/alba-proxy';
-import { parseSizeBytes } from '@shale/common';
+import { type MetricsServer, parseSizeBytes, startMetricsServer } from '@shale/common';
 import {
   type Command,
   EXIT_FAILURE,
   EXIT_OK,
   type OptionValues,
   optionalString,
+  parsePort,
   requireString,
   UsageError,
 } from '../command.js';
@@ -65,6 +67,11 @@ const serve: Command = {
       description: `read and check every fragment at most this often (default ${MAINTENANCE_VERIFY_INTERVAL_MS})`,
     },
     verify: { type: 'boolean', description: 'with --once: read and check every fragment' },
+    'metrics-port': {
+      type: 'string',
+      valueName: 'PORT',
+      description: 'serve Prometheus /metrics (repairs, orphans, bytes moved) on 127.0.0.1:PORT',
+    },
     once: { type: 'boolean', description: 'run one pass, print its JSON summary, exit' },
   },
   details: [
@@ -90,9 +97,17 @@ const serve: Command = {
           osdDownGraceMs: durationMs(values, 'osd-down-grace-ms', MAINTENANCE_OSD_DOWN_GRACE_MS),
         },
       });
+      let metricsServer: MetricsServer | undefined;
       try {
+        const metricsPort = optionalString(values, 'metrics-port');
+        if (metricsPort !== undefined) {
+          metricsServer = await startMetricsServer(createMaintenanceMetrics(maintenance), {
+            host: '127.0.0.1',
+            port: parsePort(metricsPort, 'metrics-port'),
+          });
+        }
         process.stdout.write(
-          `${JSON.stringify({ event: 'started', service: 'maintenance', backend: backendName, backendId, once: values.once === true })}\n`,
+          `${JSON.stringify({ event: 'started', service: 'maintenance', backend: backendName, backendId, once: values.once === true, metricsPort: metricsServer?.port ?? null })}\n`,
         );
         if (values.once === true) {
           const summary = await maintenance.runPass({ verify: values.verify === true });
@@ -116,6 +131,7 @@ const serve: Command = {
         await loop;
         return EXIT_OK;
       } finally {
+        await metricsServer?.close();
         maintenance.close();
       }
     } finally {
