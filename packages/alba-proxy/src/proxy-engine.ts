@@ -330,7 +330,15 @@ export class ProxyEngine {
     }
     const release = await this.putLimiter.acquire();
     try {
-      return await this.put(nsId, name, data, options.writerEpoch);
+      try {
+        return await this.put(nsId, name, data, options.writerEpoch);
+      } catch (err) {
+        if (!isShaleError(err, ProxyErrorCode.NotEnoughOsds)) throw err;
+        // The OSD view was stale: OSDs died since it was taken (what was written is already
+        // deleted). Probe again and choose the first policy the OSDs alive now satisfy.
+        await this.refreshView();
+        return await this.put(nsId, name, data, options.writerEpoch);
+      }
     } finally {
       release();
     }
