@@ -1,9 +1,14 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { KvStore } from '@shale/arakoon-kv';
 import { AsdClient } from '@shale/asd';
-import { isShaleError, type MetricsServer, startMetricsServer } from '@shale/common';
+import {
+  bindGrpcServer,
+  isShaleError,
+  type MetricsServer,
+  shutdownGrpcServer,
+  startMetricsServer,
+} from '@shale/common';
 import { BackendRegistry } from './backend-registry.js';
-import { bindGrpcServer } from './bind.js';
 import { ProxyErrorCode } from './errors.js';
 import { FragmentCache } from './fragment-cache.js';
 import { FileKeyProvider, type KeyProvider } from './key-provider.js';
@@ -92,16 +97,7 @@ export class ProxyDaemon {
 
   /** Stops taking calls, lets the ones in progress finish (up to graceMs), drains background writes. */
   async stop(graceMs = 10_000): Promise<void> {
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.server.forceShutdown();
-        resolve();
-      }, graceMs);
-      this.server.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+    await shutdownGrpcServer(this.server, graceMs);
     await this.metricsServer?.close();
     await this.engine.close();
   }

@@ -1,7 +1,13 @@
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { AssertionFailure, errorMessage, ShaleError } from '@shale/common';
+import {
+  AssertionFailure,
+  errorMessage,
+  grpcErrorOf,
+  ShaleError,
+  shaleErrorFromGrpc,
+} from '@shale/common';
 import { ProxyErrorCode, proxyError } from './errors.js';
 
 /** The .proto of the proxy service; clients (the volumedriver, the CLI) load it from here. */
@@ -18,8 +24,6 @@ const loaded = grpc.loadPackageDefinition(definition) as unknown as {
 };
 export const ProxyServiceClient: grpc.ServiceClientConstructor = loaded.shale.proxy.v1.ProxyService;
 export const proxyServiceDefinition: grpc.ServiceDefinition = ProxyServiceClient.service;
-
-export const SHALE_CODE_TRAILER = 'shale-code';
 
 /** The one table between proxy error codes (and the KV's and ASD's that pass through) and gRPC statuses. */
 const STATUS_OF_CODE: Readonly<Record<string, grpc.status>> = {
@@ -56,46 +60,17 @@ const STATUS_OF_CODE: Readonly<Record<string, grpc.status>> = {
 };
 
 export function toGrpcError(err: unknown): grpc.ServiceError {
-  const shaleError =
-    err instanceof ShaleError
-      ? err
-      : proxyError(ProxyErrorCode.BadArgument, `internal error: ${errorMessage(err)}`, {
-          cause: err,
-        });
-  const metadata = new grpc.Metadata();
-  metadata.set(SHALE_CODE_TRAILER, shaleError.code);
-  const status =
-    err instanceof ShaleError
-      ? (STATUS_OF_CODE[shaleError.code] ?? grpc.status.INTERNAL)
-      : grpc.status.INTERNAL;
-  return Object.assign(new Error(shaleError.message), {
-    code: status,
-    details: `${shaleError.code}: ${shaleError.message}`,
-    metadata,
-  });
+  if (err instanceof ShaleError)
+    return grpcErrorOf(err, STATUS_OF_CODE[err.code] ?? grpc.status.INTERNAL);
+  return grpcErrorOf(
+    proxyError(ProxyErrorCode.BadArgument, `internal error: ${errorMessage(err)}`, { cause: err }),
+    grpc.status.INTERNAL,
+  );
 }
 
-/** Client side: a failed call as a ShaleError with the server's stable code. */
+/** Client side: a failed call as a ShaleError with the server's stable code (PROXY_* otherwise). */
 export function fromGrpcError(err: grpc.ServiceError, address: string): ShaleError {
-  const sent = err.metadata?.get(SHALE_CODE_TRAILER)[0];
-  if (typeof sent === 'string' && sent.length > 0) {
-    const prefix = `${sent}: `;
-    const message = err.details.startsWith(prefix) ? err.details.slice(prefix.length) : err.details;
-    return new ShaleError(sent, message, { cause: err });
-  }
-  if (err.code === grpc.status.DEADLINE_EXCEEDED) {
-    return new ShaleError('PROXY_DEADLINE_EXCEEDED', `proxy ${address}: deadline exceeded`, {
-      cause: err,
-    });
-  }
-  if (err.code === grpc.status.UNAVAILABLE) {
-    return new ShaleError('PROXY_UNAVAILABLE', `proxy ${address} is unreachable: ${err.details}`, {
-      cause: err,
-    });
-  }
-  return new ShaleError('PROXY_RPC_FAILED', `proxy ${address}: ${err.details || err.message}`, {
-    cause: err,
-  });
+  return shaleErrorFromGrpc(err, `proxy ${address}`, 'PROXY');
 }
 
 /** Wraps an async handler: answers with the result or the mapped error; crashes on a broken invariant. */

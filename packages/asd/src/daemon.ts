@@ -1,7 +1,12 @@
 import os from 'node:os';
 import type * as grpc from '@grpc/grpc-js';
-import { type MetricsServer, startMetricsServer } from '@shale/common';
-import { bindGrpcServer, createAsdGrpcServer } from './grpc-server.js';
+import {
+  bindGrpcServer,
+  type MetricsServer,
+  shutdownGrpcServer,
+  startMetricsServer,
+} from '@shale/common';
+import { createAsdGrpcServer } from './grpc-server.js';
 import { AsdMetrics } from './metrics.js';
 import { AsdStore } from './object-store.js';
 
@@ -78,16 +83,7 @@ export class AsdDaemon {
 
   /** Stops taking calls, lets the ones in progress finish (up to graceMs), closes the store. */
   async stop(graceMs = 5000): Promise<void> {
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.server.forceShutdown();
-        resolve();
-      }, graceMs);
-      this.server.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+    await shutdownGrpcServer(this.server, graceMs);
     await this.metricsServer?.close();
     await this.store.close();
   }

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { errorMessage, ShaleError } from '@shale/common';
+import { errorMessage, grpcErrorOf, ShaleError, shaleErrorFromGrpc } from '@shale/common';
 import { AsdErrorCode, asdError } from './errors.js';
 
 /**
@@ -25,41 +25,15 @@ const STATUS_OF_CODE: Readonly<Record<string, grpc.status>> = {
   [AsdErrorCode.Closed]: grpc.status.UNAVAILABLE,
 };
 
-export const SHALE_CODE_TRAILER = 'shale-code';
-
-export function toGrpcError(err: unknown): Partial<grpc.StatusObject> {
+export function toGrpcError(err: unknown): grpc.ServiceError {
   const shaleError =
     err instanceof ShaleError
       ? err
       : asdError(AsdErrorCode.IoError, `internal error: ${errorMessage(err)}`, { cause: err });
-  const metadata = new grpc.Metadata();
-  metadata.set(SHALE_CODE_TRAILER, shaleError.code);
-  return {
-    code: STATUS_OF_CODE[shaleError.code] ?? grpc.status.INTERNAL,
-    details: `${shaleError.code}: ${shaleError.message}`,
-    metadata,
-  };
+  return grpcErrorOf(shaleError, STATUS_OF_CODE[shaleError.code] ?? grpc.status.INTERNAL);
 }
 
-/** Client side: a failed call as a ShaleError with the server's stable code. */
+/** Client side: a failed call as a ShaleError with the server's stable code (ASD_* otherwise). */
 export function fromGrpcError(err: grpc.ServiceError, address: string): ShaleError {
-  const sent = err.metadata?.get(SHALE_CODE_TRAILER)[0];
-  if (typeof sent === 'string' && sent.length > 0) {
-    const prefix = `${sent}: `;
-    const message = err.details.startsWith(prefix) ? err.details.slice(prefix.length) : err.details;
-    return asdError(sent as AsdErrorCode, message, { cause: err });
-  }
-  if (err.code === grpc.status.DEADLINE_EXCEEDED) {
-    return asdError(AsdErrorCode.DeadlineExceeded, `ASD ${address}: deadline exceeded`, {
-      cause: err,
-    });
-  }
-  if (err.code === grpc.status.UNAVAILABLE) {
-    return asdError(AsdErrorCode.Unavailable, `ASD ${address} is unreachable: ${err.details}`, {
-      cause: err,
-    });
-  }
-  return asdError(AsdErrorCode.RpcFailed, `ASD ${address}: ${err.details || err.message}`, {
-    cause: err,
-  });
+  return shaleErrorFromGrpc(err, `ASD ${address}`, 'ASD');
 }

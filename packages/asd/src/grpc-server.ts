@@ -49,7 +49,7 @@ export function createAsdGrpcServer(store: AsdStore, metrics: AsdMetrics): grpc.
           const status = toGrpcError(err);
           const code = err instanceof ShaleError ? err.code : 'ASD_IO_ERROR';
           metrics.errors.inc({ op, code });
-          callback(status as grpc.ServiceError, null);
+          callback(status, null);
           // A broken invariant is a bug, not an operating error: answer, then crash loudly
           // rather than keep serving from a state we no longer understand.
           if (err instanceof AssertionFailure) {
@@ -142,18 +142,4 @@ export function createAsdGrpcServer(store: AsdStore, metrics: AsdMetrics): grpc.
 
   server.addService(asdServiceDefinition, handlers);
   return server;
-}
-
-export async function bindGrpcServer(
-  server: grpc.Server,
-  host: string,
-  port: number,
-): Promise<number> {
-  const address = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-  return new Promise<number>((resolve, reject) => {
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, boundPort) => {
-      if (err) reject(err);
-      else resolve(boundPort);
-    });
-  });
 }

@@ -1,5 +1,12 @@
 export { AssertionFailure, assert, unreachable } from './assert.js';
 export { crc32c } from './crc32c.js';
 export { errorMessage, isShaleError, ShaleError, systemErrorCode } from './errors.js';
+export {
+  bindGrpcServer,
+  grpcErrorOf,
+  SHALE_CODE_TRAILER,
+  shaleErrorFromGrpc,
+  shutdownGrpcServer,
+} from './grpc-support.js';
 export { type MetricsServer, startMetricsServer } from './metrics-server.js';
 export { formatBytes, parseSizeBytes } from './units.js';
