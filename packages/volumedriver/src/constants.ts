@@ -1,0 +1,52 @@
+/** Every limit and default of the volumedriver, with its unit. */
+
+const MiB = 1024 * 1024;
+
+/** The unit of the LBA map and of a TLog WRITE entry (per vPool; 4 KiB by default). */
+export const CLUSTER_SIZE_BYTES = 4096;
+/** Smallest and largest cluster size a vPool may choose (powers of two in between). */
+export const CLUSTER_SIZE_MIN_BYTES = 512;
+export const CLUSTER_SIZE_MAX_BYTES = 64 * 1024;
+
+/** SCO (Storage Container Object) size: 64 MiB by default, 4..128 MiB allowed (a multiple of the cluster size). */
+export const SCO_SIZE_DEFAULT_BYTES = 64 * MiB;
+export const SCO_SIZE_MIN_BYTES = 4 * MiB;
+export const SCO_SIZE_MAX_BYTES = 128 * MiB;
+/** Highest SCO number: the TLog stores it as a u32. 2^32 SCOs of 4 MiB is 16 PiB per vDisk. */
+export const SCO_NUMBER_MAX = 0xffff_ffff;
+/** Hex digits in a SCO file name (`0000002a.sco`): enough for SCO_NUMBER_MAX. */
+export const SCO_FILE_NAME_HEX_DIGITS = 8;
+/** Most clusters appended to a SCO in one call (one writev): 1 MiB of 4 KiB clusters. */
+export const SCO_APPEND_MAX_CLUSTERS = 256;
+/** Most clusters read from a SCO in one call (one pread). */
+export const SCO_READ_MAX_CLUSTERS = 256;
+
+/** Highest cluster index: u48 in the TLog and the LBA map. 2^48 clusters of 4 KiB is 1 EiB. */
+export const CLUSTER_INDEX_MAX = 2 ** 48 - 1;
+/** Highest snapshot id and TRIM cluster count: u48 in the TLog. */
+export const SNAPSHOT_ID_MAX = 2 ** 48 - 1;
+export const TRIM_CLUSTER_COUNT_MAX = 2 ** 48 - 1;
+
+/** Size of every TLog entry (fixed, so a torn tail is found by position). See README. */
+export const TLOG_ENTRY_SIZE_BYTES = 32;
+/** TLog format version, in every entry. */
+export const TLOG_FORMAT_VERSION = 1;
+/** A TLog is rolled after this many sealed SCOs (Open vStorage's tlog_multiplier: 20). */
+export const TLOG_SCOS_PER_TLOG = 20;
+/**
+ * Most entries in one TLog file: every cluster of TLOG_SCOS_PER_TLOG SCOs of the largest
+ * size at the smallest cluster size, plus room for trims and markers. 5.25 Mi entries of
+ * 32 B: a TLog never exceeds 168 MiB, and a default one (20 x 64 MiB / 4 KiB) is ~10 MiB.
+ */
+export const TLOG_ENTRIES_PER_TLOG_MAX =
+  (TLOG_SCOS_PER_TLOG * SCO_SIZE_MAX_BYTES) / CLUSTER_SIZE_MIN_BYTES + 2 ** 18;
+
+/** Size of an LBA map value (scoNumber u32, clusterOffset u32, crc32c u32) and key (u64 BE). */
+export const LBA_MAP_VALUE_SIZE_BYTES = 12;
+export const LBA_MAP_KEY_SIZE_BYTES = 8;
+/** Hot LBA map entries kept decoded in memory (~100 B each with Map overhead: ~6.5 MiB). */
+export const LBA_MAP_CACHE_ENTRIES = 65_536;
+/** Most updates in one LBA map batch (one LevelDB write batch). */
+export const LBA_MAP_APPLY_MAX_UPDATES = 65_536;
+/** Most cluster indexes in one getMany call. */
+export const LBA_MAP_GET_MANY_MAX = 65_536;

@@ -1,0 +1,277 @@
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { assert, errorMessage, systemErrorCode } from '@shale/common';
+import { ClassicLevel } from 'classic-level';
+import {
+  CLUSTER_INDEX_MAX,
+  LBA_MAP_APPLY_MAX_UPDATES,
+  LBA_MAP_CACHE_ENTRIES,
+  LBA_MAP_GET_MANY_MAX,
+  LBA_MAP_KEY_SIZE_BYTES,
+  LBA_MAP_VALUE_SIZE_BYTES,
+} from './constants.js';
+import { VdErrorCode, vdError } from './errors.js';
+import type { ClusterIndex, ClusterLocation, ScoNumber } from './types.js';
+
+type Db = ClassicLevel<Buffer, Buffer>;
+
+/** One change to the map: a cluster now lives at `location`, or is unmapped (undefined). */
+export interface LbaUpdate {
+  readonly clusterIndex: ClusterIndex;
+  readonly location: ClusterLocation | undefined;
+}
+
+export interface LbaMapOptions {
+  /** The map's own directory (created if missing). One LbaMap per directory. */
+  readonly dir: string;
+  /** Decoded entries kept in memory; default LBA_MAP_CACHE_ENTRIES. */
+  readonly cacheEntries?: number;
+  /**
+   * Default for apply(): fsync the LevelDB log on every batch. Off by default: the map
+   * is a cache of the TLogs, which are the durable truth and rebuild it after a crash.
+   */
+  readonly sync?: boolean;
+}
+
+/**
+ * The persistent LBA map of one vDisk: cluster index -> where its payload lives, in
+ * LevelDB (classic-level). Keys are the cluster index as a u64 big-endian (8 B), so a
+ * range of clusters iterates in order; values are 12 B:
+ *
+ *   0 u32 scoNumber   4 u32 clusterOffset   8 u32 CRC32C of the payload
+ *
+ * An unmapped cluster has no key. The value carries no CRC of its own: every read checks
+ * the payload against the CRC32C in it, so a damaged location (wrong SCO, wrong offset,
+ * wrong CRC) shows up as VD_CORRUPT on that read, and the map is rebuilt from TLogs.
+ *
+ * An LRU cache of decoded entries (mapped and unmapped) sits in front. It is kept
+ * coherent by writing through on apply() and by dropping any LevelDB read that an
+ * apply() overlapped (an epoch counter), so a get that started before an apply can never
+ * put the old location back into the cache after it.
+ */
+export class LbaMap {
+  readonly dir: string;
+  private readonly db: Db;
+  private readonly cacheEntries: number;
+  private readonly syncByDefault: boolean;
+  /** Insertion order is recency order: a hit moves the entry to the end. null = unmapped. */
+  private readonly cache = new Map<number, ClusterLocation | null>();
+  /** Bumped when an apply starts and when it ends; reads overlapping one are not cached. */
+  private epoch = 0;
+  private closed = false;
+  private cacheHits = 0;
+  private cacheMisses = 0;
+
+  private constructor(dir: string, db: Db, options: LbaMapOptions) {
+    this.dir = dir;
+    this.db = db;
+    this.cacheEntries = options.cacheEntries ?? LBA_MAP_CACHE_ENTRIES;
+    this.syncByDefault = options.sync ?? false;
+    assert(
+      Number.isInteger(this.cacheEntries) && this.cacheEntries >= 0,
+      'LBA map cache size must be a whole number',
+    );
+  }
+
+  /** Opens (or creates) the map in `dir`; VD_DIR_LOCKED when another process has it open. */
+  static async open(options: LbaMapOptions): Promise<LbaMap> {
+    const dir = path.resolve(options.dir);
+    await mkdir(dir, { recursive: true });
+    const db: Db = new ClassicLevel<Buffer, Buffer>(dir, {
+      keyEncoding: 'buffer',
+      valueEncoding: 'buffer',
+    });
+    try {
+      await db.open();
+    } catch (err) {
+      if (isLockedError(err)) {
+        throw vdError(
+          VdErrorCode.DirLocked,
+          `LBA map ${dir} is in use by another process (its LevelDB LOCK is held); one LbaMap per directory`,
+          { cause: err, details: { dir } },
+        );
+      }
+      throw vdError(VdErrorCode.IoError, `cannot open LBA map ${dir}: ${errorMessage(err)}`, {
+        cause: err,
+        details: { dir },
+      });
+    }
+    return new LbaMap(dir, db, options);
+  }
+
+  /** Where cluster `clusterIndex` lives, or undefined when it is unmapped (reads as zeros). */
+  async get(clusterIndex: ClusterIndex): Promise<ClusterLocation | undefined> {
+    const [location] = await this.getMany([clusterIndex]);
+    return location;
+  }
+
+  /** get() for many clusters: cache hits answered at once, the misses in one LevelDB call. */
+  async getMany(clusterIndexes: readonly ClusterIndex[]): Promise<(ClusterLocation | undefined)[]> {
+    this.checkOpen();
+    assert(clusterIndexes.length <= LBA_MAP_GET_MANY_MAX, 'getMany of too many clusters');
+    const out: (ClusterLocation | undefined)[] = new Array(clusterIndexes.length);
+    const missPositions: number[] = [];
+    const missKeys: Buffer[] = [];
+    for (let i = 0; i < clusterIndexes.length; i += 1) {
+      const index = clusterIndexes[i] as ClusterIndex;
+      const cached = this.cacheGet(index);
+      if (cached === undefined) {
+        missPositions.push(i);
+        missKeys.push(encodeKey(index));
+      } else {
+        out[i] = cached ?? undefined;
+      }
+    }
+    if (missKeys.length === 0) return out;
+    const epochBefore = this.epoch;
+    let values: (Buffer | undefined)[];
+    try {
+      values = await this.db.getMany(missKeys);
+    } catch (err) {
+      throw vdError(VdErrorCode.IoError, `LBA map ${this.dir}: getMany failed`, { cause: err });
+    }
+    const cacheable = this.epoch === epochBefore;
+    for (let j = 0; j < missPositions.length; j += 1) {
+      const index = clusterIndexes[missPositions[j] as number] as ClusterIndex;
+      const value = values[j];
+      const location = value === undefined ? undefined : decodeValue(value, index, this.dir);
+      out[missPositions[j] as number] = location;
+      if (cacheable) this.cachePut(index, location ?? null);
+    }
+    return out;
+  }
+
+  /**
+   * Applies many updates in one LevelDB batch (atomic: all or none). Later updates of the
+   * same cluster in one batch win. `sync` (default: the map's option) fsyncs the batch.
+   */
+  async apply(updates: readonly LbaUpdate[], options: { sync?: boolean } = {}): Promise<void> {
+    this.checkOpen();
+    assert(updates.length <= LBA_MAP_APPLY_MAX_UPDATES, `apply of ${updates.length} updates`);
+    if (updates.length === 0) return;
+    const batch = this.db.batch();
+    for (const update of updates) {
+      const key = encodeKey(update.clusterIndex);
+      if (update.location === undefined) batch.del(key);
+      else batch.put(key, encodeValue(update.location));
+    }
+    this.epoch += 1;
+    try {
+      await batch.write({ sync: options.sync ?? this.syncByDefault });
+    } catch (err) {
+      // The batch may or may not be in LevelDB: forget what the cache said about it.
+      for (const update of updates) this.cache.delete(update.clusterIndex);
+      throw vdError(VdErrorCode.IoError, `LBA map ${this.dir}: batch write failed`, {
+        cause: err,
+      });
+    } finally {
+      this.epoch += 1;
+    }
+    for (const update of updates) this.cachePut(update.clusterIndex, update.location ?? null);
+    // Durability: with sync, the batch is in LevelDB's fsynced log; without, in its log
+    // in the page cache (lost on power failure, rebuilt from TLogs).
+  }
+
+  /**
+   * The mapped clusters in [fromClusterIndex, toClusterIndex), in cluster order, read
+   * from LevelDB (a snapshot taken when iteration starts). Unmapped clusters are skipped.
+   */
+  async *range(
+    fromClusterIndex: ClusterIndex,
+    toClusterIndex: number,
+  ): AsyncGenerator<[ClusterIndex, ClusterLocation]> {
+    this.checkOpen();
+    assert(toClusterIndex <= CLUSTER_INDEX_MAX + 1, 'range end past the last cluster');
+    if (toClusterIndex <= fromClusterIndex) return;
+    for await (const [key, value] of this.db.iterator({
+      gte: encodeKey(fromClusterIndex),
+      lt: encodeKey(toClusterIndex),
+    })) {
+      assert(key.length === LBA_MAP_KEY_SIZE_BYTES, 'LBA map key of the wrong size');
+      const index = key.readUIntBE(2, 6) as ClusterIndex;
+      yield [index, decodeValue(value, index, this.dir)];
+    }
+  }
+
+  /** Cache counters, for metrics and tests. */
+  cacheStats(): { entries: number; hits: number; misses: number } {
+    return { entries: this.cache.size, hits: this.cacheHits, misses: this.cacheMisses };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.cache.clear();
+    await this.db.close();
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw vdError(VdErrorCode.Closed, `LBA map ${this.dir} is closed`);
+  }
+
+  /** undefined: not cached; null: cached as unmapped. */
+  private cacheGet(index: number): ClusterLocation | null | undefined {
+    const hit = this.cache.get(index);
+    if (hit === undefined) {
+      this.cacheMisses += 1;
+      return undefined;
+    }
+    this.cacheHits += 1;
+    this.cache.delete(index);
+    this.cache.set(index, hit);
+    return hit;
+  }
+
+  private cachePut(index: number, location: ClusterLocation | null): void {
+    if (this.cacheEntries === 0) return;
+    this.cache.delete(index);
+    this.cache.set(index, location);
+    if (this.cache.size > this.cacheEntries) {
+      const oldest = this.cache.keys().next();
+      if (oldest.done !== true) this.cache.delete(oldest.value);
+    }
+  }
+}
+
+/** u64 big-endian: the top two bytes are 0 (cluster indexes are u48). */
+function encodeKey(index: number): Buffer {
+  assert(
+    Number.isInteger(index) && index >= 0 && index <= CLUSTER_INDEX_MAX + 1,
+    `cluster index ${index} out of range`,
+  );
+  const key = Buffer.alloc(LBA_MAP_KEY_SIZE_BYTES);
+  key.writeUIntBE(Math.floor(index / 2 ** 32), 0, 4);
+  key.writeUInt32BE(index >>> 0, 4);
+  return key;
+}
+
+function encodeValue(location: ClusterLocation): Buffer {
+  const value = Buffer.allocUnsafe(LBA_MAP_VALUE_SIZE_BYTES);
+  value.writeUInt32BE(location.scoNumber, 0);
+  value.writeUInt32BE(location.clusterOffset, 4);
+  value.writeUInt32BE(location.crc32c >>> 0, 8);
+  return value;
+}
+
+function decodeValue(value: Buffer, index: number, dir: string): ClusterLocation {
+  if (value.length !== LBA_MAP_VALUE_SIZE_BYTES) {
+    throw vdError(
+      VdErrorCode.Corrupt,
+      `LBA map ${dir}: entry of cluster ${index} is ${value.length} B, expected ${LBA_MAP_VALUE_SIZE_BYTES} B`,
+      { details: { dir, clusterIndex: String(index) } },
+    );
+  }
+  return {
+    scoNumber: value.readUInt32BE(0) as ScoNumber,
+    clusterOffset: value.readUInt32BE(4),
+    crc32c: value.readUInt32BE(8),
+  };
+}
+
+function isLockedError(err: unknown): boolean {
+  for (let current: unknown = err; current !== undefined && current !== null; ) {
+    if (systemErrorCode(current) === 'LEVEL_LOCKED') return true;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
+}

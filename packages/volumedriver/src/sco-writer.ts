@@ -1,0 +1,276 @@
+import { assert, crc32c } from '@shale/common';
+import {
+  CLUSTER_SIZE_BYTES,
+  SCO_APPEND_MAX_CLUSTERS,
+  SCO_SIZE_DEFAULT_BYTES,
+} from './constants.js';
+import { VdErrorCode, vdError } from './errors.js';
+import { nodeScoDisk, type ScoDisk, type ScoWriteHandle } from './sco-disk.js';
+import { checkScoSize, scoFilePath, scoIoError } from './sco-file.js';
+import type { ScoNumber } from './types.js';
+
+export interface ScoWriterOptions {
+  /** The write-buffer directory (it must exist). */
+  readonly dir: string;
+  readonly scoNumber: ScoNumber;
+  readonly clusterSizeBytes?: number;
+  readonly scoSizeBytes?: number;
+  readonly disk?: ScoDisk;
+}
+
+export interface ScoAppendResult {
+  /** Cluster offset (inside the SCO) of the first cluster of the batch; the rest follow. */
+  readonly firstClusterOffset: number;
+  /** CRC32C of each appended cluster's payload, in order: what the TLog WRITE entries carry. */
+  readonly crc32cs: Uint32Array;
+}
+
+export interface SealedSco {
+  readonly scoNumber: ScoNumber;
+  readonly sizeBytes: number;
+  readonly clusterCount: number;
+  /** CRC32C of the whole SCO file: what the TLog SCO_SEALED entry carries. */
+  readonly crc32c: number;
+}
+
+/**
+ * Writes one SCO in the write buffer: clusters appended back to back, cluster k at byte
+ * offset k * clusterSizeBytes, so a ranged read of the uploaded object maps directly.
+ *
+ *   create ──> open ──append/sync──> open ──seal──> sealed
+ *                 └──(a disk error)──> failed (every later call: VD_IO_ERROR)
+ *
+ * Calls are served in the order they are made (one queue), so `sync()` covers every
+ * append made before it. A disk error fails the writer for good: after a failed write or
+ * fdatasync the file's contents are unknown (and Linux may have dropped the dirty pages),
+ * so the volume must roll to a new SCO rather than retry here.
+ */
+export class ScoWriter {
+  readonly scoNumber: ScoNumber;
+  readonly clusterSizeBytes: number;
+  readonly capacityClusters: number;
+  private readonly path: string;
+  private readonly dir: string;
+  private readonly disk: ScoDisk;
+  private readonly handle: ScoWriteHandle;
+  private state: 'open' | 'sealed' | 'failed' = 'open';
+  private failure: Error | undefined;
+  /** Clusters accepted by append() (including ones still queued). */
+  private acceptedClusters = 0;
+  /** Clusters written to the file. */
+  private writtenClusters = 0;
+  private runningCrc = 0;
+  private dirSynced = false;
+  /** seal() was called: nothing may be queued behind it (the handle will be closed). */
+  private sealRequested = false;
+  private queue: Promise<unknown> = Promise.resolve();
+  /** A sync() queued after the last append, which later sync() calls can share. */
+  private sharedSync: Promise<void> | undefined;
+
+  private constructor(options: Required<ScoWriterOptions>, handle: ScoWriteHandle) {
+    this.scoNumber = options.scoNumber;
+    this.clusterSizeBytes = options.clusterSizeBytes;
+    this.capacityClusters = options.scoSizeBytes / options.clusterSizeBytes;
+    this.dir = options.dir;
+    this.disk = options.disk;
+    this.path = scoFilePath(options.dir, options.scoNumber);
+    this.handle = handle;
+  }
+
+  /** Creates the SCO file (VD_SCO_EXISTS if it exists: SCO numbers are never reused). */
+  static async create(options: ScoWriterOptions): Promise<ScoWriter> {
+    const full: Required<ScoWriterOptions> = {
+      dir: options.dir,
+      scoNumber: options.scoNumber,
+      clusterSizeBytes: options.clusterSizeBytes ?? CLUSTER_SIZE_BYTES,
+      scoSizeBytes: options.scoSizeBytes ?? SCO_SIZE_DEFAULT_BYTES,
+      disk: options.disk ?? nodeScoDisk,
+    };
+    checkScoSize(full.scoSizeBytes, full.clusterSizeBytes);
+    const filePath = scoFilePath(full.dir, full.scoNumber);
+    let handle: ScoWriteHandle;
+    try {
+      handle = await full.disk.createExclusive(filePath);
+    } catch (err) {
+      throw scoIoError(err, 'cannot create SCO', filePath);
+    }
+    return new ScoWriter(full, handle);
+  }
+
+  /** Clusters accepted so far (appends still in flight included). */
+  get clusterCount(): number {
+    return this.acceptedClusters;
+  }
+
+  get remainingClusters(): number {
+    return this.capacityClusters - this.acceptedClusters;
+  }
+
+  get isFull(): boolean {
+    return this.acceptedClusters === this.capacityClusters;
+  }
+
+  get isSealed(): boolean {
+    return this.state === 'sealed';
+  }
+
+  /**
+   * Appends a batch of whole clusters with one gathered write. The buffers are written
+   * as they are (views of the caller's request, not copies) and must not change until the
+   * promise settles. The batch must fit: the caller checks `remainingClusters` and rolls
+   * to a new SCO first.
+   */
+  append(clusters: readonly Buffer[]): Promise<ScoAppendResult> {
+    assert(!this.sealRequested, `append to sealed SCO ${this.scoNumber}`);
+    assert(clusters.length > 0, 'append of an empty batch');
+    assert(clusters.length <= SCO_APPEND_MAX_CLUSTERS, `append of ${clusters.length} clusters`);
+    assert(
+      clusters.length <= this.remainingClusters,
+      `append of ${clusters.length} clusters to SCO ${this.scoNumber} with ${this.remainingClusters} free`,
+    );
+    const crc32cs = new Uint32Array(clusters.length);
+    for (let i = 0; i < clusters.length; i += 1) {
+      const cluster = clusters[i] as Buffer;
+      assert(
+        cluster.length === this.clusterSizeBytes,
+        `cluster of ${cluster.length} B, expected ${this.clusterSizeBytes} B`,
+      );
+      crc32cs[i] = crc32c(cluster);
+    }
+    const firstClusterOffset = this.acceptedClusters;
+    this.acceptedClusters += clusters.length;
+    this.sharedSync = undefined;
+    return this.enqueue(async () => {
+      assert(this.writtenClusters === firstClusterOffset, 'SCO appends ran out of order');
+      await this.writeAll(clusters, firstClusterOffset * this.clusterSizeBytes);
+      for (const cluster of clusters) this.runningCrc = crc32c(cluster, this.runningCrc);
+      this.writtenClusters += clusters.length;
+      // Durability: the batch is in the page cache only; sync() or seal() makes it durable.
+      return { firstClusterOffset, crc32cs };
+    });
+  }
+
+  /**
+   * fdatasync: every cluster appended before this call is durable. Calls made while one is
+   * already queued (with no append in between) share it: one fdatasync serves them all,
+   * which is the group commit behind FLUSH and FUA.
+   */
+  sync(): Promise<void> {
+    assert(!this.sealRequested, `sync of sealed SCO ${this.scoNumber}`);
+    if (this.sharedSync !== undefined) return this.sharedSync;
+    const done = this.enqueue(async () => {
+      if (this.sharedSync === done) this.sharedSync = undefined;
+      await this.diskCall('cannot fdatasync SCO', () => this.handle.datasync());
+      await this.syncDirOnce();
+      // Durability: every cluster appended before this sync() is on stable storage, and
+      // so is the SCO file's name in the write-buffer directory.
+    });
+    this.sharedSync = done;
+    return done;
+  }
+
+  /** Final fsync and close. Returns the SCO's size and CRC32C for its SCO_SEALED entry. */
+  seal(): Promise<SealedSco> {
+    assert(!this.sealRequested, `SCO ${this.scoNumber} sealed twice`);
+    this.sealRequested = true;
+    this.sharedSync = undefined;
+    const sealing = this.enqueue(async () => {
+      await this.diskCall('cannot fsync SCO', () => this.handle.sync());
+      await this.syncDirOnce();
+      await this.diskCall('cannot close SCO', () => this.handle.close());
+      this.state = 'sealed';
+      // Durability: the whole SCO and its directory entry are on stable storage.
+      return {
+        scoNumber: this.scoNumber,
+        sizeBytes: this.writtenClusters * this.clusterSizeBytes,
+        clusterCount: this.writtenClusters,
+        crc32c: this.runningCrc >>> 0,
+      };
+    });
+    return sealing;
+  }
+
+  /**
+   * Closes the file without sealing (after a failure, or when the volume goes away). The
+   * file stays; what it holds is whatever the TLog says it holds.
+   */
+  async abort(): Promise<void> {
+    if (this.isSealed) return;
+    // Wait for queued work, whatever its outcome: each caller got its own answer.
+    await this.queue;
+    if (this.isSealed) return;
+    this.fail(vdError(VdErrorCode.Closed, `SCO ${this.scoNumber} writer was aborted`));
+    try {
+      await this.handle.close();
+    } catch (err) {
+      throw scoIoError(err, 'cannot close SCO', this.path);
+    }
+  }
+
+  /** Runs `op` after everything queued before it; a failed writer refuses it. */
+  private enqueue<T>(op: () => Promise<T>): Promise<T> {
+    const result = this.queue.then(() => {
+      if (this.failure !== undefined) throw this.failure;
+      return op();
+    });
+    // The queue only orders calls; each caller receives its own outcome through `result`.
+    this.queue = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    return result;
+  }
+
+  private async writeAll(clusters: readonly Buffer[], position: number): Promise<void> {
+    let pending: readonly Buffer[] = clusters;
+    let at = position;
+    while (pending.length > 0) {
+      const batch = pending;
+      const { bytesWritten } = await this.diskCall('cannot write SCO', () =>
+        this.handle.writev(batch, at),
+      );
+      assert(bytesWritten > 0, 'writev wrote nothing');
+      at += bytesWritten;
+      pending = dropBytes(batch, bytesWritten);
+    }
+  }
+
+  private async syncDirOnce(): Promise<void> {
+    if (this.dirSynced) return;
+    await this.diskCall('cannot fsync write-buffer directory of SCO', () =>
+      this.disk.fsyncDir(this.dir),
+    );
+    this.dirSynced = true;
+  }
+
+  /** A disk call whose failure fails the writer for good. */
+  private async diskCall<T>(what: string, call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (err) {
+      const failure = scoIoError(err, what, this.path);
+      this.fail(failure);
+      throw failure;
+    }
+  }
+
+  private fail(failure: Error): void {
+    if (this.failure === undefined) this.failure = failure;
+    this.state = 'failed';
+  }
+}
+
+/** The buffers left after the first `bytes` of them were written (views, no copies). */
+function dropBytes(buffers: readonly Buffer[], bytes: number): Buffer[] {
+  const rest: Buffer[] = [];
+  let skip = bytes;
+  for (const buffer of buffers) {
+    if (skip >= buffer.length) {
+      skip -= buffer.length;
+      continue;
+    }
+    rest.push(skip === 0 ? buffer : buffer.subarray(skip));
+    skip = 0;
+  }
+  return rest;
+}
