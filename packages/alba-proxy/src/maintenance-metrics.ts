@@ -1,4 +1,5 @@
-import { Counter, collectDefaultMetrics, Registry } from 'prom-client';
+import { registerStatsCounters } from '@shale/common';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Maintenance, MaintenanceStats } from './maintenance.js';
 
 const COUNTERS: readonly [string, string, keyof MaintenanceStats][] = [
@@ -34,16 +35,10 @@ const COUNTERS: readonly [string, string, keyof MaintenanceStats][] = [
 export function createMaintenanceMetrics(maintenance: Maintenance): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'shale_maintenance_process_' });
-  for (const [suffix, help, field] of COUNTERS) {
-    new Counter({
-      name: `shale_maintenance_${suffix}`,
-      help,
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(maintenance.stats()[field]);
-      },
-    });
-  }
+  registerStatsCounters(
+    registry,
+    COUNTERS.map(([suffix, help, field]) => [`shale_maintenance_${suffix}`, help, field] as const),
+    () => maintenance.stats(),
+  );
   return registry;
 }

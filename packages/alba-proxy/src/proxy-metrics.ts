@@ -1,4 +1,5 @@
-import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import { registerStatsCounters } from '@shale/common';
+import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { FragmentCache } from './fragment-cache.js';
 import type { ProxyEngine, ProxyStats } from './proxy-engine.js';
 
@@ -46,18 +47,11 @@ export function createProxyMetrics(
   const registry = new Registry();
   const registers = [registry];
   collectDefaultMetrics({ register: registry, prefix: 'shale_proxy_process_' });
-  for (const [suffix, help, field] of COUNTERS) {
-    new Counter({
-      name: `shale_proxy_${suffix}`,
-      help,
-      registers,
-      collect() {
-        // The engine's counters only grow; expose their current value.
-        this.reset();
-        this.inc(engine.stats()[field]);
-      },
-    });
-  }
+  registerStatsCounters(
+    registry,
+    COUNTERS.map(([suffix, help, field]) => [`shale_proxy_${suffix}`, help, field] as const),
+    () => engine.stats(),
+  );
   new Gauge({
     name: 'shale_proxy_background_tasks',
     help: 'Background tasks in flight (late fragment writes, cleanups, cache fills)',

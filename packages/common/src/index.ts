@@ -8,5 +8,5 @@ export {
   shaleErrorFromGrpc,
   shutdownGrpcServer,
 } from './grpc-support.js';
-export { type MetricsServer, startMetricsServer } from './metrics-server.js';
+export { type MetricsServer, registerStatsCounters, startMetricsServer } from './metrics-server.js';
 export { formatBytes, parseSizeBytes } from './units.js';

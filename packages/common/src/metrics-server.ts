@@ -1,6 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Registry } from 'prom-client';
+import { Counter, type Registry } from 'prom-client';
 
 export interface MetricsServer {
   readonly port: number;
@@ -63,4 +63,26 @@ export async function startMetricsServer(
         server.closeAllConnections();
       }),
   };
+}
+
+/**
+ * Registers one Prometheus counter per `[name, help, field]` row, each reading its value
+ * from `read()` at scrape time. For components that keep plain, only-growing counters.
+ */
+export function registerStatsCounters<S>(
+  registry: Registry,
+  rows: readonly (readonly [name: string, help: string, field: keyof S])[],
+  read: () => S,
+): void {
+  for (const [name, help, field] of rows) {
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(Number(read()[field]));
+      },
+    });
+  }
 }
