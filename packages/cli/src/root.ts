@@ -2,6 +2,7 @@ import { type Command, EXIT_OK } from './command.js';
 import { asdCommand } from './commands/asd.js';
 import { maintenanceCommand } from './commands/maintenance.js';
 import { proxyCommand } from './commands/proxy.js';
+import { volumedriverCommand } from './commands/volumedriver.js';
 
 export const SHALE_VERSION = '0.1.0';
 
@@ -18,5 +19,5 @@ const version: Command = {
 export const rootCommand: Command = {
   name: 'shale',
   summary: 'a log-structured, distributed block storage cluster',
-  subcommands: [asdCommand, proxyCommand, maintenanceCommand, version],
+  subcommands: [asdCommand, proxyCommand, maintenanceCommand, volumedriverCommand, version],
 };

@@ -50,3 +50,25 @@ export const LBA_MAP_CACHE_ENTRIES = 65_536;
 export const LBA_MAP_APPLY_MAX_UPDATES = 65_536;
 /** Most cluster indexes in one getMany call. */
 export const LBA_MAP_GET_MANY_MAX = 65_536;
+
+/** Most requests the write lane takes into one batch (one SCO append, one TLog write, one map batch). */
+export const LANE_BATCH_MAX_OPS = 256;
+/** Most payload bytes in one lane batch. */
+export const LANE_BATCH_MAX_BYTES = 8 * MiB;
+/** SCOs uploaded at once per vDisk; TLogs, roots and checkpoints go one at a time, in order. */
+export const UPLOAD_CONCURRENCY = 2;
+/** Wait between attempts when the backend fails an upload (doubling up to the max). */
+export const UPLOAD_RETRY_MIN_MS = 200;
+export const UPLOAD_RETRY_MAX_MS = 10_000;
+/** A checkpoint of the LBA map is uploaded after this many TLogs (and on sync-to-backend). */
+export const CHECKPOINT_EVERY_TLOGS = 8;
+/** Entries per checkpoint part object (19 B each: ~19 MiB). */
+export const CHECKPOINT_PART_ENTRIES = 1 << 20;
+/** Open SCO read handles kept per vDisk. */
+export const SCO_READERS_OPEN_MAX = 32;
+/** Uploaded SCOs kept in the write buffer as a read cache, per vDisk (bytes). */
+export const SCO_CACHE_DEFAULT_BYTES = 1024 * MiB;
+/** Default write buffer (dirty SCO bytes before writes are slowed down), per vDisk. */
+export const WRITE_BUFFER_DEFAULT_BYTES = 1024 * MiB;
+/** Clone depth limit: the layer of a location is a u8. */
+export const CLONE_DEPTH_MAX = 255;

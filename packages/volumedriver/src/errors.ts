@@ -18,6 +18,24 @@ export const VdErrorCode = {
   DirLocked: 'VD_DIR_LOCKED',
   /** The object was closed (or sealed) and cannot serve this call. */
   Closed: 'VD_CLOSED',
+  /** No vPool, vDisk or snapshot of that name (or the vDisk is not open here). */
+  NotFound: 'VD_NOT_FOUND',
+  /** A vPool, vDisk or snapshot of that name exists already: nothing changed. */
+  Exists: 'VD_EXISTS',
+  /** A request reaches past the end of the vDisk. */
+  OutOfRange: 'VD_OUT_OF_RANGE',
+  /** The vDisk or snapshot has clones that read from it: delete (or rollback past) refused. */
+  HasClones: 'VD_HAS_CLONES',
+  /** Another volumedriver took the vDisk over (its namespace epoch moved on): writes refused. */
+  Fenced: 'VD_FENCED',
+  /** A conflicting administrative operation runs on this vDisk; retry later. */
+  Busy: 'VD_BUSY',
+  /** The backend (the ALBA proxy) failed a call that the operation needs. */
+  BackendError: 'VD_BACKEND_ERROR',
+  /** The vDisk's local state cannot be used (unknown format, missing files it names). */
+  BadState: 'VD_BAD_STATE',
+  /** The operation is not built yet; the README lists what is missing. */
+  Unsupported: 'VD_UNSUPPORTED',
 } as const;
 
 export type VdErrorCode = (typeof VdErrorCode)[keyof typeof VdErrorCode];

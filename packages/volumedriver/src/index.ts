@@ -1,5 +1,7 @@
+export type * from './api-types.js';
 export * from './constants.js';
 export { VdErrorCode, vdError } from './errors.js';
+export { type FoldedMap, foldTLogs } from './history.js';
 export { LbaMap, type LbaMapOptions, type LbaUpdate } from './lba-map.js';
 export {
   nodeScoDisk,
@@ -15,6 +17,8 @@ export {
   type ScoWriterOptions,
   type SealedSco,
 } from './sco-writer.js';
+export * from './service-constants.js';
+export { TLogWriter, tlogFileName } from './tlog-file.js';
 export {
   decodeTLogEntry,
   encodeTLogEntry,
@@ -32,3 +36,22 @@ export {
   type ScoNumber,
   scoNumber,
 } from './types.js';
+export { foldVdiskFromBackend, Volume, type VolumeOptions } from './volume.js';
+export {
+  type BackendSlice,
+  MemoryVolumeBackend,
+  ProxyVolumeBackend,
+  type VolumeBackend,
+} from './volume-backend.js';
+export { VD_INTERNAL, VOLUME_PROTO_PATH } from './volume-grpc.js';
+export { VolumeManager, type VolumeManagerOptions } from './volume-manager.js';
+export {
+  createVolumeGrpcServer,
+  createVolumeServiceCounters,
+  VolumeClient,
+  type VolumeHealth,
+  VolumeIoStream,
+  type VolumeServiceCounters,
+  type VolumeServiceOptions,
+} from './volume-service.js';
+export { VolumedriverDaemon, type VolumedriverDaemonOptions } from './volumedriver-daemon.js';

@@ -49,6 +49,11 @@ export interface LbaMapOptions {
  * apply() overlapped (an epoch counter), so a get that started before an apply can never
  * put the old location back into the cache after it.
  */
+/** Outside the cluster key space (cluster keys start with two zero bytes). */
+const META_KEY = Buffer.from([0xff, 0x6d, 0x65, 0x74, 0x61]);
+/** A value with a layer byte: the cluster lives in an ancestor's namespace (clones). */
+const LAYERED_VALUE_SIZE_BYTES = LBA_MAP_VALUE_SIZE_BYTES + 1;
+
 export class LbaMap {
   readonly dir: string;
   private readonly db: Db;
@@ -145,11 +150,17 @@ export class LbaMap {
    * Applies many updates in one LevelDB batch (atomic: all or none). Later updates of the
    * same cluster in one batch win. `sync` (default: the map's option) fsyncs the batch.
    */
-  async apply(updates: readonly LbaUpdate[], options: { sync?: boolean } = {}): Promise<void> {
+  async apply(
+    updates: readonly LbaUpdate[],
+    options: { sync?: boolean; meta?: Buffer } = {},
+  ): Promise<void> {
     this.checkOpen();
     assert(updates.length <= LBA_MAP_APPLY_MAX_UPDATES, `apply of ${updates.length} updates`);
-    if (updates.length === 0) return;
+    if (updates.length === 0 && options.meta === undefined) return;
     const batch = this.db.batch();
+    // The caller's position marker goes in the same atomic batch as the updates, so after
+    // a crash the marker says exactly which updates the map holds.
+    if (options.meta !== undefined) batch.put(META_KEY, options.meta);
     for (const update of updates) {
       const key = encodeKey(update.clusterIndex);
       if (update.location === undefined) batch.del(key);
@@ -190,6 +201,58 @@ export class LbaMap {
       assert(key.length === LBA_MAP_KEY_SIZE_BYTES, 'LBA map key of the wrong size');
       const index = key.readUIntBE(2, 6) as ClusterIndex;
       yield [index, decodeValue(value, index, this.dir)];
+    }
+  }
+
+  /** The position marker last written with apply({ meta }), if any. */
+  async getMeta(): Promise<Buffer | undefined> {
+    this.checkOpen();
+    try {
+      return await this.db.get(META_KEY);
+    } catch (err) {
+      throw vdError(VdErrorCode.IoError, `LBA map ${this.dir}: reading the marker failed`, {
+        cause: err,
+      });
+    }
+  }
+
+  /**
+   * Every mapped cluster and the marker, as of one instant: the iterator's implicit
+   * LevelDB snapshot is taken now, synchronously, so updates applied after this call
+   * returns are not seen. For checkpoints.
+   */
+  snapshotEntries(): AsyncGenerator<[ClusterIndex, ClusterLocation] | Buffer> {
+    this.checkOpen();
+    const iterator = this.db.iterator({ gte: encodeKey(0) });
+    const dir = this.dir;
+    return (async function* () {
+      try {
+        for await (const [key, value] of iterator) {
+          if (key.equals(META_KEY)) {
+            yield value;
+            continue;
+          }
+          assert(key.length === LBA_MAP_KEY_SIZE_BYTES, 'LBA map key of the wrong size');
+          const index = key.readUIntBE(2, 6) as ClusterIndex;
+          yield [index, decodeValue(value, index, dir)];
+        }
+      } finally {
+        await iterator.close();
+      }
+    })();
+  }
+
+  /** Removes every entry and the marker (before a rebuild). */
+  async clear(): Promise<void> {
+    this.checkOpen();
+    this.epoch += 1;
+    try {
+      await this.db.clear();
+    } catch (err) {
+      throw vdError(VdErrorCode.IoError, `LBA map ${this.dir}: clear failed`, { cause: err });
+    } finally {
+      this.epoch += 1;
+      this.cache.clear();
     }
   }
 
@@ -246,15 +309,19 @@ function encodeKey(index: number): Buffer {
 }
 
 function encodeValue(location: ClusterLocation): Buffer {
-  const value = Buffer.allocUnsafe(LBA_MAP_VALUE_SIZE_BYTES);
+  const layer = location.layer ?? 0;
+  const value = Buffer.allocUnsafe(
+    layer === 0 ? LBA_MAP_VALUE_SIZE_BYTES : LAYERED_VALUE_SIZE_BYTES,
+  );
   value.writeUInt32BE(location.scoNumber, 0);
   value.writeUInt32BE(location.clusterOffset, 4);
   value.writeUInt32BE(location.crc32c >>> 0, 8);
+  if (layer !== 0) value.writeUInt8(layer, 12);
   return value;
 }
 
 function decodeValue(value: Buffer, index: number, dir: string): ClusterLocation {
-  if (value.length !== LBA_MAP_VALUE_SIZE_BYTES) {
+  if (value.length !== LBA_MAP_VALUE_SIZE_BYTES && value.length !== LAYERED_VALUE_SIZE_BYTES) {
     throw vdError(
       VdErrorCode.Corrupt,
       `LBA map ${dir}: entry of cluster ${index} is ${value.length} B, expected ${LBA_MAP_VALUE_SIZE_BYTES} B`,
@@ -265,6 +332,7 @@ function decodeValue(value: Buffer, index: number, dir: string): ClusterLocation
     scoNumber: value.readUInt32BE(0) as ScoNumber,
     clusterOffset: value.readUInt32BE(4),
     crc32c: value.readUInt32BE(8),
+    ...(value.length === LAYERED_VALUE_SIZE_BYTES ? { layer: value.readUInt8(12) } : {}),
   };
 }
 

@@ -30,4 +30,9 @@ export interface ClusterLocation {
   readonly scoNumber: ScoNumber;
   readonly clusterOffset: number;
   readonly crc32c: number;
+  /**
+   * Whose namespace holds the SCO: 0 or absent = this vDisk's own; k > 0 = its k-th
+   * ancestor (a clone reads its parent's data as of the snapshot it was cloned from).
+   */
+  readonly layer?: number;
 }

@@ -1,0 +1,44 @@
+import { Gauge, type Registry } from 'prom-client';
+import type { Volume } from './volume.js';
+
+/**
+ * Prometheus metrics of the open vDisks, read from each volume's counters when scraped
+ * (no work on the data path). Counters are exported as gauges of monotonically growing
+ * totals so a vDisk that closes simply disappears.
+ */
+export function registerVolumeMetrics(registry: Registry, volumes: () => Volume[]): void {
+  const fields = [
+    ['shale_vdisk_read_ops_total', 'Reads served', 'readOps'],
+    ['shale_vdisk_write_ops_total', 'Writes (and write-zeroes) acknowledged', 'writeOps'],
+    ['shale_vdisk_read_bytes_total', 'Bytes read', 'readBytes'],
+    ['shale_vdisk_write_bytes_total', 'Bytes written', 'writeBytes'],
+    ['shale_vdisk_flush_ops_total', 'FLUSH requests', 'flushOps'],
+    ['shale_vdisk_trim_ops_total', 'TRIM requests', 'trimOps'],
+    [
+      'shale_vdisk_write_buffer_dirty_bytes',
+      'SCO bytes not in the backend yet',
+      'writeBufferDirtyBytes',
+    ],
+    [
+      'shale_vdisk_upload_backlog_objects',
+      'SCOs/TLogs/roots waiting for upload',
+      'uploadBacklogObjects',
+    ],
+    ['shale_vdisk_scos_uploaded_total', 'SCOs uploaded', 'scosUploaded'],
+    ['shale_vdisk_tlogs_uploaded_total', 'TLogs uploaded', 'tlogsUploaded'],
+    ['shale_vdisk_uploaded_bytes_total', 'Bytes uploaded to the backend', 'bytesUploaded'],
+  ] as const;
+  for (const [name, help, field] of fields) {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['vdisk'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const volume of volumes())
+          this.set({ vdisk: volume.name }, volume.vdiskStats()[field]);
+      },
+    });
+  }
+}

@@ -1,0 +1,1641 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { assert, crc32c, errorMessage, isShaleError } from '@shale/common';
+import type { IoRequest, VdiskStats, VolumeIo } from './api-types.js';
+import {
+  CHECKPOINT_EVERY_TLOGS,
+  CHECKPOINT_PART_ENTRIES,
+  LANE_BATCH_MAX_BYTES,
+  LANE_BATCH_MAX_OPS,
+  LBA_MAP_APPLY_MAX_UPDATES,
+  SCO_APPEND_MAX_CLUSTERS,
+  SCO_CACHE_DEFAULT_BYTES,
+  SCO_READ_MAX_CLUSTERS,
+  SCO_READERS_OPEN_MAX,
+  TRIM_CLUSTER_COUNT_MAX,
+  UPLOAD_CONCURRENCY,
+  UPLOAD_RETRY_MAX_MS,
+  UPLOAD_RETRY_MIN_MS,
+} from './constants.js';
+import { VdErrorCode, vdError } from './errors.js';
+import {
+  decodeCheckpointPart,
+  decodeMapPosition,
+  encodeCheckpointPart,
+  encodeMapPosition,
+  type FoldedMap,
+  foldEntry,
+  foldTLogs,
+  type MapPosition,
+} from './history.js';
+import { LbaMap, type LbaUpdate } from './lba-map.js';
+import { parseScoFileName, scoFilePath } from './sco-file.js';
+import { ScoReader } from './sco-reader.js';
+import { ScoWriter } from './sco-writer.js';
+import {
+  encodeTLog,
+  parseClosedTLog,
+  TLogWriter,
+  tlogFileName,
+  writeTLogFile,
+} from './tlog-file.js';
+import type { TLogEntry } from './tlog-format.js';
+import { type ClusterIndex, type ClusterLocation, clusterIndex, scoNumber } from './types.js';
+import type { VolumeBackend } from './volume-backend.js';
+import {
+  type BackendRoot,
+  type CheckpointRef,
+  checkpointObjectName,
+  objectNumber,
+  ROOT_OBJECT,
+  readJson,
+  type SnapshotRecord,
+  STATE_FORMAT,
+  scoObjectName,
+  tlogObjectName,
+  type VolumeConfig,
+  type VolumeState,
+  writeJsonAtomic,
+} from './volume-state.js';
+
+/**
+ * One vDisk on this volumedriver: the write lane (writes, trims, flushes and markers,
+ * batched), the read path, the upload pipeline to the backend, and recovery.
+ *
+ * Write lane: requests queue up; one batch at a time is turned into cluster payloads
+ * (read-modify-write for partial clusters, seeing earlier writes of the same batch),
+ * appended to the current SCO (one writev per 256 clusters), journaled in the current
+ * TLog (one write), applied to the LBA map (one LevelDB batch, with the position marker)
+ * and, if any request of the batch asked for it (FLUSH, FUA), made durable with one
+ * fdatasync of the SCO and one of the TLog: group commit.
+ *
+ *   request ─> lane queue ─> batch: RMW ─> SCO append ─> TLog append ─> LBA map ─> [sync] ─> ack
+ *                                   └─> SCO full: seal ─> upload queue ─> (every tlogScos SCOs) TLog roll
+ *
+ * Upload queue (FIFO): SCOs go up to UPLOAD_CONCURRENCY at a time; a TLog, a checkpoint,
+ * the root and garbage deletion each wait for everything queued before them, so the
+ * backend never holds a TLog that names a SCO it does not hold, and the root never names
+ * a TLog it does not hold.
+ */
+
+type LaneOp =
+  | { kind: 'write'; offsetBytes: number; data: Buffer; fua: boolean }
+  | { kind: 'trim'; offsetBytes: number; lengthBytes: number; fua: boolean; zeroEdges: boolean }
+  | { kind: 'flush' }
+  | { kind: 'checkpoint' };
+
+interface LaneItem {
+  op: LaneOp;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+type UploadItem =
+  | { kind: 'sco'; scoNumber: number }
+  | { kind: 'tlog'; tlogNumber: number }
+  | { kind: 'root' }
+  | {
+      kind: 'checkpoint';
+      entries: AsyncGenerator<[ClusterIndex, ClusterLocation] | Buffer>;
+      position: MapPosition;
+    }
+  | { kind: 'gc'; scos: readonly number[]; tlogs: readonly number[]; checkpoint?: CheckpointRef };
+
+interface QueuedUpload {
+  item: UploadItem;
+  done: Promise<void>;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+export interface VolumeOptions {
+  readonly dir: string;
+  readonly backend: VolumeBackend;
+  /** Uploaded SCOs kept locally as a read cache (bytes). */
+  readonly scoCacheBytes?: number;
+  readonly log?: (message: string) => void;
+}
+
+interface MutableState {
+  generation: number;
+  sizeBytes: number;
+  chain: number[];
+  currentTlog: number;
+  nextScoNumber: number;
+  nextTlogNumber: number;
+  nextSnapshotId: number;
+  snapshots: SnapshotRecord[];
+  garbage: { scos: number[]; tlogs: number[] };
+}
+
+function newStats() {
+  return {
+    readOps: 0,
+    writeOps: 0,
+    readBytes: 0,
+    writeBytes: 0,
+    flushOps: 0,
+    trimOps: 0,
+    scosUploaded: 0,
+    tlogsUploaded: 0,
+    bytesUploaded: 0,
+  };
+}
+
+export class Volume implements VolumeIo {
+  readonly config: VolumeConfig;
+  readonly dir: string;
+  private readonly backend: VolumeBackend;
+  private readonly log: (message: string) => void;
+  private readonly scoCacheBytes: number;
+  private state: MutableState;
+  private lba: LbaMap;
+  private tlog: TLogWriter;
+  private sco: ScoWriter | undefined;
+  /** SCOs sealed into the current TLog (it rolls at config.tlogScos). */
+  private scosInTlog = 0;
+  private epoch = 0;
+  private fencedBy: Error | undefined;
+  private closed = false;
+  private stateWrites: Promise<void> = Promise.resolve();
+  readonly stats = newStats();
+
+  // write lane
+  private readonly lane: LaneItem[] = [];
+  private laneRunning: Promise<void> | undefined;
+  private holds = 0;
+  /** TLog appends of the batch in progress (awaited before the map batch and any sync). */
+  private tlogWrites: Promise<number>[] = [];
+  private laneFailure: Error | undefined;
+
+  // local SCOs
+  /** Sealed SCO files in the write buffer -> size in bytes. */
+  private readonly localScos = new Map<number, number>();
+  private readonly readers = new Map<number, ScoReader>();
+  private readonly uploadedScos = new Set<number>();
+  private readonly uploadedTlogs = new Set<number>();
+  private dirtyScoBytes = 0;
+
+  // upload pipeline
+  private readonly uploads: QueuedUpload[] = [];
+  private uploadsRunning = 0;
+  private uploadBarrierRunning = false;
+  private uploadRetryMs = UPLOAD_RETRY_MIN_MS;
+  private uploadWaiters: (() => void)[] = [];
+  private rootCheckpoint: CheckpointRef | undefined;
+  private nextCheckpointId = 1;
+  private tlogsSinceCheckpoint = 0;
+  lastUploadError: string | undefined;
+
+  private constructor(
+    options: VolumeOptions,
+    config: VolumeConfig,
+    state: MutableState,
+    lba: LbaMap,
+    tlog: TLogWriter,
+  ) {
+    this.dir = options.dir;
+    this.backend = options.backend;
+    this.log = options.log ?? (() => undefined);
+    this.scoCacheBytes = options.scoCacheBytes ?? SCO_CACHE_DEFAULT_BYTES;
+    this.config = config;
+    this.state = state;
+    this.lba = lba;
+    this.tlog = tlog;
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+  get sizeBytes(): number {
+    return this.state.sizeBytes;
+  }
+  get clusterSizeBytes(): number {
+    return this.config.clusterSizeBytes;
+  }
+  get generation(): number {
+    return this.state.generation;
+  }
+  private get scoDir(): string {
+    return path.join(this.dir, 'scos');
+  }
+  private get tlogDir(): string {
+    return path.join(this.dir, 'tlogs');
+  }
+
+  // ------------------------------------------------------------------ lifecycle
+
+  /**
+   * Creates a new vDisk in `dir` (which must not hold one) and its backend namespace. A
+   * clone passes `base`: its parent's map as of the snapshot, already layer-shifted.
+   */
+  static async create(
+    options: VolumeOptions,
+    config: VolumeConfig,
+    init: { sizeBytes: number; presetName: string; base?: FoldedMap },
+  ): Promise<Volume> {
+    await fs.mkdir(path.join(options.dir, 'scos'), { recursive: true });
+    await fs.mkdir(path.join(options.dir, 'tlogs'), { recursive: true });
+    const state: MutableState = {
+      generation: 1,
+      sizeBytes: init.sizeBytes,
+      chain: [],
+      currentTlog: 1,
+      nextScoNumber: 1,
+      nextTlogNumber: 2,
+      nextSnapshotId: 1,
+      snapshots: [],
+      garbage: { scos: [], tlogs: [] },
+    };
+    await options.backend.createNamespace(config.namespace, init.presetName);
+    const tlog = await TLogWriter.create(path.join(options.dir, 'tlogs'), state.currentTlog);
+    const lba = await LbaMap.open({ dir: path.join(options.dir, 'lba') });
+    const volume = new Volume(options, config, state, lba, tlog);
+    try {
+      await volume.writeMapBase(init.base ?? new Map(), {
+        generation: 1,
+        tlogNumber: state.currentTlog,
+        entryCount: 0,
+      });
+      await writeJsonAtomic(path.join(options.dir, 'state.json'), volume.stateFile());
+      // volume.json last: its presence marks a complete local vDisk.
+      await writeJsonAtomic(path.join(options.dir, 'volume.json'), config);
+      volume.epoch = await options.backend.bumpEpoch(config.namespace);
+      // The root goes up at once, so that even an empty vDisk restores from the backend;
+      // a clone's base goes up as its first checkpoint.
+      void volume.enqueueUpload({ kind: 'root' });
+    } catch (err) {
+      await volume.closeFiles();
+      throw err;
+    }
+    return volume;
+  }
+
+  /** Opens a vDisk from its local directory: a clean restart, or recovery after a crash. */
+  static async open(options: VolumeOptions): Promise<Volume> {
+    const config = await readJson<VolumeConfig>(path.join(options.dir, 'volume.json'));
+    const saved = await readJson<VolumeState>(path.join(options.dir, 'state.json'));
+    const state: MutableState = {
+      generation: saved.generation,
+      sizeBytes: saved.sizeBytes,
+      chain: [...saved.chain],
+      currentTlog: saved.currentTlog,
+      nextScoNumber: saved.nextScoNumber,
+      nextTlogNumber: saved.nextTlogNumber,
+      nextSnapshotId: saved.nextSnapshotId,
+      snapshots: [...saved.snapshots],
+      garbage: { scos: [...saved.garbage.scos], tlogs: [...saved.garbage.tlogs] },
+    };
+    const tlogDir = path.join(options.dir, 'tlogs');
+    // A TLog created by a roll that crashed before state.json named it: never used.
+    for (const name of await fs.readdir(tlogDir)) {
+      const number = Number.parseInt(name.slice(0, 8), 16);
+      if (name.endsWith('.tlog') && number >= state.nextTlogNumber) {
+        await fs.rm(path.join(tlogDir, name), { force: true });
+      }
+    }
+    const reopened = await TLogWriter.reopen(tlogDir, state.currentTlog);
+    const lba = await LbaMap.open({ dir: path.join(options.dir, 'lba') });
+    const volume = new Volume(options, config, state, lba, reopened.writer);
+    try {
+      if (reopened.cutBytes > 0) {
+        volume.log(`${config.name}: cut a torn TLog tail of ${reopened.cutBytes} B`);
+      }
+      await volume.recoverLocal(reopened.entries);
+      await volume.resumeUploads();
+    } catch (err) {
+      await volume.closeFiles();
+      throw err;
+    }
+    return volume;
+  }
+
+  /**
+   * Rebuilds a vDisk in an empty `dir` from its backend namespace alone: the root, the
+   * latest checkpoint, the TLogs after it. Writes acknowledged after the last TLog upload
+   * of the previous owner are not in the backend and are not here (the DTL's job).
+   */
+  static async restore(options: VolumeOptions, namespace: string): Promise<Volume> {
+    const root = parseRoot(await options.backend.getObject(namespace, ROOT_OBJECT));
+    const listed = await options.backend.listObjects(namespace, '');
+    let maxSco = 0;
+    let maxTlog = 0;
+    for (const o of listed) {
+      maxSco = Math.max(maxSco, objectNumber(o.name, 'sco') ?? 0);
+      maxTlog = Math.max(maxTlog, objectNumber(o.name, 'tlog') ?? 0);
+    }
+    await fs.mkdir(path.join(options.dir, 'scos'), { recursive: true });
+    await fs.mkdir(path.join(options.dir, 'tlogs'), { recursive: true });
+    const currentTlog = Math.max(maxTlog, ...root.chain, 0) + 1;
+    const state: MutableState = {
+      generation: root.generation,
+      sizeBytes: root.sizeBytes,
+      chain: [...root.chain],
+      currentTlog,
+      nextScoNumber: maxSco + 1,
+      nextTlogNumber: currentTlog + 1,
+      nextSnapshotId: root.nextSnapshotId,
+      snapshots: [...root.snapshots],
+      garbage: { scos: [], tlogs: [] },
+    };
+    const tlog = await TLogWriter.create(path.join(options.dir, 'tlogs'), currentTlog);
+    const lba = await LbaMap.open({ dir: path.join(options.dir, 'lba') });
+    const volume = new Volume(options, root.config, state, lba, tlog);
+    try {
+      for (const n of root.chain) volume.uploadedTlogs.add(n);
+      for (const o of listed) {
+        const n = objectNumber(o.name, 'sco');
+        if (n !== undefined) volume.uploadedScos.add(n);
+      }
+      volume.rootCheckpoint = root.checkpoint;
+      if (root.checkpoint !== undefined) volume.nextCheckpointId = root.checkpoint.id + 1;
+      volume.epoch = await options.backend.bumpEpoch(namespace);
+      await volume.rebuildMap();
+      await writeJsonAtomic(path.join(options.dir, 'state.json'), volume.stateFile());
+      await writeJsonAtomic(path.join(options.dir, 'volume.json'), root.config);
+    } catch (err) {
+      await volume.closeFiles();
+      throw err;
+    }
+    return volume;
+  }
+
+  /** Clean shutdown: drains the lane, syncs, waits for nothing else (uploads resume on open). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.laneIdle();
+    this.closed = true;
+    try {
+      await this.sco?.sync();
+      await this.tlog.sync();
+    } catch (err) {
+      this.log(`${this.name}: sync on close failed: ${errorMessage(err)}`);
+    }
+    await this.waitUploadsSettled();
+    await this.closeFiles();
+  }
+
+  /** Closes every file without syncing: what a crash leaves (tests). */
+  async closeFiles(): Promise<void> {
+    this.closed = true;
+    for (const reader of this.readers.values()) await reader.close();
+    this.readers.clear();
+    await this.sco?.abort().catch(() => undefined);
+    this.sco = undefined;
+    await this.tlog.abort().catch(() => undefined);
+    await this.lba.close().catch(() => undefined);
+  }
+
+  private stateFile(): VolumeState {
+    return { format: STATE_FORMAT, ...this.state };
+  }
+
+  /** Writes state.json; calls are serialized, each writes the state as of its turn. */
+  private persistState(): Promise<void> {
+    const run = this.stateWrites.then(() =>
+      writeJsonAtomic(path.join(this.dir, 'state.json'), this.stateFile()),
+    );
+    this.stateWrites = run.catch(() => undefined);
+    return run;
+  }
+
+  // ------------------------------------------------------------------ the data path
+
+  read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    this.checkRange(offsetBytes, lengthBytes);
+    this.stats.readOps += 1;
+    this.stats.readBytes += lengthBytes;
+    return this.readRange(offsetBytes, lengthBytes);
+  }
+
+  write(offsetBytes: number, data: Buffer, options: { fua?: boolean } = {}): Promise<void> {
+    this.checkRange(offsetBytes, data.length);
+    this.stats.writeOps += 1;
+    this.stats.writeBytes += data.length;
+    return this.enqueue({ kind: 'write', offsetBytes, data, fua: options.fua ?? false });
+  }
+
+  flush(): Promise<void> {
+    this.checkOpen();
+    this.stats.flushOps += 1;
+    return this.enqueue({ kind: 'flush' });
+  }
+
+  trim(offsetBytes: number, lengthBytes: number, options: { fua?: boolean } = {}): Promise<void> {
+    this.checkRange(offsetBytes, lengthBytes);
+    this.stats.trimOps += 1;
+    return this.enqueue({
+      kind: 'trim',
+      offsetBytes,
+      lengthBytes,
+      fua: options.fua ?? false,
+      zeroEdges: false,
+    });
+  }
+
+  writeZeroes(
+    offsetBytes: number,
+    lengthBytes: number,
+    options: { fua?: boolean } = {},
+  ): Promise<void> {
+    this.checkRange(offsetBytes, lengthBytes);
+    this.stats.writeOps += 1;
+    return this.enqueue({
+      kind: 'trim',
+      offsetBytes,
+      lengthBytes,
+      fua: options.fua ?? false,
+      zeroEdges: true,
+    });
+  }
+
+  /** Runs one IoRequest (the service's entry). */
+  async submit(request: IoRequest): Promise<Buffer | undefined> {
+    switch (request.op) {
+      case 'read':
+        return this.read(request.offsetBytes, request.lengthBytes);
+      case 'write':
+        await this.write(request.offsetBytes, request.data, { fua: request.fua });
+        return undefined;
+      case 'flush':
+        await this.flush();
+        return undefined;
+      case 'trim':
+        await this.trim(request.offsetBytes, request.lengthBytes, { fua: request.fua });
+        return undefined;
+      case 'writeZeroes':
+        await this.writeZeroes(request.offsetBytes, request.lengthBytes, { fua: request.fua });
+        return undefined;
+    }
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw vdError(VdErrorCode.Closed, `vDisk ${this.name} is closed`);
+    if (this.fencedBy !== undefined) {
+      throw vdError(VdErrorCode.Fenced, `vDisk ${this.name}: ${this.fencedBy.message}`, {
+        cause: this.fencedBy,
+      });
+    }
+  }
+
+  private checkRange(offsetBytes: number, lengthBytes: number): void {
+    this.checkOpen();
+    if (
+      !Number.isSafeInteger(offsetBytes) ||
+      !Number.isSafeInteger(lengthBytes) ||
+      offsetBytes < 0 ||
+      lengthBytes < 0
+    ) {
+      throw vdError(
+        VdErrorCode.InvalidArgument,
+        `offset ${offsetBytes} and length ${lengthBytes} must be whole numbers >= 0`,
+      );
+    }
+    if (offsetBytes + lengthBytes > this.state.sizeBytes) {
+      throw vdError(
+        VdErrorCode.OutOfRange,
+        `${offsetBytes}+${lengthBytes} reaches past the end of vDisk ${this.name} (${this.state.sizeBytes} B)`,
+        { details: { vdisk: this.name } },
+      );
+    }
+  }
+
+  private enqueue(op: LaneOp): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.lane.push({ op, resolve, reject });
+      this.kickLane();
+    });
+  }
+
+  private kickLane(): void {
+    if (this.laneRunning !== undefined || this.holds > 0 || this.lane.length === 0) return;
+    this.laneRunning = this.runLane().finally(() => {
+      this.laneRunning = undefined;
+      this.kickLane();
+    });
+  }
+
+  private async runLane(): Promise<void> {
+    while (this.lane.length > 0 && this.holds === 0) {
+      const batch: LaneItem[] = [];
+      let bytes = 0;
+      while (batch.length < LANE_BATCH_MAX_OPS && this.lane.length > 0) {
+        const next = this.lane[0] as LaneItem;
+        const size = next.op.kind === 'write' ? next.op.data.length : 0;
+        if (batch.length > 0 && bytes + size > LANE_BATCH_MAX_BYTES) break;
+        batch.push(this.lane.shift() as LaneItem);
+        bytes += size;
+      }
+      try {
+        if (this.laneFailure !== undefined) throw this.laneFailure;
+        if (this.fencedBy !== undefined) this.checkOpen();
+        await this.waitForWriteBuffer();
+        await this.processBatch(batch.map((item) => item.op));
+        for (const item of batch) item.resolve();
+      } catch (err) {
+        const error = err instanceof Error ? err : new Error(String(err));
+        // A disk failure mid-batch leaves the SCO or TLog tail unknown: nothing more is
+        // acknowledged on this volume until it is reopened (which recovers the tail).
+        if (isShaleError(error, VdErrorCode.IoError) || isShaleError(error, VdErrorCode.NoSpace)) {
+          this.laneFailure = error;
+        }
+        for (const item of batch) item.reject(error);
+      }
+    }
+  }
+
+  /** Waits until no batch runs and holds new ones back; returns the release. */
+  async hold(): Promise<() => void> {
+    this.holds += 1;
+    await this.laneIdle();
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.holds -= 1;
+      this.kickLane();
+    };
+  }
+
+  private async laneIdle(): Promise<void> {
+    while (this.laneRunning !== undefined) await this.laneRunning;
+  }
+
+  /** Backpressure: a full write buffer waits for uploads instead of failing writes. */
+  private async waitForWriteBuffer(): Promise<void> {
+    const limit = Math.max(this.config.writeBufferBytes - this.config.scoSizeBytes, 0);
+    while (this.dirtyScoBytes > limit && this.fencedBy === undefined && !this.closed) {
+      await new Promise<void>((resolve) => this.uploadWaiters.push(resolve));
+    }
+  }
+
+  private async processBatch(ops: readonly LaneOp[]): Promise<void> {
+    const cs = this.config.clusterSizeBytes;
+    const updates: LbaUpdate[] = [];
+    /** Cluster contents written (or unmapped: null) earlier in this batch. */
+    const overlay = new Map<number, Buffer | null>();
+    const run: { index: number; payload: Buffer }[] = [];
+    let needSync = false;
+    let checkpoint = false;
+    this.tlogWrites = [];
+
+    const flushRun = async (): Promise<void> => {
+      while (run.length > 0) {
+        if (this.sco === undefined) await this.startSco();
+        const sco = this.sco as ScoWriter;
+        const part = run.splice(
+          0,
+          Math.min(run.length, sco.remainingClusters, SCO_APPEND_MAX_CLUSTERS),
+        );
+        const appended = await sco.append(part.map((p) => p.payload));
+        const entries: TLogEntry[] = new Array(part.length);
+        for (let i = 0; i < part.length; i += 1) {
+          const p = part[i] as { index: number; payload: Buffer };
+          const location: ClusterLocation = {
+            scoNumber: sco.scoNumber,
+            clusterOffset: appended.firstClusterOffset + i,
+            crc32c: appended.crc32cs[i] as number,
+          };
+          entries[i] = { type: 'write', clusterIndex: p.index as ClusterIndex, ...location };
+          updates.push({ clusterIndex: p.index as ClusterIndex, location });
+        }
+        this.tlogWrites.push(this.tlog.append(entries));
+        this.dirtyScoBytes += part.length * cs;
+        if (sco.isFull) await this.sealCurrentSco();
+      }
+    };
+
+    const writeCluster = async (index: number, from: number, source: Buffer): Promise<void> => {
+      // `source` covers cluster bytes [from, from + source.length).
+      let payload: Buffer;
+      if (from === 0 && source.length === cs) {
+        payload = source;
+      } else {
+        payload = Buffer.alloc(cs);
+        const seen = overlay.get(index);
+        if (seen !== undefined) seen?.copy(payload);
+        else (await this.readClusterUnlocked(index)).copy(payload);
+        source.copy(payload, from);
+      }
+      overlay.set(index, payload);
+      run.push({ index, payload });
+      if (run.length >= SCO_APPEND_MAX_CLUSTERS) await flushRun();
+    };
+
+    for (const op of ops) {
+      if (op.kind === 'write') {
+        const end = op.offsetBytes + op.data.length;
+        for (let at = op.offsetBytes; at < end; ) {
+          const index = Math.floor(at / cs);
+          const next = Math.min((index + 1) * cs, end);
+          await writeCluster(
+            index,
+            at - index * cs,
+            op.data.subarray(at - op.offsetBytes, next - op.offsetBytes),
+          );
+          at = next;
+        }
+        needSync ||= op.fua;
+      } else if (op.kind === 'trim') {
+        const end = op.offsetBytes + op.lengthBytes;
+        const firstWhole = Math.ceil(op.offsetBytes / cs);
+        const endWhole = Math.floor(end / cs);
+        if (op.zeroEdges) {
+          // Partial clusters at the edges are written with zeros (read-modify-write).
+          for (const index of new Set([
+            Math.floor(op.offsetBytes / cs),
+            Math.floor((end - 1) / cs),
+          ])) {
+            if (op.lengthBytes === 0 || (index >= firstWhole && index < endWhole)) continue;
+            const from = Math.max(op.offsetBytes, index * cs);
+            const to = Math.min(end, (index + 1) * cs);
+            await writeCluster(index, from - index * cs, Buffer.alloc(to - from));
+          }
+        }
+        // A trim is a hint: partial clusters at its edges keep their data.
+        if (endWhole > firstWhole) {
+          await flushRun();
+          for (let from = firstWhole; from < endWhole; from += TRIM_CLUSTER_COUNT_MAX) {
+            const count = Math.min(endWhole - from, TRIM_CLUSTER_COUNT_MAX);
+            this.tlogWrites.push(
+              this.tlog.append([
+                { type: 'trim', firstClusterIndex: from as ClusterIndex, clusterCount: count },
+              ]),
+            );
+          }
+          for (const index of overlay.keys()) {
+            if (index >= firstWhole && index < endWhole) overlay.set(index, null);
+          }
+          for await (const [index] of this.lba.range(clusterIndex(firstWhole), endWhole)) {
+            overlay.set(index, null);
+            updates.push({ clusterIndex: index, location: undefined });
+          }
+          // Unmap also what this batch wrote into the range (later updates win).
+          for (const [index, content] of overlay) {
+            if (content === null && index >= firstWhole && index < endWhole) {
+              updates.push({ clusterIndex: index as ClusterIndex, location: undefined });
+            }
+          }
+        }
+        needSync ||= op.fua;
+      } else if (op.kind === 'flush') {
+        needSync = true;
+      } else {
+        checkpoint = true;
+      }
+    }
+    await flushRun();
+    if (checkpoint) {
+      // A checkpoint needs a position in a closed TLog: seal what is open and roll.
+      if (this.sco !== undefined && this.sco.clusterCount > 0) await this.sealCurrentSco(true);
+      else if (this.tlog.entryCount > 0) await this.rollTlog();
+    }
+    await Promise.all(this.tlogWrites);
+    await this.applyUpdates(updates, {
+      generation: this.state.generation,
+      tlogNumber: this.tlog.tlogNumber,
+      entryCount: this.tlog.entryCount,
+    });
+    if (needSync) {
+      await this.sco?.sync();
+      await this.tlog.sync();
+      // Durability: every write of this batch and of every batch before it is on stable
+      // storage (SCO data before the TLog entries that point to it).
+    }
+    if (checkpoint) this.enqueueCheckpoint();
+  }
+
+  /** Applies map updates in LevelDB batches; the marker goes with the last one. */
+  private async applyUpdates(updates: readonly LbaUpdate[], position: MapPosition): Promise<void> {
+    const meta = encodeMapPosition(position);
+    for (let i = 0; i < updates.length || i === 0; i += LBA_MAP_APPLY_MAX_UPDATES) {
+      const chunk = updates.slice(i, i + LBA_MAP_APPLY_MAX_UPDATES);
+      const last = i + LBA_MAP_APPLY_MAX_UPDATES >= updates.length;
+      // Replaying from an older marker is idempotent, so a crash between chunks is safe.
+      await this.lba.apply(chunk, last ? { meta } : {});
+      if (updates.length === 0) break;
+    }
+  }
+
+  private async startSco(): Promise<void> {
+    const number = this.state.nextScoNumber;
+    this.state.nextScoNumber += 1;
+    // The number is durable before the file exists: a crash leaves a gap, never a reuse.
+    await this.persistState();
+    this.sco = await ScoWriter.create({
+      dir: this.scoDir,
+      scoNumber: scoNumber(number),
+      clusterSizeBytes: this.config.clusterSizeBytes,
+      scoSizeBytes: this.config.scoSizeBytes,
+    });
+  }
+
+  /** Seals the current SCO (fsync), journals it, queues its upload; rolls the TLog when due. */
+  private async sealCurrentSco(forceRoll = false): Promise<void> {
+    const sco = this.sco as ScoWriter;
+    // Listed as local before it stops being current, so no read misses it in between.
+    this.localScos.set(sco.scoNumber, sco.clusterCount * this.config.clusterSizeBytes);
+    this.sco = undefined;
+    const sealed = await sco.seal();
+    this.tlogWrites.push(
+      this.tlog.append([
+        {
+          type: 'scoSealed',
+          scoNumber: sealed.scoNumber,
+          sizeBytes: sealed.sizeBytes,
+          crc32c: sealed.crc32c,
+        },
+      ]),
+    );
+    this.localScos.set(sealed.scoNumber, sealed.sizeBytes);
+    void this.enqueueUpload({ kind: 'sco', scoNumber: sealed.scoNumber });
+    this.scosInTlog += 1;
+    if (forceRoll || this.scosInTlog >= this.config.tlogScos) await this.rollTlog();
+  }
+
+  /** Closes the current TLog (synced) into the chain and starts the next one. */
+  private async rollTlog(): Promise<void> {
+    await Promise.all(this.tlogWrites);
+    this.tlogWrites = [];
+    await this.tlog.close();
+    const closed = this.tlog.tlogNumber;
+    const next = this.state.nextTlogNumber;
+    this.tlog = await TLogWriter.create(this.tlogDir, next);
+    this.state.chain.push(closed);
+    this.state.currentTlog = next;
+    this.state.nextTlogNumber = next + 1;
+    await this.persistState();
+    this.scosInTlog = 0;
+    void this.enqueueUpload({ kind: 'tlog', tlogNumber: closed });
+  }
+
+  // ------------------------------------------------------------------ the read path
+
+  private async readRange(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    const out = Buffer.alloc(lengthBytes);
+    if (lengthBytes === 0) return out;
+    const cs = this.config.clusterSizeBytes;
+    const first = Math.floor(offsetBytes / cs);
+    const last = Math.floor((offsetBytes + lengthBytes - 1) / cs);
+    for (let from = first; from <= last; from += SCO_READ_MAX_CLUSTERS * 8) {
+      const to = Math.min(last + 1, from + SCO_READ_MAX_CLUSTERS * 8);
+      const indexes: ClusterIndex[] = [];
+      for (let i = from; i < to; i += 1) indexes.push(i as ClusterIndex);
+      let clusters: (Buffer | undefined)[];
+      try {
+        clusters = await this.readClusters(indexes);
+      } catch (err) {
+        // The SCO moved under us (scrubbing or a rollback deleted it after the lookup):
+        // look again once.
+        if (!isShaleError(err, VdErrorCode.NotFound)) throw err;
+        clusters = await this.readClusters(indexes);
+      }
+      for (let i = 0; i < indexes.length; i += 1) {
+        const data = clusters[i];
+        if (data === undefined) continue;
+        const clusterStart = (from + i) * cs;
+        const copyFrom = Math.max(offsetBytes, clusterStart);
+        const copyTo = Math.min(offsetBytes + lengthBytes, clusterStart + cs);
+        data.copy(out, copyFrom - offsetBytes, copyFrom - clusterStart, copyTo - clusterStart);
+      }
+    }
+    return out;
+  }
+
+  /** A whole cluster's current content (zeros if unmapped), for read-modify-write. */
+  private async readClusterUnlocked(index: number): Promise<Buffer> {
+    const [data] = await this.readClusters([index as ClusterIndex]);
+    return data ?? Buffer.alloc(this.config.clusterSizeBytes);
+  }
+
+  /** The clusters' contents, verified; undefined for unmapped clusters. */
+  private async readClusters(indexes: readonly ClusterIndex[]): Promise<(Buffer | undefined)[]> {
+    const locations = await this.lba.getMany(indexes);
+    return this.readLocations(locations);
+  }
+
+  private async readLocations(
+    locations: readonly (ClusterLocation | undefined)[],
+  ): Promise<(Buffer | undefined)[]> {
+    const cs = this.config.clusterSizeBytes;
+    const out: (Buffer | undefined)[] = new Array(locations.length);
+    const remote = new Map<number, number[]>(); // layer -> positions
+    let i = 0;
+    while (i < locations.length) {
+      const location = locations[i];
+      if (location === undefined) {
+        i += 1;
+        continue;
+      }
+      const layer = location.layer ?? 0;
+      // A run of clusters stored back to back in one SCO: one pread.
+      let j = i + 1;
+      while (
+        j < locations.length &&
+        j - i < SCO_READ_MAX_CLUSTERS &&
+        locations[j]?.scoNumber === location.scoNumber &&
+        (locations[j]?.layer ?? 0) === layer &&
+        locations[j]?.clusterOffset === location.clusterOffset + (j - i)
+      ) {
+        j += 1;
+      }
+      const reader = layer === 0 ? await this.localReader(location.scoNumber) : undefined;
+      if (reader !== undefined) {
+        const crcs = new Uint32Array(j - i);
+        for (let k = i; k < j; k += 1) crcs[k - i] = (locations[k] as ClusterLocation).crc32c;
+        const data = await reader.readClusters(location.clusterOffset, crcs);
+        for (let k = i; k < j; k += 1) out[k] = data.subarray((k - i) * cs, (k - i + 1) * cs);
+      } else {
+        let positions = remote.get(layer);
+        if (positions === undefined) {
+          positions = [];
+          remote.set(layer, positions);
+        }
+        for (let k = i; k < j; k += 1) positions.push(k);
+      }
+      i = j;
+    }
+    for (const [layer, positions] of remote) {
+      const ns = layer === 0 ? this.config.namespace : this.config.ancestors[layer - 1]?.namespace;
+      assert(ns !== undefined, `location layer ${layer} beyond the vDisk's ancestors`);
+      const slices = positions.map((p) => {
+        const location = locations[p] as ClusterLocation;
+        return {
+          name: scoObjectName(location.scoNumber),
+          offsetBytes: location.clusterOffset * cs,
+          lengthBytes: cs,
+        };
+      });
+      const data = await this.backend.readRanges(ns, slices);
+      for (let k = 0; k < positions.length; k += 1) {
+        const p = positions[k] as number;
+        const location = locations[p] as ClusterLocation;
+        const bytes = data[k];
+        if (bytes === undefined || bytes.length !== cs || crc32c(bytes) !== location.crc32c) {
+          throw vdError(
+            VdErrorCode.Corrupt,
+            `vDisk ${this.name}: cluster ${location.clusterOffset} of SCO ${location.scoNumber} (layer ${layer}) read from the backend fails its CRC32C`,
+          );
+        }
+        out[p] = bytes;
+      }
+    }
+    return out;
+  }
+
+  /** A reader of a SCO file in the write buffer, or undefined when the file is gone. */
+  private async localReader(number: number): Promise<ScoReader | undefined> {
+    const cached = this.readers.get(number);
+    if (cached !== undefined) {
+      this.readers.delete(number);
+      this.readers.set(number, cached);
+      return cached;
+    }
+    const isCurrent = this.sco?.scoNumber === number;
+    if (!isCurrent && !this.localScos.has(number)) return undefined;
+    let reader: ScoReader;
+    try {
+      reader = await ScoReader.open({
+        dir: this.scoDir,
+        scoNumber: scoNumber(number),
+        clusterSizeBytes: this.config.clusterSizeBytes,
+      });
+    } catch (err) {
+      if (isShaleError(err, VdErrorCode.ScoNotFound)) return undefined;
+      throw err;
+    }
+    const raced = this.readers.get(number);
+    if (raced !== undefined) {
+      await reader.close();
+      return raced;
+    }
+    this.readers.set(number, reader);
+    if (this.readers.size > SCO_READERS_OPEN_MAX) {
+      const [oldest, old] = this.readers.entries().next().value as [number, ScoReader];
+      this.readers.delete(oldest);
+      // Reads in flight on it finish first: close after a tick of grace.
+      setTimeout(() => void old.close().catch(() => undefined), 1000).unref();
+    }
+    return reader;
+  }
+
+  // ------------------------------------------------------------------ snapshots
+
+  snapshots(): readonly SnapshotRecord[] {
+    return this.state.snapshots;
+  }
+
+  /** Every TLog up to the snapshot's marker is in the backend. */
+  snapshotInBackend(id: number): boolean {
+    const record = this.state.snapshots.find((s) => s.id === id);
+    if (record === undefined) return false;
+    const position = this.state.chain.indexOf(record.tlogNumber);
+    if (position < 0) return false;
+    return this.state.chain.slice(0, position + 1).every((n) => this.uploadedTlogs.has(n));
+  }
+
+  /**
+   * Appends a snapshot marker while the lane is held (the caller holds it, possibly with
+   * other volumes for a consistency group) and makes it durable with everything before it.
+   */
+  async snapshotHeld(name: string, createdAtMs: number): Promise<SnapshotRecord> {
+    assert(this.holds > 0 && this.laneRunning === undefined, 'snapshotHeld without a hold');
+    this.checkOpen();
+    const id = this.state.nextSnapshotId;
+    await this.tlog.append([{ type: 'snapshot', snapshotId: id }]);
+    await this.sco?.sync();
+    await this.tlog.sync();
+    const record: SnapshotRecord = { id, name, createdAtMs, tlogNumber: this.tlog.tlogNumber };
+    this.state.nextSnapshotId = id + 1;
+    this.state.snapshots.push(record);
+    await this.persistState();
+    // Durability: the marker and every write acknowledged before the hold are on stable
+    // storage; the snapshot list naming it is in state.json.
+    return record;
+  }
+
+  async deleteSnapshot(id: number): Promise<void> {
+    const before = this.state.snapshots.length;
+    this.state.snapshots = this.state.snapshots.filter((s) => s.id !== id);
+    if (this.state.snapshots.length === before) return;
+    await this.persistState();
+    void this.enqueueUpload({ kind: 'root' });
+  }
+
+  /**
+   * Rolls the vDisk back to snapshot `id`: later writes and snapshots are gone. The
+   * history is cut at the marker (a new TLog holds the entries of its TLog up to it), the
+   * generation moves on, the map is rebuilt, and SCOs and TLogs only the cut part named
+   * become garbage, deleted once the backend root no longer names them.
+   */
+  async rollback(id: number): Promise<void> {
+    const record = this.state.snapshots.find((s) => s.id === id);
+    if (record === undefined) {
+      throw vdError(VdErrorCode.NotFound, `vDisk ${this.name} has no snapshot ${id}`);
+    }
+    const release = await this.hold();
+    try {
+      this.checkOpen();
+      this.tlogWrites = [];
+      if (this.sco !== undefined && this.sco.clusterCount > 0) await this.sealCurrentSco(true);
+      else if (this.tlog.entryCount > 0) await this.rollTlog();
+      const chain = this.state.chain;
+      const at = chain.indexOf(record.tlogNumber);
+      assert(at >= 0, `snapshot ${id} TLog ${record.tlogNumber} not in the chain`);
+      const entries = await this.readTlog(record.tlogNumber);
+      const marker = entries.findIndex((e) => e.type === 'snapshot' && e.snapshotId === id);
+      assert(marker >= 0, `snapshot ${id} marker missing from TLog ${record.tlogNumber}`);
+      const kept = entries.slice(0, marker + 1);
+      const cut = chain.slice(at);
+      const cutScos = new Set<number>();
+      for (const e of entries.slice(marker + 1)) if (e.type === 'write') cutScos.add(e.scoNumber);
+      for (const n of cut.slice(1)) {
+        for (const e of await this.readTlog(n)) if (e.type === 'write') cutScos.add(e.scoNumber);
+      }
+      for (const e of entries.slice(marker + 1))
+        if (e.type === 'scoSealed') cutScos.add(e.scoNumber);
+      const keptScos = new Set<number>();
+      for (const n of chain.slice(0, at)) {
+        for (const e of await this.readTlog(n)) if (e.type === 'write') keptScos.add(e.scoNumber);
+      }
+      for (const e of kept) if (e.type === 'write') keptScos.add(e.scoNumber);
+      const replacement = this.state.nextTlogNumber;
+      await writeTLogFile(this.tlogDir, replacement, kept);
+      const current = this.tlog.tlogNumber;
+      this.state = {
+        ...this.state,
+        generation: this.state.generation + 1,
+        chain: [...chain.slice(0, at), replacement],
+        nextTlogNumber: replacement + 1,
+        snapshots: this.state.snapshots
+          .filter((s) => s.id <= id)
+          .map((s) => (cut.includes(s.tlogNumber) ? { ...s, tlogNumber: replacement } : s)),
+        garbage: {
+          scos: [...this.state.garbage.scos, ...[...cutScos].filter((n) => !keptScos.has(n))],
+          tlogs: [...this.state.garbage.tlogs, ...cut],
+        },
+      };
+      // Commit point: state.json names the new history.
+      await this.persistState();
+      await this.rebuildMap();
+      this.rootCheckpoint = undefined;
+      void this.enqueueUpload({ kind: 'tlog', tlogNumber: replacement });
+      this.enqueueCheckpoint();
+      this.enqueueGarbage();
+      this.log(`${this.name}: rolled back to snapshot ${id} (current TLog ${current})`);
+    } finally {
+      release();
+    }
+  }
+
+  // ------------------------------------------------------------------ backend
+
+  /** Seals and rolls, then waits until every SCO, TLog, a checkpoint and the root are up. */
+  async syncToBackend(): Promise<void> {
+    await this.enqueue({ kind: 'checkpoint' });
+    await this.waitUploadsDrained();
+  }
+
+  /** Bytes of this vDisk's objects in the backend. */
+  async backendBytes(): Promise<number> {
+    const objects = await this.backend.listObjects(this.config.namespace, '');
+    return objects.reduce((sum, o) => sum + o.sizeBytes, 0);
+  }
+
+  private enqueueUpload(item: UploadItem): Promise<void> {
+    let resolve!: () => void;
+    let reject!: (err: Error) => void;
+    const done = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    done.catch(() => undefined);
+    this.uploads.push({ item, done, resolve, reject });
+    this.pumpUploads();
+    return done;
+  }
+
+  /** A checkpoint of the map as of now (the lane is idle or this is its batch end). */
+  private enqueueCheckpoint(): void {
+    const position = this.closedPosition();
+    if (position === undefined) return;
+    this.tlogsSinceCheckpoint = 0;
+    void this.enqueueUpload({ kind: 'checkpoint', entries: this.lba.snapshotEntries(), position });
+  }
+
+  /** The map's position as (last closed TLog, its length), when the current TLog is empty. */
+  private closedPosition(): MapPosition | undefined {
+    if (this.tlog.entryCount > 0) return undefined;
+    const last = this.state.chain[this.state.chain.length - 1];
+    if (last === undefined) return undefined;
+    return { generation: this.state.generation, tlogNumber: last, entryCount: -1 };
+  }
+
+  private enqueueGarbage(): void {
+    const { scos, tlogs } = this.state.garbage;
+    if (scos.length === 0 && tlogs.length === 0) return;
+    void this.enqueueUpload({ kind: 'gc', scos: [...scos], tlogs: [...tlogs] });
+  }
+
+  private pumpUploads(): void {
+    if (this.closed && this.uploads.length === 0) return;
+    while (this.uploads.length > 0 && !this.uploadBarrierRunning && this.fencedBy === undefined) {
+      const head = this.uploads[0] as QueuedUpload;
+      if (head.item.kind === 'sco') {
+        if (this.uploadsRunning >= UPLOAD_CONCURRENCY) return;
+        this.uploads.shift();
+        this.uploadsRunning += 1;
+        void this.runUpload(head).finally(() => {
+          this.uploadsRunning -= 1;
+          this.pumpUploads();
+        });
+      } else {
+        if (this.uploadsRunning > 0) return;
+        this.uploads.shift();
+        this.uploadBarrierRunning = true;
+        void this.runUpload(head).finally(() => {
+          this.uploadBarrierRunning = false;
+          this.pumpUploads();
+        });
+        return;
+      }
+    }
+  }
+
+  private async runUpload(queued: QueuedUpload): Promise<void> {
+    for (;;) {
+      try {
+        await this.upload(queued.item);
+        this.uploadRetryMs = UPLOAD_RETRY_MIN_MS;
+        this.lastUploadError = undefined;
+        queued.resolve();
+        const waiters = this.uploadWaiters;
+        this.uploadWaiters = [];
+        for (const wake of waiters) wake();
+        return;
+      } catch (err) {
+        const error = err instanceof Error ? err : new Error(String(err));
+        if (isShaleError(error, VdErrorCode.Fenced)) {
+          this.fencedBy = error;
+          this.log(`${this.name}: fenced: ${error.message}`);
+        }
+        if (this.fencedBy !== undefined || this.closed) {
+          queued.reject(error);
+          for (const rest of this.uploads.splice(0)) rest.reject(error);
+          for (const wake of this.uploadWaiters.splice(0)) wake();
+          return;
+        }
+        this.lastUploadError = error.message;
+        this.log(
+          `${this.name}: upload failed, retrying in ${this.uploadRetryMs} ms: ${error.message}`,
+        );
+        await new Promise((resolve) => setTimeout(resolve, this.uploadRetryMs));
+        this.uploadRetryMs = Math.min(this.uploadRetryMs * 2, UPLOAD_RETRY_MAX_MS);
+      }
+    }
+  }
+
+  private async upload(item: UploadItem): Promise<void> {
+    const ns = this.config.namespace;
+    switch (item.kind) {
+      case 'sco': {
+        const data = await fs.readFile(scoFilePath(this.scoDir, scoNumber(item.scoNumber)));
+        await this.backend.putObject(ns, scoObjectName(item.scoNumber), data, this.epoch);
+        this.uploadedScos.add(item.scoNumber);
+        this.dirtyScoBytes = Math.max(0, this.dirtyScoBytes - data.length);
+        this.stats.scosUploaded += 1;
+        this.stats.bytesUploaded += data.length;
+        await this.evictScoCache();
+        return;
+      }
+      case 'tlog': {
+        if (!this.state.chain.includes(item.tlogNumber)) return; // cut by a rollback
+        const data = await fs.readFile(path.join(this.tlogDir, tlogFileName(item.tlogNumber)));
+        await this.backend.putObject(ns, tlogObjectName(item.tlogNumber), data, this.epoch);
+        this.uploadedTlogs.add(item.tlogNumber);
+        this.stats.tlogsUploaded += 1;
+        this.stats.bytesUploaded += data.length;
+        this.tlogsSinceCheckpoint += 1;
+        await this.putRoot();
+        if (this.tlogsSinceCheckpoint >= CHECKPOINT_EVERY_TLOGS) {
+          this.tlogsSinceCheckpoint = 0;
+          void this.enqueue({ kind: 'checkpoint' }).catch(() => undefined);
+        }
+        return;
+      }
+      case 'root':
+        await this.putRoot();
+        return;
+      case 'checkpoint': {
+        const { position } = item;
+        if (position.generation !== this.state.generation) return; // history rewritten since
+        const id = this.nextCheckpointId;
+        this.nextCheckpointId += 1;
+        let part = 0;
+        let batch: [number, ClusterLocation][] = [];
+        for await (const value of item.entries) {
+          if (Buffer.isBuffer(value)) continue;
+          batch.push(value);
+          if (batch.length === CHECKPOINT_PART_ENTRIES) {
+            await this.backend.putObject(
+              ns,
+              checkpointObjectName(id, part),
+              encodeCheckpointPart(batch),
+              this.epoch,
+            );
+            part += 1;
+            batch = [];
+          }
+        }
+        await this.backend.putObject(
+          ns,
+          checkpointObjectName(id, part),
+          encodeCheckpointPart(batch),
+          this.epoch,
+        );
+        const tlogEntries = (await this.readTlog(position.tlogNumber)).length;
+        const previous = this.rootCheckpoint;
+        this.rootCheckpoint = {
+          id,
+          parts: part + 1,
+          tlogNumber: position.tlogNumber,
+          entryCount: tlogEntries,
+          generation: position.generation,
+        };
+        await this.putRoot();
+        if (previous !== undefined) await this.deleteCheckpoint(previous);
+        return;
+      }
+      case 'gc': {
+        for (const n of item.tlogs) {
+          await this.backend.deleteObject(ns, tlogObjectName(n), this.epoch);
+          await fs.rm(path.join(this.tlogDir, tlogFileName(n)), { force: true });
+        }
+        for (const n of item.scos) {
+          await this.backend.deleteObject(ns, scoObjectName(n), this.epoch);
+          this.uploadedScos.delete(n);
+          await this.dropLocalSco(n);
+        }
+        this.state.garbage = {
+          scos: this.state.garbage.scos.filter((n) => !item.scos.includes(n)),
+          tlogs: this.state.garbage.tlogs.filter((n) => !item.tlogs.includes(n)),
+        };
+        await this.persistState();
+        return;
+      }
+    }
+  }
+
+  private async deleteCheckpoint(ref: CheckpointRef): Promise<void> {
+    for (let part = 0; part < ref.parts; part += 1) {
+      await this.backend.deleteObject(
+        this.config.namespace,
+        checkpointObjectName(ref.id, part),
+        this.epoch,
+      );
+    }
+  }
+
+  /** The root: the history as far as the backend holds it (an uploaded chain prefix). */
+  private async putRoot(): Promise<void> {
+    const chain: number[] = [];
+    for (const n of this.state.chain) {
+      if (!this.uploadedTlogs.has(n)) break;
+      chain.push(n);
+    }
+    const checkpoint =
+      this.rootCheckpoint !== undefined &&
+      this.rootCheckpoint.generation === this.state.generation &&
+      chain.includes(this.rootCheckpoint.tlogNumber)
+        ? this.rootCheckpoint
+        : undefined;
+    const root: BackendRoot = {
+      format: STATE_FORMAT,
+      config: this.config,
+      generation: this.state.generation,
+      sizeBytes: this.state.sizeBytes,
+      chain,
+      snapshots: this.state.snapshots.filter((s) => chain.includes(s.tlogNumber)),
+      nextSnapshotId: this.state.nextSnapshotId,
+      checkpoint,
+    };
+    await this.backend.putObject(
+      this.config.namespace,
+      ROOT_OBJECT,
+      Buffer.from(JSON.stringify(root)),
+      this.epoch,
+    );
+  }
+
+  /** Resizes (the caller validated); the new size is durable and in the next root. */
+  async setSize(sizeBytes: number): Promise<void> {
+    this.state.sizeBytes = sizeBytes;
+    await this.persistState();
+    void this.enqueueUpload({ kind: 'root' });
+  }
+
+  private async evictScoCache(): Promise<void> {
+    let cached = 0;
+    for (const [n, size] of this.localScos) if (this.uploadedScos.has(n)) cached += size;
+    for (const [n, size] of this.localScos) {
+      if (cached <= this.scoCacheBytes) return;
+      if (!this.uploadedScos.has(n)) continue;
+      await this.dropLocalSco(n);
+      cached -= size;
+    }
+  }
+
+  private async dropLocalSco(n: number): Promise<void> {
+    this.localScos.delete(n);
+    const reader = this.readers.get(n);
+    this.readers.delete(n);
+    await fs.rm(scoFilePath(this.scoDir, scoNumber(n)), { force: true });
+    if (reader !== undefined)
+      setTimeout(() => void reader.close().catch(() => undefined), 1000).unref();
+  }
+
+  private async waitUploadsDrained(): Promise<void> {
+    for (;;) {
+      const pending = this.uploads.map((u) => u.done);
+      if (pending.length === 0 && this.uploadsRunning === 0 && !this.uploadBarrierRunning) return;
+      if (this.fencedBy !== undefined) this.checkOpen();
+      if (pending.length > 0) await Promise.all(pending);
+      else await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+
+  private async waitUploadsSettled(): Promise<void> {
+    // On close: what runs now finishes (or fails); what is queued is picked up at open.
+    const closedError = vdError(VdErrorCode.Closed, `vDisk ${this.name} closed before the upload`);
+    for (const rest of this.uploads.splice(0)) rest.reject(closedError);
+    while (this.uploadsRunning > 0 || this.uploadBarrierRunning) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+
+  /** The entries of a TLog: the local file if present, else the backend's copy. */
+  async readTlog(tlogNumber: number): Promise<TLogEntry[]> {
+    if (tlogNumber === this.tlog.tlogNumber && !this.closed) {
+      await Promise.all(this.tlogWrites);
+    }
+    const filePath = path.join(this.tlogDir, tlogFileName(tlogNumber));
+    let buf: Buffer;
+    try {
+      buf = await fs.readFile(filePath);
+    } catch {
+      buf = await this.backend.getObject(this.config.namespace, tlogObjectName(tlogNumber));
+    }
+    if (tlogNumber === this.tlog.tlogNumber) {
+      return parseClosedTLog(buf.subarray(0, this.tlog.entryCount * 32), `TLog ${tlogNumber}`);
+    }
+    return parseClosedTLog(buf, `TLog ${tlogNumber} of ${this.name}`);
+  }
+
+  // ------------------------------------------------------------------ recovery
+
+  /** The base map of a clone (its parent as of the snapshot), folded from the backend. */
+  private async baseMap(): Promise<FoldedMap> {
+    const map: FoldedMap = new Map();
+    const parent = this.config.parent;
+    const ancestor = this.config.ancestors[0];
+    if (parent === undefined || ancestor === undefined) return map;
+    await foldVdiskFromBackend(this.backend, ancestor.namespace, parent.snapshotId, 1, map);
+    return map;
+  }
+
+  /**
+   * Rebuilds the LBA map from the history: from the backend checkpoint when it is of
+   * this generation, else from the beginning (a clone: from its parent's map).
+   */
+  private async rebuildMap(): Promise<void> {
+    const chain = [...this.state.chain, this.state.currentTlog];
+    const checkpoint = this.rootCheckpoint;
+    let map: FoldedMap;
+    let replay: { tlogs: number[]; skipInFirst: number };
+    if (
+      checkpoint !== undefined &&
+      checkpoint.generation === this.state.generation &&
+      chain.includes(checkpoint.tlogNumber)
+    ) {
+      map = new Map();
+      for (let part = 0; part < checkpoint.parts; part += 1) {
+        const name = checkpointObjectName(checkpoint.id, part);
+        const data = await this.backend.getObject(this.config.namespace, name);
+        for (const [index, location] of decodeCheckpointPart(data, name)) map.set(index, location);
+      }
+      replay = {
+        tlogs: chain.slice(chain.indexOf(checkpoint.tlogNumber)),
+        skipInFirst: checkpoint.entryCount,
+      };
+    } else {
+      map = await this.baseMap();
+      replay = { tlogs: chain, skipInFirst: 0 };
+    }
+    let first = true;
+    for (const n of replay.tlogs) {
+      const entries = await this.readTlog(n);
+      for (const entry of first ? entries.slice(replay.skipInFirst) : entries)
+        foldEntry(map, entry);
+      first = false;
+    }
+    await this.writeMapBase(map, {
+      generation: this.state.generation,
+      tlogNumber: this.tlog.tlogNumber,
+      entryCount: this.tlog.entryCount,
+    });
+  }
+
+  /** Replaces the whole LBA map with `map`. */
+  private async writeMapBase(map: FoldedMap, position: MapPosition): Promise<void> {
+    await this.lba.clear();
+    const updates: LbaUpdate[] = [];
+    for (const [index, location] of map) {
+      updates.push({ clusterIndex: index as ClusterIndex, location });
+      if (updates.length === LBA_MAP_APPLY_MAX_UPDATES) await this.lba.apply(updates.splice(0));
+    }
+    await this.lba.apply(updates, { meta: encodeMapPosition(position) });
+  }
+
+  /**
+   * After a crash: the open SCO is cut to what the TLog names (its clusters checked
+   * against their CRC32Cs; the TLog is cut at the first one that fails) and sealed; the
+   * map catches up from its marker, or is rebuilt when the marker is not usable.
+   */
+  private async recoverLocal(currentEntries: TLogEntry[]): Promise<void> {
+    const cs = this.config.clusterSizeBytes;
+    let mapMayBeAhead = false;
+    // Sealed SCOs in the write buffer.
+    const sealedHere = new Set<number>();
+    const writtenHere = new Map<number, number>(); // SCO -> clusters named
+    for (const e of currentEntries) {
+      if (e.type === 'scoSealed') sealedHere.add(e.scoNumber);
+      if (e.type === 'write') {
+        writtenHere.set(
+          e.scoNumber,
+          Math.max(writtenHere.get(e.scoNumber) ?? 0, e.clusterOffset + 1),
+        );
+      }
+      if (e.type === 'scoSealed') this.scosInTlog += 1;
+    }
+    const open = [...writtenHere.keys()].filter((n) => !sealedHere.has(n));
+    assert(open.length <= 1, `${this.name}: more than one open SCO in the current TLog`);
+    const openSco = open[0];
+    for (const name of await fs.readdir(this.scoDir)) {
+      const n = parseScoFileName(name);
+      if (n === undefined) continue;
+      if (n === openSco) continue;
+      const stat = await fs.stat(path.join(this.scoDir, name));
+      // A SCO created but never named by the TLog (a crash before its first entry).
+      if (!sealedHere.has(n) && !writtenHere.has(n) && n >= this.state.nextScoNumber - 1) {
+        const named = await this.scoNamedByChain(n);
+        if (!named) {
+          await fs.rm(path.join(this.scoDir, name), { force: true });
+          continue;
+        }
+      }
+      this.localScos.set(n, stat.size);
+    }
+    if (openSco !== undefined) {
+      const filePath = scoFilePath(this.scoDir, scoNumber(openSco));
+      const data = await fs.readFile(filePath).catch(() => Buffer.alloc(0));
+      // Check every cluster the TLog names; cut the TLog at the first bad one.
+      let cutAt = currentEntries.length;
+      for (let i = 0; i < currentEntries.length; i += 1) {
+        const e = currentEntries[i] as TLogEntry;
+        if (e.type !== 'write' || e.scoNumber !== openSco) continue;
+        const bytes = data.subarray(e.clusterOffset * cs, (e.clusterOffset + 1) * cs);
+        if (bytes.length !== cs || crc32c(bytes) !== e.crc32c) {
+          cutAt = i;
+          break;
+        }
+      }
+      let entries = currentEntries;
+      if (cutAt < currentEntries.length) {
+        mapMayBeAhead = true;
+        this.log(
+          `${this.name}: TLog names SCO ${openSco} data that is not on disk; cutting it at entry ${cutAt}`,
+        );
+        entries = currentEntries.slice(0, cutAt);
+        await this.tlog.abort();
+        const tlogPath = path.join(this.tlogDir, tlogFileName(this.tlog.tlogNumber));
+        await fs.truncate(tlogPath, cutAt * 32);
+        this.tlog = (await TLogWriter.reopen(this.tlogDir, this.tlog.tlogNumber)).writer;
+      }
+      let clusters = 0;
+      for (const e of entries) {
+        if (e.type === 'write' && e.scoNumber === openSco)
+          clusters = Math.max(clusters, e.clusterOffset + 1);
+      }
+      const sealedBytes = data.subarray(0, clusters * cs);
+      await fs.truncate(filePath, sealedBytes.length).catch(() => undefined);
+      const handle = await fs.open(filePath, 'r+');
+      await handle.sync();
+      await handle.close();
+      await this.tlog.append([
+        {
+          type: 'scoSealed',
+          scoNumber: scoNumber(openSco),
+          sizeBytes: sealedBytes.length,
+          crc32c: crc32c(sealedBytes),
+        },
+      ]);
+      await this.tlog.sync();
+      this.scosInTlog += 1;
+      this.localScos.set(openSco, sealedBytes.length);
+      currentEntries = entries;
+    }
+    // The map: catch up from its marker, or rebuild.
+    const position = decodeMapPosition(await this.lba.getMeta());
+    const chain = [...this.state.chain, this.state.currentTlog];
+    const at = position === undefined ? -1 : chain.indexOf(position.tlogNumber);
+    const usable =
+      !mapMayBeAhead &&
+      position !== undefined &&
+      position.generation === this.state.generation &&
+      at >= 0 &&
+      (position.tlogNumber !== this.state.currentTlog ||
+        position.entryCount <= this.tlog.entryCount);
+    if (!usable) {
+      this.log(`${this.name}: LBA map marker not usable; rebuilding the map from the TLogs`);
+      this.rootCheckpoint = await this.readRootCheckpoint();
+      await this.rebuildMap();
+      return;
+    }
+    const map = new Map<number, ClusterLocation | null>();
+    for (let k = at; k < chain.length; k += 1) {
+      const n = chain[k] as number;
+      const entries = await this.readTlog(n);
+      for (const e of k === at ? entries.slice(position.entryCount) : entries) {
+        if (e.type === 'write') {
+          map.set(e.clusterIndex, {
+            scoNumber: e.scoNumber,
+            clusterOffset: e.clusterOffset,
+            crc32c: e.crc32c,
+          });
+        } else if (e.type === 'trim') {
+          const end = e.firstClusterIndex + e.clusterCount;
+          for (const index of map.keys())
+            if (index >= e.firstClusterIndex && index < end) map.set(index, null);
+          for await (const [index] of this.lba.range(e.firstClusterIndex, end))
+            map.set(index, null);
+        }
+      }
+    }
+    const updates: LbaUpdate[] = [];
+    for (const [index, location] of map) {
+      updates.push({ clusterIndex: index as ClusterIndex, location: location ?? undefined });
+    }
+    await this.applyUpdates(updates, {
+      generation: this.state.generation,
+      tlogNumber: this.tlog.tlogNumber,
+      entryCount: this.tlog.entryCount,
+    });
+  }
+
+  private async scoNamedByChain(n: number): Promise<boolean> {
+    for (const t of this.state.chain) {
+      for (const e of await this.readTlog(t)) {
+        if ((e.type === 'write' || e.type === 'scoSealed') && e.scoNumber === n) return true;
+      }
+    }
+    return false;
+  }
+
+  private async readRootCheckpoint(): Promise<CheckpointRef | undefined> {
+    try {
+      const root = parseRoot(await this.backend.getObject(this.config.namespace, ROOT_OBJECT));
+      return root.checkpoint;
+    } catch (err) {
+      if (isShaleError(err, VdErrorCode.NotFound)) return undefined;
+      throw err;
+    }
+  }
+
+  /** After a restart: takes the namespace (fencing any other writer), requeues uploads. */
+  private async resumeUploads(): Promise<void> {
+    const ns = this.config.namespace;
+    this.epoch = await this.backend.bumpEpoch(ns);
+    const listed = await this.backend.listObjects(ns, '');
+    let maxCheckpoint = 0;
+    for (const o of listed) {
+      const s = objectNumber(o.name, 'sco');
+      if (s !== undefined) this.uploadedScos.add(s);
+      const t = objectNumber(o.name, 'tlog');
+      if (t !== undefined) this.uploadedTlogs.add(t);
+      maxCheckpoint = Math.max(maxCheckpoint, objectNumber(o.name, 'checkpoint') ?? 0);
+    }
+    this.nextCheckpointId = maxCheckpoint + 1;
+    this.rootCheckpoint ??= await this.readRootCheckpoint();
+    for (const [n, size] of this.localScos) {
+      if (this.uploadedScos.has(n)) continue;
+      this.dirtyScoBytes += size;
+      void this.enqueueUpload({ kind: 'sco', scoNumber: n });
+    }
+    for (const n of this.state.chain) {
+      if (!this.uploadedTlogs.has(n)) void this.enqueueUpload({ kind: 'tlog', tlogNumber: n });
+    }
+    void this.enqueueUpload({ kind: 'root' });
+    this.enqueueGarbage();
+  }
+
+  vdiskStats(): VdiskStats {
+    return {
+      ...this.stats,
+      writeBufferDirtyBytes: this.dirtyScoBytes,
+      uploadBacklogObjects:
+        this.uploads.length + this.uploadsRunning + (this.uploadBarrierRunning ? 1 : 0),
+      currentScoNumber: this.sco?.scoNumber ?? 0,
+      tlogCount: this.state.chain.length + 1,
+    };
+  }
+
+  /** Raw TLog bytes for tests of the format cost. */
+  static encodeTLog(entries: readonly TLogEntry[]): Buffer {
+    return encodeTLog(entries);
+  }
+}
+
+function parseRoot(data: Buffer): BackendRoot {
+  let root: BackendRoot;
+  try {
+    root = JSON.parse(data.toString('utf8')) as BackendRoot;
+  } catch (err) {
+    throw vdError(VdErrorCode.Corrupt, `backend root is not JSON: ${errorMessage(err)}`);
+  }
+  if (root.format !== STATE_FORMAT) {
+    throw vdError(VdErrorCode.BadState, `backend root has unknown format ${String(root.format)}`);
+  }
+  return root;
+}
+
+/**
+ * Folds a vDisk's history as its backend holds it, up to snapshot `snapshotId`, into
+ * `map` with layers shifted by `layerShift` (recursing into its own parent first).
+ */
+export async function foldVdiskFromBackend(
+  backend: VolumeBackend,
+  namespace: string,
+  snapshotId: number,
+  layerShift: number,
+  map: FoldedMap,
+): Promise<void> {
+  const root = parseRoot(await backend.getObject(namespace, ROOT_OBJECT));
+  const parent = root.config.parent;
+  const ancestor = root.config.ancestors[0];
+  if (parent !== undefined && ancestor !== undefined) {
+    await foldVdiskFromBackend(backend, ancestor.namespace, parent.snapshotId, layerShift + 1, map);
+  }
+  const found = await foldTLogs(
+    map,
+    root.chain,
+    async (n) =>
+      parseClosedTLog(await backend.getObject(namespace, tlogObjectName(n)), `TLog ${n}`),
+    { stopAtSnapshotId: snapshotId, layerShift },
+  );
+  if (!found) {
+    throw vdError(
+      VdErrorCode.NotFound,
+      `snapshot ${snapshotId} of namespace ${namespace} is not in the backend yet`,
+    );
+  }
+}

@@ -1,0 +1,133 @@
+import type * as grpc from '@grpc/grpc-js';
+import type { KvStore } from '@shale/arakoon-kv';
+import {
+  bindGrpcServer,
+  type MetricsServer,
+  registerStatsCounters,
+  shutdownGrpcServer,
+  startMetricsServer,
+} from '@shale/common';
+import { Registry } from 'prom-client';
+import { VOLUME_SHUTDOWN_GRACE_MS } from './service-constants.js';
+import { ProxyVolumeBackend } from './volume-backend.js';
+import { VolumeManager } from './volume-manager.js';
+import {
+  createVolumeGrpcServer,
+  createVolumeServiceCounters,
+  type VolumeServiceCounters,
+} from './volume-service.js';
+
+export interface VolumedriverDaemonOptions {
+  /** The metadata store, opened by the caller (and closed by it after close()). */
+  readonly kv: KvStore;
+  /** The ALBA proxy (host:port) of the backend that holds the vDisks' SCOs and TLogs. */
+  readonly proxyAddress: string;
+  /** The local write buffer: SCOs, TLogs and LBA maps of the vDisks open here. */
+  readonly dir: string;
+  /** This storage router's id (owner of the vDisks it opens). */
+  readonly nodeId: string;
+  readonly host?: string;
+  /** 0 picks a free port. */
+  readonly port: number;
+  /** Serve Prometheus /metrics and /health here. */
+  readonly metricsPort?: number | undefined;
+}
+
+/** The VolumeService's own counters, as Prometheus counters. */
+const SERVICE_COUNTER_ROWS: readonly (readonly [string, string, keyof VolumeServiceCounters])[] = [
+  ['shale_volumedriver_io_streams_opened_total', 'Io streams opened', 'ioStreamsOpened'],
+  ['shale_volumedriver_io_streams_failed_total', 'Io streams failed', 'ioStreamsFailed'],
+  [
+    'shale_volumedriver_io_batches_received_total',
+    'IoBatch messages received',
+    'ioBatchesReceived',
+  ],
+  ['shale_volumedriver_io_requests_received_total', 'Io requests received', 'ioRequestsReceived'],
+  [
+    'shale_volumedriver_io_reply_batches_sent_total',
+    'IoReplyBatch messages sent',
+    'ioReplyBatchesSent',
+  ],
+  ['shale_volumedriver_io_replies_sent_total', 'Io replies sent', 'ioRepliesSent'],
+  ['shale_volumedriver_io_error_replies_total', 'Io replies with an error', 'ioErrorReplies'],
+  [
+    'shale_volumedriver_io_stream_pauses_total',
+    'times an Io stream stopped being read (in-flight limit reached)',
+    'ioStreamPauses',
+  ],
+];
+
+/** `shale volumedriver serve`: a VolumeManager behind the VolumeService. */
+export class VolumedriverDaemon {
+  private constructor(
+    readonly manager: VolumeManager,
+    private readonly backend: ProxyVolumeBackend,
+    private readonly server: grpc.Server,
+    private readonly metricsServer: MetricsServer | undefined,
+    readonly host: string,
+    readonly port: number,
+  ) {}
+
+  get metricsPort(): number | undefined {
+    return this.metricsServer?.port;
+  }
+
+  get address(): string {
+    return `${this.host}:${this.port}`;
+  }
+
+  static async start(options: VolumedriverDaemonOptions): Promise<VolumedriverDaemon> {
+    const host = options.host ?? '127.0.0.1';
+    const metricsRegistry = new Registry();
+    const counters = createVolumeServiceCounters();
+    registerStatsCounters(metricsRegistry, SERVICE_COUNTER_ROWS, () => counters);
+    const backend = new ProxyVolumeBackend(options.proxyAddress);
+    let manager: VolumeManager;
+    try {
+      manager = await VolumeManager.open({
+        kv: options.kv,
+        backend,
+        dir: options.dir,
+        nodeId: options.nodeId,
+        metricsRegistry,
+      });
+    } catch (err) {
+      backend.close();
+      throw err;
+    }
+    const server = createVolumeGrpcServer(manager, {
+      nodeId: options.nodeId,
+      counters,
+      vdisksOpen: async () => manager.openVolumes().length,
+    });
+    let metricsServer: MetricsServer | undefined;
+    try {
+      const port = await bindGrpcServer(server, host, options.port);
+      if (options.metricsPort !== undefined) {
+        metricsServer = await startMetricsServer(metricsRegistry, {
+          host,
+          port: options.metricsPort,
+        });
+      }
+      return new VolumedriverDaemon(manager, backend, server, metricsServer, host, port);
+    } catch (err) {
+      server.forceShutdown();
+      await metricsServer?.close();
+      await manager.close();
+      backend.close();
+      throw err;
+    }
+  }
+
+  /**
+   * Stops in the reverse order of start: the metrics endpoint, then the gRPC server (calls
+   * in progress get up to graceMs; Io streams that stay open longer are cut), then the
+   * manager (which makes every vDisk durable), then the backend client.
+   */
+  async close(graceMs = VOLUME_SHUTDOWN_GRACE_MS): Promise<void> {
+    await this.metricsServer?.close();
+    await shutdownGrpcServer(this.server, graceMs);
+    await this.manager.close();
+    this.backend.close();
+  }
+}
