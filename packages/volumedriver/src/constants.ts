@@ -72,3 +72,5 @@ export const SCO_CACHE_DEFAULT_BYTES = 1024 * MiB;
 export const WRITE_BUFFER_DEFAULT_BYTES = 1024 * MiB;
 /** Clone depth limit: the layer of a location is a u8. */
 export const CLONE_DEPTH_MAX = 255;
+/** Scrubbing rewrites SCOs with less than this fraction of live clusters. */
+export const SCRUB_LIVE_FRACTION_DEFAULT = 0.5;

@@ -21,6 +21,7 @@ import {
   CLONE_DEPTH_MAX,
   CLUSTER_SIZE_BYTES,
   SCO_SIZE_DEFAULT_BYTES,
+  SCRUB_LIVE_FRACTION_DEFAULT,
   TLOG_SCOS_PER_TLOG,
   WRITE_BUFFER_DEFAULT_BYTES,
 } from './constants.js';
@@ -609,12 +610,25 @@ export class VolumeManager implements VolumeManagerApi {
     await this.volumeOf(vdiskName).syncToBackend();
   }
 
-  async scrub(vdiskName: string, _options: ScrubOptions = {}): Promise<ScrubReport> {
-    this.volumeOf(vdiskName);
-    throw vdError(
-      VdErrorCode.Unsupported,
-      'scrubbing is not built yet (see packages/volumedriver/README.md, "Not built yet")',
-    );
+  async scrub(vdiskName: string, options: ScrubOptions = {}): Promise<ScrubReport> {
+    const record = await this.vdiskRecord(vdiskName);
+    const volume = this.volumeOf(vdiskName);
+    const threshold = options.liveFractionThreshold ?? SCRUB_LIVE_FRACTION_DEFAULT;
+    if (!(typeof threshold === 'number' && threshold > 0 && threshold <= 1)) {
+      throw vdError(
+        VdErrorCode.InvalidArgument,
+        `live fraction threshold ${threshold} must be in (0, 1]`,
+      );
+    }
+    // Under the vDisk's admin lock: no clone can start reading a version that moves.
+    return this.withAdminLock(record.id, async () => {
+      const pinned = new Set(
+        (await this.vdiskRecords())
+          .filter((r) => r.parent?.vdiskId === record.id)
+          .map((r) => (r.parent as VdiskParent).snapshotId),
+      );
+      return volume.scrub({ liveFractionThreshold: threshold, pinnedSnapshotIds: pinned });
+    });
   }
 
   private async withAdminLock<T>(vdiskId: string, work: () => Promise<T>): Promise<T> {

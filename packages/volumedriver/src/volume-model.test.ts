@@ -35,6 +35,7 @@ test('seeded model: volumes through writes, trims, snapshots, clones, rollbacks,
   const model = new Map<string, ModelDisk>();
   let step = 0;
   let last = '';
+  let scrubbed = 0;
   try {
     await manager.createVpool({
       name: 'pool',
@@ -202,12 +203,24 @@ test('seeded model: volumes through writes, trims, snapshots, clones, rollbacks,
         await fs.rm(path.join(wb, 'vdisks'), { recursive: true, force: true });
         manager = await open();
         await checkAll();
+      } else if (roll < 0.93) {
+        last = `scrub ${name}`;
+        const report = await manager.scrub(name, { liveFractionThreshold: 0.9 });
+        scrubbed += report.scosRewritten;
+        if (report.scosRewritten > 0) {
+          assert.ok(
+            report.backendBytesAfter < report.backendBytesBefore,
+            `scrub ${JSON.stringify(report)} did not shrink the backend`,
+          );
+        }
+        await check(name, 0, DISK_BYTES);
       } else {
         last = `sync-to-backend ${name}`;
         await manager.syncToBackend(name);
       }
     }
     await checkAll();
+    console.log(`model: seed ${seed}, ${opsTotal} ops, ${scrubbed} SCOs scrubbed`);
     // Snapshots still read back through a clone of each.
     for (const [name, disk] of model) {
       for (const [snap, bytes] of [...disk.snapshots].slice(0, 1)) {

@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { assert, crc32c, errorMessage, isShaleError } from '@shale/common';
-import type { IoRequest, VdiskStats, VolumeIo } from './api-types.js';
+import type { IoRequest, ScrubReport, VdiskStats, VolumeIo } from './api-types.js';
 import {
   CHECKPOINT_EVERY_TLOGS,
   CHECKPOINT_PART_ENTRIES,
@@ -32,6 +32,7 @@ import { LbaMap, type LbaUpdate } from './lba-map.js';
 import { parseScoFileName, scoFilePath } from './sco-file.js';
 import { ScoReader } from './sco-reader.js';
 import { ScoWriter } from './sco-writer.js';
+import { planScrub, versionKey } from './scrub-plan.js';
 import {
   encodeTLog,
   parseClosedTLog,
@@ -183,6 +184,8 @@ export class Volume implements VolumeIo {
   private uploadRetryMs = UPLOAD_RETRY_MIN_MS;
   private uploadWaiters: (() => void)[] = [];
   private rootCheckpoint: CheckpointRef | undefined;
+  /** TLogs of a rewritten history that must all be uploaded before the next root. */
+  private rootNeeds: Set<number> | undefined;
   private nextCheckpointId = 1;
   private tlogsSinceCheckpoint = 0;
   lastUploadError: string | undefined;
@@ -1015,6 +1018,7 @@ export class Volume implements VolumeIo {
           tlogs: [...this.state.garbage.tlogs, ...cut],
         },
       };
+      this.rootNeeds = new Set([replacement]);
       // Commit point: state.json names the new history.
       await this.persistState();
       await this.rebuildMap();
@@ -1026,6 +1030,221 @@ export class Volume implements VolumeIo {
     } finally {
       release();
     }
+  }
+
+  // ------------------------------------------------------------------ scrubbing
+
+  /**
+   * Rewrites SCOs whose live fraction is under the threshold and deletes the old ones.
+   *
+   *   1. hold writes briefly: seal the open SCO and roll the TLog; the closed chain is the
+   *      prefix to scrub; wait until it is all in the backend
+   *   2. writes flow again: plan (scrub-plan.ts), copy live clusters into new SCOs (sealed,
+   *      fsynced), write rewritten copies of the TLogs that named the old SCOs
+   *   3. hold writes briefly: if a rollback rewrote the history meanwhile, give up;
+   *      else commit (state.json names the new chain), repoint the map entries that still
+   *      point at moved clusters, and queue: new SCOs, new TLogs, then the garbage (old
+   *      SCOs and TLogs), deleted only after the root names the new chain
+   *
+   * Versions that snapshots with clones see are pinned: their SCOs are left alone.
+   */
+  async scrub(options: {
+    liveFractionThreshold: number;
+    pinnedSnapshotIds: ReadonlySet<number>;
+  }): Promise<ScrubReport> {
+    const cs = this.config.clusterSizeBytes;
+    let release = await this.hold();
+    let prefix: number[];
+    let generation: number;
+    try {
+      this.checkOpen();
+      this.tlogWrites = [];
+      if (this.sco !== undefined && this.sco.clusterCount > 0) await this.sealCurrentSco(true);
+      else if (this.tlog.entryCount > 0) await this.rollTlog();
+      await Promise.all(this.tlogWrites);
+      prefix = [...this.state.chain];
+      generation = this.state.generation;
+    } finally {
+      release();
+    }
+    await this.waitUploadsDrained();
+    // Measured once everything written before the scrub is in the backend.
+    const backendBytesBefore = await this.backendBytes();
+    const histories: TLogEntry[][] = [];
+    for (const n of prefix) histories.push(await this.readTlog(n));
+    const plan = planScrub(histories, {
+      snapshotIds: new Set(this.state.snapshots.map((s) => s.id)),
+      pinnedSnapshotIds: options.pinnedSnapshotIds,
+      liveFractionThreshold: options.liveFractionThreshold,
+    });
+    const report = {
+      scosExamined: plan.scos.size,
+      scosRewritten: plan.candidates.size,
+      clustersMoved: plan.moves.length,
+      scosCreated: 0,
+      backendBytesBefore,
+      backendBytesAfter: backendBytesBefore,
+      aborted: false,
+    };
+    if (plan.candidates.size === 0) return report;
+    // Copy the live clusters into new SCOs.
+    const relocated = new Map<number, ClusterLocation>();
+    const newScos: number[] = [];
+    const sealedCrcs = new Map<number, number>();
+    let writer: ScoWriter | undefined;
+    const sealWriter = async () => {
+      if (writer === undefined) return;
+      const sealed = await writer.seal();
+      sealedCrcs.set(sealed.scoNumber, sealed.crc32c);
+      this.localScos.set(sealed.scoNumber, sealed.sizeBytes);
+      writer = undefined;
+    };
+    for (let i = 0; i < plan.moves.length; i += SCO_READ_MAX_CLUSTERS) {
+      const moves = plan.moves.slice(i, i + SCO_READ_MAX_CLUSTERS);
+      const data = await this.readLocations(
+        moves.map((m) => ({
+          scoNumber: scoNumber(m.scoNumber),
+          clusterOffset: m.clusterOffset,
+          crc32c: m.crc32c,
+        })),
+      );
+      let k = 0;
+      while (k < moves.length) {
+        if (writer === undefined) {
+          const number = this.state.nextScoNumber;
+          this.state.nextScoNumber += 1;
+          await this.persistState();
+          writer = await ScoWriter.create({
+            dir: this.scoDir,
+            scoNumber: scoNumber(number),
+            clusterSizeBytes: cs,
+            scoSizeBytes: this.config.scoSizeBytes,
+          });
+          newScos.push(number);
+        }
+        const part = moves.slice(
+          k,
+          k + Math.min(writer.remainingClusters, SCO_APPEND_MAX_CLUSTERS),
+        );
+        const appended = await writer.append(part.map((_, j) => data[k + j] as Buffer));
+        for (let j = 0; j < part.length; j += 1) {
+          const m = part[j] as (typeof moves)[number];
+          relocated.set(versionKey(m.scoNumber, m.clusterOffset), {
+            scoNumber: writer.scoNumber,
+            clusterOffset: appended.firstClusterOffset + j,
+            crc32c: appended.crc32cs[j] as number,
+          });
+        }
+        k += part.length;
+        if (writer.isFull) await sealWriter();
+      }
+    }
+    await sealWriter();
+    report.scosCreated = newScos.length;
+    // Rewrite the TLogs that name candidate SCOs.
+    const replaced = new Map<number, number>();
+    let lastRewritten = -1;
+    for (let t = 0; t < prefix.length; t += 1) {
+      if (
+        (histories[t] as TLogEntry[]).some(
+          (e) => (e.type === 'write' || e.type === 'scoSealed') && plan.candidates.has(e.scoNumber),
+        )
+      ) {
+        lastRewritten = t;
+      }
+    }
+    for (let t = 0; t <= lastRewritten; t += 1) {
+      const entries = histories[t] as TLogEntry[];
+      const touched = entries.some(
+        (e) => (e.type === 'write' || e.type === 'scoSealed') && plan.candidates.has(e.scoNumber),
+      );
+      if (!touched && t !== lastRewritten) continue;
+      const rewritten: TLogEntry[] = [];
+      for (const e of entries) {
+        if (e.type === 'write' && plan.candidates.has(e.scoNumber)) {
+          const to = relocated.get(versionKey(e.scoNumber, e.clusterOffset));
+          if (to !== undefined) rewritten.push({ ...e, ...to, type: 'write' });
+        } else if (!(e.type === 'scoSealed' && plan.candidates.has(e.scoNumber))) {
+          rewritten.push(e);
+        }
+      }
+      if (t === lastRewritten) {
+        for (const n of newScos) {
+          rewritten.push({
+            type: 'scoSealed',
+            scoNumber: scoNumber(n),
+            sizeBytes: this.localScos.get(n) ?? 0,
+            crc32c: sealedCrcs.get(n) ?? 0,
+          });
+        }
+      }
+      const number = this.state.nextTlogNumber;
+      this.state.nextTlogNumber += 1;
+      await this.persistState();
+      await writeTLogFile(this.tlogDir, number, rewritten);
+      replaced.set(prefix[t] as number, number);
+    }
+    release = await this.hold();
+    try {
+      this.checkOpen();
+      if (this.state.generation !== generation) {
+        report.aborted = true;
+        for (const n of newScos) await this.dropLocalSco(n);
+        for (const n of replaced.values())
+          await fs.rm(path.join(this.tlogDir, tlogFileName(n)), { force: true });
+        return report;
+      }
+      const newChain = this.state.chain.map((n) => replaced.get(n) ?? n);
+      this.state = {
+        ...this.state,
+        generation: generation + 1,
+        chain: newChain,
+        snapshots: this.state.snapshots.map((s) => ({
+          ...s,
+          tlogNumber: replaced.get(s.tlogNumber) ?? s.tlogNumber,
+        })),
+        garbage: {
+          scos: [...this.state.garbage.scos, ...plan.candidates],
+          tlogs: [...this.state.garbage.tlogs, ...replaced.keys()],
+        },
+      };
+      this.rootNeeds = new Set(replaced.values());
+      // Commit point: state.json names the new history.
+      await this.persistState();
+      // Repoint map entries that still point at moved clusters (later writes moved on).
+      const updates: LbaUpdate[] = [];
+      for await (const [index, location] of this.lba.range(
+        clusterIndex(0),
+        Math.ceil(this.state.sizeBytes / cs),
+      )) {
+        if ((location.layer ?? 0) !== 0 || !plan.candidates.has(location.scoNumber)) continue;
+        const to = relocated.get(versionKey(location.scoNumber, location.clusterOffset));
+        assert(
+          to !== undefined,
+          `scrub: live cluster ${index} of SCO ${location.scoNumber} was not moved`,
+        );
+        updates.push({ clusterIndex: index, location: to });
+      }
+      await this.applyUpdates(updates, {
+        generation: this.state.generation,
+        tlogNumber: this.tlog.tlogNumber,
+        entryCount: this.tlog.entryCount,
+      });
+      for (const n of newScos) {
+        this.dirtyScoBytes += this.localScos.get(n) ?? 0;
+        void this.enqueueUpload({ kind: 'sco', scoNumber: n });
+      }
+      for (const n of newChain) {
+        if ([...replaced.values()].includes(n))
+          void this.enqueueUpload({ kind: 'tlog', tlogNumber: n });
+      }
+      this.enqueueGarbage();
+    } finally {
+      release();
+    }
+    await this.waitUploadsDrained();
+    report.backendBytesAfter = await this.backendBytes();
+    return report;
   }
 
   // ------------------------------------------------------------------ backend
@@ -1238,6 +1457,12 @@ export class Volume implements VolumeIo {
 
   /** The root: the history as far as the backend holds it (an uploaded chain prefix). */
   private async putRoot(): Promise<void> {
+    // A rewritten history goes into the root whole or not at all: a part of it is not a
+    // state the vDisk ever had. Until then the old root (and its objects) stay.
+    if (this.rootNeeds !== undefined) {
+      for (const n of this.rootNeeds) if (!this.uploadedTlogs.has(n)) return;
+      this.rootNeeds = undefined;
+    }
     const chain: number[] = [];
     for (const n of this.state.chain) {
       if (!this.uploadedTlogs.has(n)) break;
