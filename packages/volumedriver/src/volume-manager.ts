@@ -28,7 +28,7 @@ import {
 import { VdErrorCode, vdError } from './errors.js';
 import type { FoldedMap } from './history.js';
 import { checkClusterSize, checkScoSize } from './sco-file.js';
-import { foldVdiskFromBackend, Volume } from './volume.js';
+import { foldVdiskFromBackend, Volume, type VolumeOptions } from './volume.js';
 import type { VolumeBackend } from './volume-backend.js';
 import { registerVolumeMetrics } from './volume-metrics.js';
 import { type SnapshotRecord, STATE_FORMAT, type VolumeConfig } from './volume-state.js';
@@ -100,6 +100,7 @@ export class VolumeManager implements VolumeManagerApi {
   readonly nodeId: string;
   private readonly log: (message: string) => void;
   private readonly tlogScos: number;
+  private observeLatency: VolumeOptions['observeLatency'];
   private readonly volumes = new Map<string, Volume>();
   /** One administrative operation at a time per vDisk (by id). */
   private readonly adminLocks = new Map<string, Promise<unknown>>();
@@ -117,7 +118,9 @@ export class VolumeManager implements VolumeManagerApi {
   static async open(options: VolumeManagerOptions): Promise<VolumeManager> {
     const manager = new VolumeManager(options);
     if (options.metricsRegistry !== undefined) {
-      registerVolumeMetrics(options.metricsRegistry, () => manager.openVolumes());
+      manager.observeLatency = registerVolumeMetrics(options.metricsRegistry, () =>
+        manager.openVolumes(),
+      );
     }
     await fs.mkdir(path.join(options.dir, 'vdisks'), { recursive: true });
     for (const record of await manager.vdiskRecords()) {
@@ -151,9 +154,18 @@ export class VolumeManager implements VolumeManagerApi {
     return path.join(this.dir, 'vdisks', id);
   }
 
+  private volumeOptions(dir: string): VolumeOptions {
+    return {
+      dir,
+      backend: this.backend,
+      log: this.log,
+      ...(this.observeLatency === undefined ? {} : { observeLatency: this.observeLatency }),
+    };
+  }
+
   private async openVolume(record: VdiskRecord): Promise<Volume> {
     const dir = this.vdiskDir(record.id);
-    const options = { dir, backend: this.backend, log: this.log };
+    const options = this.volumeOptions(dir);
     const local = await fs
       .stat(path.join(dir, 'volume.json'))
       .then(() => true)
@@ -337,11 +349,11 @@ export class VolumeManager implements VolumeManagerApi {
     if (!result.succeeded)
       throw vdError(VdErrorCode.Exists, `a vDisk named ${record.name} exists already`);
     try {
-      const volume = await Volume.create(
-        { dir: this.vdiskDir(record.id), backend: this.backend, log: this.log },
-        config,
-        { sizeBytes: record.sizeBytes, presetName, ...(base === undefined ? {} : { base }) },
-      );
+      const volume = await Volume.create(this.volumeOptions(this.vdiskDir(record.id)), config, {
+        sizeBytes: record.sizeBytes,
+        presetName,
+        ...(base === undefined ? {} : { base }),
+      });
       this.volumes.set(record.name, volume);
     } catch (err) {
       await fs.rm(this.vdiskDir(record.id), { recursive: true, force: true });

@@ -1,12 +1,15 @@
-import { Gauge, type Registry } from 'prom-client';
-import type { Volume } from './volume.js';
+import { Gauge, Histogram, type Registry } from 'prom-client';
+import type { LatencyOp, Volume } from './volume.js';
 
 /**
  * Prometheus metrics of the open vDisks, read from each volume's counters when scraped
  * (no work on the data path). Counters are exported as gauges of monotonically growing
  * totals so a vDisk that closes simply disappears.
  */
-export function registerVolumeMetrics(registry: Registry, volumes: () => Volume[]): void {
+export function registerVolumeMetrics(
+  registry: Registry,
+  volumes: () => Volume[],
+): (vdisk: string, op: LatencyOp, seconds: number) => void {
   const fields = [
     ['shale_vdisk_read_ops_total', 'Reads served', 'readOps'],
     ['shale_vdisk_write_ops_total', 'Writes (and write-zeroes) acknowledged', 'writeOps'],
@@ -41,4 +44,12 @@ export function registerVolumeMetrics(registry: Registry, volumes: () => Volume[
       },
     });
   }
+  const latency = new Histogram({
+    name: 'shale_vdisk_request_seconds',
+    help: 'Request latency inside the volumedriver, from queueing to the answer, per vDisk and operation',
+    labelNames: ['vdisk', 'op'],
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+    registers: [registry],
+  });
+  return (vdisk, op, seconds) => latency.observe({ vdisk, op }, seconds);
 }

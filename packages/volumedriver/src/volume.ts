@@ -115,7 +115,11 @@ export interface VolumeOptions {
   /** Uploaded SCOs kept locally as a read cache (bytes). */
   readonly scoCacheBytes?: number;
   readonly log?: (message: string) => void;
+  /** Called once per request with its latency (metrics); not per cluster. */
+  readonly observeLatency?: (vdisk: string, op: LatencyOp, seconds: number) => void;
 }
+
+export type LatencyOp = 'read' | 'write' | 'flush' | 'trim';
 
 interface MutableState {
   generation: number;
@@ -148,6 +152,7 @@ export class Volume implements VolumeIo {
   readonly dir: string;
   private readonly backend: VolumeBackend;
   private readonly log: (message: string) => void;
+  private readonly observeLatency: VolumeOptions['observeLatency'];
   private readonly scoCacheBytes: number;
   private state: MutableState;
   private lba: LbaMap;
@@ -200,6 +205,7 @@ export class Volume implements VolumeIo {
     this.dir = options.dir;
     this.backend = options.backend;
     this.log = options.log ?? (() => undefined);
+    this.observeLatency = options.observeLatency;
     this.scoCacheBytes = options.scoCacheBytes ?? SCO_CACHE_DEFAULT_BYTES;
     this.config = config;
     this.state = state;
@@ -404,39 +410,59 @@ export class Volume implements VolumeIo {
 
   // ------------------------------------------------------------------ the data path
 
-  read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  // async: a refused request is a rejected promise, never a synchronous throw.
+  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     this.checkRange(offsetBytes, lengthBytes);
     this.stats.readOps += 1;
     this.stats.readBytes += lengthBytes;
-    return this.readRange(offsetBytes, lengthBytes);
+    return this.timed('read', this.readRange(offsetBytes, lengthBytes));
   }
 
-  write(offsetBytes: number, data: Buffer, options: { fua?: boolean } = {}): Promise<void> {
+  private timed<T>(op: LatencyOp, work: Promise<T>): Promise<T> {
+    const observe = this.observeLatency;
+    if (observe === undefined) return work;
+    const started = process.hrtime.bigint();
+    return work.finally(() =>
+      observe(this.name, op, Number(process.hrtime.bigint() - started) / 1e9),
+    );
+  }
+
+  async write(offsetBytes: number, data: Buffer, options: { fua?: boolean } = {}): Promise<void> {
     this.checkRange(offsetBytes, data.length);
     this.stats.writeOps += 1;
     this.stats.writeBytes += data.length;
-    return this.enqueue({ kind: 'write', offsetBytes, data, fua: options.fua ?? false });
+    return this.timed(
+      'write',
+      this.enqueue({ kind: 'write', offsetBytes, data, fua: options.fua ?? false }),
+    );
   }
 
-  flush(): Promise<void> {
+  async flush(): Promise<void> {
     this.checkOpen();
     this.stats.flushOps += 1;
-    return this.enqueue({ kind: 'flush' });
+    return this.timed('flush', this.enqueue({ kind: 'flush' }));
   }
 
-  trim(offsetBytes: number, lengthBytes: number, options: { fua?: boolean } = {}): Promise<void> {
+  async trim(
+    offsetBytes: number,
+    lengthBytes: number,
+    options: { fua?: boolean } = {},
+  ): Promise<void> {
     this.checkRange(offsetBytes, lengthBytes);
     this.stats.trimOps += 1;
-    return this.enqueue({
-      kind: 'trim',
-      offsetBytes,
-      lengthBytes,
-      fua: options.fua ?? false,
-      zeroEdges: false,
-    });
+    return this.timed(
+      'trim',
+      this.enqueue({
+        kind: 'trim',
+        offsetBytes,
+        lengthBytes,
+        fua: options.fua ?? false,
+        zeroEdges: false,
+      }),
+    );
   }
 
-  writeZeroes(
+  async writeZeroes(
     offsetBytes: number,
     lengthBytes: number,
     options: { fua?: boolean } = {},
@@ -483,6 +509,10 @@ export class Volume implements VolumeIo {
 
   private checkRange(offsetBytes: number, lengthBytes: number): void {
     this.checkOpen();
+    this.checkRangeOnly(offsetBytes, lengthBytes);
+  }
+
+  private checkRangeOnly(offsetBytes: number, lengthBytes: number): void {
     if (
       !Number.isSafeInteger(offsetBytes) ||
       !Number.isSafeInteger(lengthBytes) ||
