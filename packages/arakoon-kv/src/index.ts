@@ -1,6 +1,7 @@
 export * from './constants.js';
 export { describeKey, KvErrorCode, kvError } from './errors.js';
 export { EtcdKv, type EtcdKvOptions, type EtcdTlsOptions } from './etcd-kv.js';
+export { EtcdTestCluster, freePort, requireEtcd } from './etcd-test-cluster.js';
 export { prefixEnd } from './key-range.js';
 export type {
   Bytes,

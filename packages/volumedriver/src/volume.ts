@@ -891,26 +891,53 @@ export class Volume implements VolumeIo {
     for (const [layer, positions] of remote) {
       const ns = layer === 0 ? this.config.namespace : this.config.ancestors[layer - 1]?.namespace;
       assert(ns !== undefined, `location layer ${layer} beyond the vDisk's ancestors`);
-      const slices = positions.map((p) => {
-        const location = locations[p] as ClusterLocation;
+      // Clusters back to back in one SCO become one slice: one ranged read.
+      const runs: { first: number; count: number }[] = [];
+      for (let k = 0; k < positions.length; k += 1) {
+        const here = locations[positions[k] as number] as ClusterLocation;
+        const run = runs[runs.length - 1];
+        const prev =
+          run === undefined ? undefined : locations[positions[run.first + run.count - 1] as number];
+        if (
+          run !== undefined &&
+          prev !== undefined &&
+          prev.scoNumber === here.scoNumber &&
+          prev.clusterOffset + 1 === here.clusterOffset &&
+          run.first + run.count === k
+        ) {
+          run.count += 1;
+        } else {
+          runs.push({ first: k, count: 1 });
+        }
+      }
+      const slices = runs.map((run) => {
+        const location = locations[positions[run.first] as number] as ClusterLocation;
         return {
           name: scoObjectName(location.scoNumber),
           offsetBytes: location.clusterOffset * cs,
-          lengthBytes: cs,
+          lengthBytes: run.count * cs,
         };
       });
       const data = await this.backend.readRanges(ns, slices);
-      for (let k = 0; k < positions.length; k += 1) {
-        const p = positions[k] as number;
-        const location = locations[p] as ClusterLocation;
-        const bytes = data[k];
-        if (bytes === undefined || bytes.length !== cs || crc32c(bytes) !== location.crc32c) {
-          throw vdError(
-            VdErrorCode.Corrupt,
-            `vDisk ${this.name}: cluster ${location.clusterOffset} of SCO ${location.scoNumber} (layer ${layer}) read from the backend fails its CRC32C`,
-          );
+      for (let r = 0; r < runs.length; r += 1) {
+        const run = runs[r] as { first: number; count: number };
+        const bytes = data[r];
+        for (let k = run.first; k < run.first + run.count; k += 1) {
+          const p = positions[k] as number;
+          const location = locations[p] as ClusterLocation;
+          const cluster = bytes?.subarray((k - run.first) * cs, (k - run.first + 1) * cs);
+          if (
+            cluster === undefined ||
+            cluster.length !== cs ||
+            crc32c(cluster) !== location.crc32c
+          ) {
+            throw vdError(
+              VdErrorCode.Corrupt,
+              `vDisk ${this.name}: cluster ${location.clusterOffset} of SCO ${location.scoNumber} (layer ${layer}) read from the backend fails its CRC32C`,
+            );
+          }
+          out[p] = cluster;
         }
-        out[p] = bytes;
       }
     }
     return out;
