@@ -137,7 +137,22 @@ export type IoRequest =
       readonly offsetBytes: number;
       readonly lengthBytes: number;
       readonly fua: boolean;
+    }
+  | {
+      /** Which parts of the range hold data and which are holes (read as zeros). */
+      readonly op: 'blockStatus';
+      readonly offsetBytes: number;
+      readonly lengthBytes: number;
     };
+
+/**
+ * One run of a block-status answer. Runs are consecutive from the requested offset; a hole
+ * is a range no write (or a trim, or write-zeroes) left mapped: it reads as zeros.
+ */
+export interface BlockExtent {
+  readonly lengthBytes: number;
+  readonly hole: boolean;
+}
 
 /** The data path of one open vDisk. */
 export interface VolumeIo {
@@ -154,6 +169,12 @@ export interface VolumeIo {
   flush(): Promise<void>;
   trim(offsetBytes: number, lengthBytes: number, options?: { fua?: boolean }): Promise<void>;
   writeZeroes(offsetBytes: number, lengthBytes: number, options?: { fua?: boolean }): Promise<void>;
+  /**
+   * Allocation of [offset, offset + length): consecutive extents from offsetBytes, at most
+   * lengthBytes in all and at least one. The answer may stop short of the end (a long range
+   * is answered in parts: ask again from where it stopped). Cluster-granular inside.
+   */
+  blockStatus(offsetBytes: number, lengthBytes: number): Promise<BlockExtent[]>;
 }
 
 /**

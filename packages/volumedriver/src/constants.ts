@@ -74,3 +74,9 @@ export const WRITE_BUFFER_DEFAULT_BYTES = 1024 * MiB;
 export const CLONE_DEPTH_MAX = 255;
 /** Scrubbing rewrites SCOs with less than this fraction of live clusters. */
 export const SCRUB_LIVE_FRACTION_DEFAULT = 0.5;
+/**
+ * Block status: most clusters one answer looks at (256 MiB of 4 KiB clusters: one LevelDB
+ * range scan of at most that many keys), and most extents in one answer.
+ */
+export const BLOCK_STATUS_MAX_CLUSTERS = 65_536;
+export const BLOCK_STATUS_MAX_EXTENTS = 4_096;

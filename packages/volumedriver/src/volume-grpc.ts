@@ -9,6 +9,7 @@ import {
   shaleErrorFromGrpc,
 } from '@shale/common';
 import type {
+  BlockExtent,
   IoRequest,
   ScrubReport,
   SnapshotInfo,
@@ -113,7 +114,14 @@ export function unary<Req, Res>(
 
 // ---- Messages, as proto-loader decodes them (camelCase, uint64 as numbers, enums as names).
 
-export type ProtoIoOp = 'OP_UNSPECIFIED' | 'READ' | 'WRITE' | 'FLUSH' | 'TRIM' | 'WRITE_ZEROES';
+export type ProtoIoOp =
+  | 'OP_UNSPECIFIED'
+  | 'READ'
+  | 'WRITE'
+  | 'FLUSH'
+  | 'TRIM'
+  | 'WRITE_ZEROES'
+  | 'BLOCK_STATUS';
 
 export interface ProtoIoRequest {
   id: number;
@@ -281,6 +289,15 @@ export function ioRequestToProto(id: number, request: IoRequest): ProtoIoRequest
       };
     case 'flush':
       return { id, op: 'FLUSH', offsetBytes: 0, lengthBytes: 0, data: EMPTY, fua: false };
+    case 'blockStatus':
+      return {
+        id,
+        op: 'BLOCK_STATUS',
+        offsetBytes: request.offsetBytes,
+        lengthBytes: request.lengthBytes,
+        data: EMPTY,
+        fua: false,
+      };
     case 'trim':
     case 'writeZeroes':
       return {
@@ -326,7 +343,43 @@ export function ioRequestFromProto(message: ProtoIoRequest): IoRequest {
       return { op: 'trim', offsetBytes, lengthBytes, fua };
     case 'WRITE_ZEROES':
       return { op: 'writeZeroes', offsetBytes, lengthBytes, fua };
+    case 'BLOCK_STATUS':
+      return { op: 'blockStatus', offsetBytes, lengthBytes };
     default:
       throw vdError(VdErrorCode.InvalidArgument, `unknown Io op ${String(op)}`);
   }
+}
+
+/** Size of one block-status extent on the wire (u32 length, u32 flags). */
+const EXTENT_WIRE_BYTES = 8;
+const EXTENT_FLAG_HOLE = 1;
+
+/** Block-status extents as IoReply.data (volume.proto). */
+export function encodeExtents(extents: readonly BlockExtent[]): Buffer {
+  const out = Buffer.allocUnsafe(extents.length * EXTENT_WIRE_BYTES);
+  for (let i = 0; i < extents.length; i += 1) {
+    const extent = extents[i] as BlockExtent;
+    out.writeUInt32BE(extent.lengthBytes, i * EXTENT_WIRE_BYTES);
+    out.writeUInt32BE(extent.hole ? EXTENT_FLAG_HOLE : 0, i * EXTENT_WIRE_BYTES + 4);
+  }
+  return out;
+}
+
+/** IoReply.data of a BLOCK_STATUS request as extents; VD_RPC_FAILED when it is malformed. */
+export function decodeExtents(data: Buffer, what: string): BlockExtent[] {
+  if (data.length === 0 || data.length % EXTENT_WIRE_BYTES !== 0) {
+    throw new ShaleError(
+      'VD_RPC_FAILED',
+      `${what}: a block-status reply of ${data.length} bytes (not a positive multiple of ${EXTENT_WIRE_BYTES})`,
+    );
+  }
+  const extents: BlockExtent[] = [];
+  for (let at = 0; at < data.length; at += EXTENT_WIRE_BYTES) {
+    const lengthBytes = data.readUInt32BE(at);
+    if (lengthBytes === 0) {
+      throw new ShaleError('VD_RPC_FAILED', `${what}: a block-status extent of length 0`);
+    }
+    extents.push({ lengthBytes, hole: (data.readUInt32BE(at + 4) & EXTENT_FLAG_HOLE) !== 0 });
+  }
+  return extents;
 }

@@ -79,6 +79,27 @@ test('seeded model: volumes through writes, trims, snapshots, clones, rollbacks,
         );
       }
     };
+    // Block status must never call a range with data in it a hole (a sparse copy would
+    // skip it); holes read as zeros. Returns the extents for stronger checks.
+    const checkStatus = async (name: string, offsetBytes: number, lengthBytes: number) => {
+      const extents = await manager.io(name).blockStatus(offsetBytes, lengthBytes);
+      const bytes = (model.get(name) as ModelDisk).bytes;
+      assert.ok(extents.length > 0, 'block status without extents');
+      let at = offsetBytes;
+      for (const extent of extents) {
+        assert.ok(extent.lengthBytes > 0, 'an empty extent');
+        if (extent.hole) {
+          const hole = bytes.subarray(at, at + extent.lengthBytes);
+          assert.ok(
+            hole.every((b) => b === 0),
+            `${name}: ${at}+${extent.lengthBytes} reported a hole but holds data`,
+          );
+        }
+        at += extent.lengthBytes;
+      }
+      assert.ok(at <= offsetBytes + lengthBytes, 'block status past the range');
+      return extents;
+    };
     const checkAll = async () => {
       for (const name of model.keys()) {
         for (let at = 0; at < DISK_BYTES; at += 256 * 1024) await check(name, at, 256 * 1024);
@@ -94,8 +115,10 @@ test('seeded model: volumes through writes, trims, snapshots, clones, rollbacks,
         // A burst of concurrent writes (as a client at queue depth > 1 sends them).
         const burst = 1 + int(8);
         const writes: Promise<void>[] = [];
+        const ranges: { offsetBytes: number; lengthBytes: number }[] = [];
         for (let i = 0; i < burst; i += 1) {
           const { offsetBytes, lengthBytes } = randomRange();
+          ranges.push({ offsetBytes, lengthBytes });
           const data = Buffer.alloc(lengthBytes, 1 + int(255));
           if (lengthBytes >= 4) data.writeUInt32LE(step, int(lengthBytes - 3));
           data.copy(disk.bytes, offsetBytes);
@@ -103,10 +126,22 @@ test('seeded model: volumes through writes, trims, snapshots, clones, rollbacks,
           writes.push(io.write(offsetBytes, data, { fua: random() < 0.1 }));
         }
         await Promise.all(writes);
+        // A write maps every cluster it touches: its range is one data extent now.
+        const written = ranges[int(ranges.length)] as { offsetBytes: number; lengthBytes: number };
+        assert.deepEqual(
+          await checkStatus(name, written.offsetBytes, written.lengthBytes),
+          [{ lengthBytes: written.lengthBytes, hole: false }],
+          `block status after write ${name} ${written.offsetBytes}+${written.lengthBytes}`,
+        );
       } else if (roll < 0.6) {
         const { offsetBytes, lengthBytes } = randomRange();
-        last = `read ${name} ${offsetBytes}+${lengthBytes}`;
-        await check(name, offsetBytes, lengthBytes);
+        if (random() < 0.25) {
+          last = `block status ${name} ${offsetBytes}+${lengthBytes}`;
+          await checkStatus(name, offsetBytes, lengthBytes);
+        } else {
+          last = `read ${name} ${offsetBytes}+${lengthBytes}`;
+          await check(name, offsetBytes, lengthBytes);
+        }
       } else if (roll < 0.67) {
         const { offsetBytes, lengthBytes } = randomRange();
         if (random() < 0.5) {
@@ -115,7 +150,12 @@ test('seeded model: volumes through writes, trims, snapshots, clones, rollbacks,
           // Only whole clusters are unmapped; partial edges keep their data.
           const from = Math.ceil(offsetBytes / CLUSTER) * CLUSTER;
           const to = Math.floor((offsetBytes + lengthBytes) / CLUSTER) * CLUSTER;
-          if (to > from) disk.bytes.fill(0, from, to);
+          if (to > from) {
+            disk.bytes.fill(0, from, to);
+            // The trimmed clusters are holes now (one extent: the scan is short).
+            const extents = await checkStatus(name, from, to - from);
+            assert.deepEqual(extents, [{ lengthBytes: to - from, hole: true }], last);
+          }
         } else {
           last = `writeZeroes ${name} ${offsetBytes}+${lengthBytes}`;
           await io.writeZeroes(offsetBytes, lengthBytes);

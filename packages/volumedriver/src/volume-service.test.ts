@@ -244,6 +244,23 @@ class FakeManager implements VolumeManagerApi {
         check(offsetBytes, lengthBytes);
         vdisk.data.fill(0, offsetBytes, offsetBytes + lengthBytes);
       },
+      // The fake's holes: all-zero clusters.
+      blockStatus: async (offsetBytes, lengthBytes) => {
+        check(offsetBytes, lengthBytes);
+        const extents: { lengthBytes: number; hole: boolean }[] = [];
+        for (let at = offsetBytes; at < offsetBytes + lengthBytes; ) {
+          const to = Math.min(
+            offsetBytes + lengthBytes,
+            (Math.floor(at / CLUSTER_BYTES) + 1) * CLUSTER_BYTES,
+          );
+          const hole = vdisk.data.subarray(at, to).every((b) => b === 0);
+          const last = extents[extents.length - 1];
+          if (last?.hole === hole) last.lengthBytes += to - at;
+          else extents.push({ lengthBytes: to - at, hole });
+          at = to;
+        }
+        return extents;
+      },
     };
   }
 
@@ -486,6 +503,15 @@ describe(`VolumeService over gRPC (seed ${SEED}; replay with VOLUME_SERVICE_SEED
     await io.writeZeroes(65_536, 512, { fua: true });
     assert.ok((await io.read(0, 8192)).equals(Buffer.alloc(8192)));
     assert.ok((await io.read(65_536, 512)).equals(Buffer.alloc(512)));
+    // Block status travels as packed extents; the fake reports all-zero clusters as holes.
+    await io.trim(0, 3 * CLUSTER_BYTES);
+    await io.write(CLUSTER_BYTES, Buffer.alloc(CLUSTER_BYTES, 1));
+    assert.deepEqual(await io.blockStatus(0, 3 * CLUSTER_BYTES), [
+      { lengthBytes: CLUSTER_BYTES, hole: true },
+      { lengthBytes: CLUSTER_BYTES, hole: false },
+      { lengthBytes: CLUSTER_BYTES, hole: true },
+    ]);
+    await rejectsWithCode(io.blockStatus(DISK_BYTES, 1), VdErrorCode.OutOfRange);
     await io.close();
     await rejectsWithCode(io.read(0, 1), VdErrorCode.Closed);
   });

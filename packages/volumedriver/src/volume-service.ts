@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { ShaleError } from '@shale/common';
 import type {
+  BlockExtent,
   CloneVdiskInput,
   CreateVdiskInput,
   CreateVpoolInput,
@@ -25,6 +26,8 @@ import {
 import {
   asShaleError,
   crashOnAssertion,
+  decodeExtents,
+  encodeExtents,
   fromGrpcError,
   ioRequestFromProto,
   ioRequestToProto,
@@ -435,6 +438,8 @@ function perform(io: VolumeIo, request: IoRequest): Promise<Buffer | undefined> 
       return io
         .writeZeroes(request.offsetBytes, request.lengthBytes, { fua: request.fua })
         .then(() => undefined);
+    case 'blockStatus':
+      return io.blockStatus(request.offsetBytes, request.lengthBytes).then(encodeExtents);
   }
 }
 
@@ -672,6 +677,11 @@ export class VolumeIoStream {
     options: { fua?: boolean } = {},
   ): Promise<void> {
     await this.submit({ op: 'writeZeroes', offsetBytes, lengthBytes, fua: options.fua ?? false });
+  }
+  /** Allocation of a range, as VolumeIo.blockStatus. */
+  async blockStatus(offsetBytes: number, lengthBytes: number): Promise<BlockExtent[]> {
+    const data = await this.submit({ op: 'blockStatus', offsetBytes, lengthBytes });
+    return decodeExtents(data, `${this.what}: block status of ${this.name}`);
   }
 
   /** Requests not answered yet (sent, queued, or waiting for a slot). */

@@ -1,8 +1,10 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { assert, crc32c, errorMessage, isShaleError } from '@shale/common';
-import type { IoRequest, ScrubReport, VdiskStats, VolumeIo } from './api-types.js';
+import type { BlockExtent, ScrubReport, VdiskStats, VolumeIo } from './api-types.js';
 import {
+  BLOCK_STATUS_MAX_CLUSTERS,
+  BLOCK_STATUS_MAX_EXTENTS,
   CHECKPOINT_EVERY_TLOGS,
   CHECKPOINT_PART_ENTRIES,
   LANE_BATCH_MAX_BYTES,
@@ -478,24 +480,41 @@ export class Volume implements VolumeIo {
     });
   }
 
-  /** Runs one IoRequest (the service's entry). */
-  async submit(request: IoRequest): Promise<Buffer | undefined> {
-    switch (request.op) {
-      case 'read':
-        return this.read(request.offsetBytes, request.lengthBytes);
-      case 'write':
-        await this.write(request.offsetBytes, request.data, { fua: request.fua });
-        return undefined;
-      case 'flush':
-        await this.flush();
-        return undefined;
-      case 'trim':
-        await this.trim(request.offsetBytes, request.lengthBytes, { fua: request.fua });
-        return undefined;
-      case 'writeZeroes':
-        await this.writeZeroes(request.offsetBytes, request.lengthBytes, { fua: request.fua });
-        return undefined;
+  async blockStatus(offsetBytes: number, lengthBytes: number): Promise<BlockExtent[]> {
+    this.checkRange(offsetBytes, lengthBytes);
+    if (lengthBytes === 0) {
+      throw vdError(VdErrorCode.InvalidArgument, 'block status of an empty range');
     }
+    const cs = this.config.clusterSizeBytes;
+    const endBytes = offsetBytes + lengthBytes;
+    const first = Math.floor(offsetBytes / cs);
+    // One scan covers at most BLOCK_STATUS_MAX_CLUSTERS clusters; the caller asks again.
+    const endCluster = Math.min(Math.ceil(endBytes / cs), first + BLOCK_STATUS_MAX_CLUSTERS);
+    const stopBytes = Math.min(endBytes, endCluster * cs);
+    const extents: { lengthBytes: number; hole: boolean }[] = [];
+    let cursorBytes = offsetBytes;
+    // Appends [cursor, toBytes) as hole or data, merging with the previous run of its kind.
+    const add = (toBytes: number, hole: boolean): boolean => {
+      const to = Math.min(toBytes, stopBytes);
+      if (to <= cursorBytes) return true;
+      const last = extents[extents.length - 1];
+      if (last !== undefined && last.hole === hole) last.lengthBytes += to - cursorBytes;
+      else if (extents.length >= BLOCK_STATUS_MAX_EXTENTS) return false;
+      else extents.push({ lengthBytes: to - cursorBytes, hole });
+      cursorBytes = to;
+      return true;
+    };
+    // The map is read straight from LevelDB, which every acknowledged write has reached.
+    let full = false;
+    for await (const [index] of this.lba.range(first as ClusterIndex, endCluster)) {
+      if (!add(index * cs, true) || !add((index + 1) * cs, false)) {
+        full = true;
+        break;
+      }
+    }
+    // Only when the scan saw every cluster up to stopBytes is the rest a hole.
+    if (!full) add(stopBytes, true);
+    return extents;
   }
 
   private checkOpen(): void {
