@@ -113,6 +113,27 @@ export interface ScrubReport {
   readonly aborted: boolean;
 }
 
+/** A volumedriver, as it registered itself in the metadata store when it started. */
+export interface StorageRouterInfo {
+  readonly nodeId: string;
+  /** host:port of its VolumeService. */
+  readonly address: string;
+  readonly startedAtMs: number;
+}
+
+/** Where a vDisk is served: its owner, and the other storage routers to try if it is silent. */
+export interface VdiskLocation {
+  readonly vdiskName: string;
+  readonly vdiskId: string;
+  readonly sizeBytes: number;
+  readonly clusterSizeBytes: number;
+  readonly ownerNodeId: string;
+  /** The owner's VolumeService; empty when the owner never registered. */
+  readonly ownerAddress: string;
+  /** Every other registered storage router (the fail-over candidates), by node id. */
+  readonly failoverRouters: readonly StorageRouterInfo[];
+}
+
 /** One block request on an open vDisk. Offsets and lengths are in bytes. */
 export type IoRequest =
   | { readonly op: 'read'; readonly offsetBytes: number; readonly lengthBytes: number }
@@ -202,6 +223,10 @@ export interface VolumeManagerApi {
   /** Seals the current SCO and waits until every SCO, TLog and a checkpoint are in the backend. */
   syncToBackend(vdiskName: string): Promise<void>;
   scrub(vdiskName: string, options?: ScrubOptions): Promise<ScrubReport>;
+  /** The storage routers registered in the metadata store, by node id. */
+  listStorageRouters(): Promise<StorageRouterInfo[]>;
+  /** Where the vDisk is served (VD_NOT_FOUND if there is no such vDisk). */
+  locateVdisk(name: string): Promise<VdiskLocation>;
   /** The data path of an open vDisk (VD_NOT_FOUND if it is not open here). */
   io(vdiskName: string): VolumeIo;
 }

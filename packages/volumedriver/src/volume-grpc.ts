@@ -13,7 +13,9 @@ import type {
   IoRequest,
   ScrubReport,
   SnapshotInfo,
+  StorageRouterInfo,
   VdiskInfo,
+  VdiskLocation,
   VdiskParent,
   VdiskStats,
   VpoolInfo,
@@ -261,6 +263,22 @@ export function scrubReportCopy(report: ScrubReport): ScrubReport {
     backendBytesBefore: report.backendBytesBefore,
     backendBytesAfter: report.backendBytesAfter,
     aborted: report.aborted,
+  };
+}
+
+export function routerCopy(info: StorageRouterInfo): StorageRouterInfo {
+  return { nodeId: info.nodeId, address: info.address, startedAtMs: info.startedAtMs };
+}
+
+export function locationCopy(location: VdiskLocation): VdiskLocation {
+  return {
+    vdiskName: location.vdiskName,
+    vdiskId: location.vdiskId,
+    sizeBytes: location.sizeBytes,
+    clusterSizeBytes: location.clusterSizeBytes,
+    ownerNodeId: location.ownerNodeId,
+    ownerAddress: location.ownerAddress,
+    failoverRouters: location.failoverRouters.map(routerCopy),
   };
 }
 

@@ -218,3 +218,39 @@ test('a full write buffer slows writes down until the backend is back; metrics c
   assert.match(text, /shale_vdisk_request_seconds_count\{vdisk="bp",op="write"\} 24/);
   assert.match(text, /shale_vdisk_scos_uploaded_total\{vdisk="bp"\} [1-9]/);
 });
+
+test('storage routers register themselves; locating a vDisk names its owner and the fail-over routers', async () => {
+  await manager.createVdisk({ name: 'where', vpoolName: 'pool', sizeBytes: 4 * MiB });
+  const before = await manager.locateVdisk('where');
+  assert.equal(before.ownerNodeId, 'node-a');
+  assert.equal(before.ownerAddress, '', 'an owner that never registered has no address');
+  await manager.registerStorageRouter('127.0.0.1:8800');
+  await kv.put(
+    Buffer.from('/shale/storagerouters/node-b'),
+    Buffer.from(JSON.stringify({ nodeId: 'node-b', address: '127.0.0.2:8800', startedAtMs: 1 })),
+  );
+  const location = await manager.locateVdisk('where');
+  assert.equal(location.ownerAddress, '127.0.0.1:8800');
+  assert.equal(location.sizeBytes, 4 * MiB);
+  assert.equal(location.clusterSizeBytes, 4096);
+  assert.deepEqual(
+    location.failoverRouters.map((r) => [r.nodeId, r.address]),
+    [['node-b', '127.0.0.2:8800']],
+  );
+  assert.deepEqual(
+    (await manager.listStorageRouters()).map((r) => r.nodeId),
+    ['node-a', 'node-b'],
+  );
+  await rejectsWith(manager.locateVdisk('nowhere'), 'VD_NOT_FOUND');
+  // Block status on a fresh vDisk: one hole; after a write in the middle, hole-data-hole.
+  const io = manager.io('where');
+  assert.deepEqual(await io.blockStatus(0, 4 * MiB), [{ lengthBytes: 4 * MiB, hole: true }]);
+  await io.write(8192 + 100, Buffer.alloc(10, 7));
+  assert.deepEqual(await io.blockStatus(1, 4 * MiB - 1), [
+    { lengthBytes: 8191, hole: true },
+    { lengthBytes: 4096, hole: false },
+    { lengthBytes: 4 * MiB - 12288, hole: true },
+  ]);
+  await rejectsWith(io.blockStatus(0, 4 * MiB + 1), 'VD_OUT_OF_RANGE');
+  await rejectsWith(io.blockStatus(0, 0), 'VD_INVALID_ARGUMENT');
+});

@@ -11,7 +11,9 @@ import type {
   ScrubOptions,
   ScrubReport,
   SnapshotInfo,
+  StorageRouterInfo,
   VdiskInfo,
+  VdiskLocation,
   VdiskParent,
   VolumeIo,
   VolumeManagerApi,
@@ -42,6 +44,7 @@ import { type SnapshotRecord, STATE_FORMAT, type VolumeConfig } from './volume-s
  *   /shale/names/vpools/<name>    vPool id (created with ifAbsent: names are unique)
  *   /shale/vdisks/<id>            VdiskRecord (JSON)
  *   /shale/names/vdisks/<name>    vDisk id
+ *   /shale/storagerouters/<node>  StorageRouterInfo (JSON): written by each volumedriver at start
  */
 
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -68,6 +71,8 @@ const keys = {
   vdisk: (id: string) => enc(`/shale/vdisks/${id}`),
   vdiskName: (name: string) => enc(`/shale/names/vdisks/${name}`),
   vdisks: enc('/shale/vdisks/'),
+  storageRouter: (nodeId: string) => enc(`/shale/storagerouters/${nodeId}`),
+  storageRouters: enc('/shale/storagerouters/'),
 };
 
 function checkName(name: string, what: string): void {
@@ -258,6 +263,39 @@ export class VolumeManager implements VolumeManagerApi {
       continuation = page.continuation;
     } while (continuation !== undefined);
     return out;
+  }
+
+  // ------------------------------------------------------------------ storage routers
+
+  /**
+   * Registers this volumedriver's VolumeService address (after it is bound), so that edges
+   * and other routers can find the owner of a vDisk. Overwrites an earlier record.
+   */
+  async registerStorageRouter(address: string): Promise<StorageRouterInfo> {
+    const info: StorageRouterInfo = { nodeId: this.nodeId, address, startedAtMs: Date.now() };
+    await this.kv.put(keys.storageRouter(this.nodeId), enc(JSON.stringify(info)));
+    return info;
+  }
+
+  async listStorageRouters(): Promise<StorageRouterInfo[]> {
+    const page = await this.kv.range({ prefix: keys.storageRouters }, { limit: 1000 });
+    return page.items
+      .map((item) => JSON.parse(Buffer.from(item.value).toString('utf8')) as StorageRouterInfo)
+      .sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
+  }
+
+  async locateVdisk(name: string): Promise<VdiskLocation> {
+    const record = await this.vdiskRecord(name);
+    const routers = await this.listStorageRouters();
+    return {
+      vdiskName: record.name,
+      vdiskId: record.id,
+      sizeBytes: record.sizeBytes,
+      clusterSizeBytes: record.clusterSizeBytes,
+      ownerNodeId: record.ownerNodeId,
+      ownerAddress: routers.find((r) => r.nodeId === record.ownerNodeId)?.address ?? '',
+      failoverRouters: routers.filter((r) => r.nodeId !== record.ownerNodeId),
+    };
   }
 
   private async vdiskRecord(name: string): Promise<VdiskRecord> {

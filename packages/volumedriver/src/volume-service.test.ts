@@ -70,6 +70,27 @@ class FakeManager implements VolumeManagerApi {
   maxActiveWrites = 0;
   writesSeen = 0;
 
+  readonly routers = [
+    { nodeId: 'node-a', address: '10.0.0.1:8800', startedAtMs: 1_700_000_000_000 },
+    { nodeId: 'node-test', address: '10.0.0.2:8800', startedAtMs: 1_700_000_000_001 },
+  ];
+
+  async listStorageRouters() {
+    return this.routers;
+  }
+  async locateVdisk(name: string) {
+    const info = this.require(name).info;
+    return {
+      vdiskName: name,
+      vdiskId: info.id,
+      sizeBytes: info.sizeBytes,
+      clusterSizeBytes: info.clusterSizeBytes,
+      ownerNodeId: info.ownerNodeId,
+      ownerAddress: this.routers.find((r) => r.nodeId === info.ownerNodeId)?.address ?? '',
+      failoverRouters: this.routers.filter((r) => r.nodeId !== info.ownerNodeId),
+    };
+  }
+
   async createVpool(input: CreateVpoolInput): Promise<VpoolInfo> {
     this.calls.push(['createVpool', input]);
     if (this.vpools.has(input.name)) throw vdError(VdErrorCode.Exists, `vPool ${input.name}`);
@@ -438,6 +459,10 @@ describe(`VolumeService over gRPC (seed ${SEED}; replay with VOLUME_SERVICE_SEED
     assert.deepEqual(manager.calls.at(-1), ['deleteSnapshot', 'rt', 'g1']);
     await client.deleteVdisk('rt-clone');
     assert.equal(manager.vdisks.has('rt-clone'), false);
+
+    assert.deepEqual(await client.listStorageRouters(), manager.routers);
+    assert.deepEqual(await client.locateVdisk('rt'), await manager.locateVdisk('rt'));
+    await rejectsWithCode(client.locateVdisk('missing'), VdErrorCode.NotFound);
 
     const open = [...manager.vdisks.values()].filter((vdisk) => vdisk.info.stats !== undefined);
     assert.deepEqual(await client.health(), {

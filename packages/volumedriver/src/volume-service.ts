@@ -9,7 +9,9 @@ import type {
   ScrubOptions,
   ScrubReport,
   SnapshotInfo,
+  StorageRouterInfo,
   VdiskInfo,
+  VdiskLocation,
   VolumeIo,
   VolumeManagerApi,
   VpoolInfo,
@@ -31,12 +33,14 @@ import {
   fromGrpcError,
   ioRequestFromProto,
   ioRequestToProto,
+  locationCopy,
   type ProtoHealthReply,
   type ProtoIoBatch,
   type ProtoIoReply,
   type ProtoIoReplyBatch,
   type ProtoIoRequest,
   type ProtoVdiskInfo,
+  routerCopy,
   scrubReportCopy,
   snapshotFromProto,
   snapshotToProto,
@@ -206,6 +210,12 @@ export function createVolumeGrpcServer(
         nodeId: options.nodeId,
         vdisksOpen: await vdisksOpen(),
       }),
+    ),
+    listStorageRouters: unary(async () => ({
+      routers: (await manager.listStorageRouters()).map(routerCopy),
+    })),
+    locateVdisk: unary(async (req: { name: string }) =>
+      locationCopy(await manager.locateVdisk(req.name)),
     ),
     io: (call: grpc.ServerDuplexStream<ProtoIoBatch, ProtoIoReplyBatch>) => {
       counters.ioStreamsOpened++;
@@ -561,6 +571,14 @@ export class VolumeClient {
   async health(): Promise<VolumeHealth> {
     const reply = await this.call<ProtoHealthReply>('health', {});
     return { ok: reply.ok, nodeId: reply.nodeId, vdisksOpen: reply.vdisksOpen };
+  }
+
+  async listStorageRouters(): Promise<StorageRouterInfo[]> {
+    const reply = await this.call<{ routers: StorageRouterInfo[] }>('listStorageRouters', {});
+    return reply.routers.map(routerCopy);
+  }
+  async locateVdisk(name: string): Promise<VdiskLocation> {
+    return locationCopy(await this.call<VdiskLocation>('locateVdisk', { name }));
   }
 
   /** The data path of an open vDisk over one Io stream (see VolumeIoStream). */

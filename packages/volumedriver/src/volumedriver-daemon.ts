@@ -29,6 +29,11 @@ export interface VolumedriverDaemonOptions {
   readonly host?: string;
   /** 0 picks a free port. */
   readonly port: number;
+  /**
+   * The host:port others reach this VolumeService at (registered in the metadata store for
+   * edges and other routers). Default: host:port as bound.
+   */
+  readonly advertiseAddress?: string | undefined;
   /** Serve Prometheus /metrics and /health here. */
   readonly metricsPort?: number | undefined;
 }
@@ -103,6 +108,7 @@ export class VolumedriverDaemon {
     let metricsServer: MetricsServer | undefined;
     try {
       const port = await bindGrpcServer(server, host, options.port);
+      await manager.registerStorageRouter(options.advertiseAddress ?? `${host}:${port}`);
       if (options.metricsPort !== undefined) {
         metricsServer = await startMetricsServer(metricsRegistry, {
           host,

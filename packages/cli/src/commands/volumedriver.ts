@@ -16,7 +16,7 @@ const serve: Command = {
   summary:
     'run a volumedriver: vDisks on a local write buffer, their data in an ALBA backend, over gRPC',
   usage:
-    'shale volumedriver serve (--kv etcd://HOST:PORT,... | --kv-dir DIR) --proxy HOST:PORT --dir DIR --port PORT [--host 127.0.0.1] [--metrics-port PORT] [--node-id ID]',
+    'shale volumedriver serve (--kv etcd://HOST:PORT,... | --kv-dir DIR) --proxy HOST:PORT --dir DIR --port PORT [--host 127.0.0.1] [--metrics-port PORT] [--node-id ID] [--advertise HOST:PORT]',
   options: {
     ...KV_OPTIONS,
     proxy: {
@@ -46,6 +46,12 @@ const serve: Command = {
       valueName: 'ID',
       description: 'this storage router (default: the hostname)',
     },
+    advertise: {
+      type: 'string',
+      valueName: 'HOST:PORT',
+      description:
+        'the address edges reach this volumedriver at, registered in the metadata store (default: HOST:PORT as bound)',
+    },
   },
   details: [
     'Prints {"event":"listening",...} on stdout when ready. SIGTERM or SIGINT stops it: calls in',
@@ -63,6 +69,7 @@ const serve: Command = {
         nodeId,
         host: optionalString(values, 'host') ?? '127.0.0.1',
         port: parsePort(requireString(values, 'port'), 'port'),
+        advertiseAddress: optionalString(values, 'advertise'),
         metricsPort:
           values['metrics-port'] === undefined
             ? undefined
