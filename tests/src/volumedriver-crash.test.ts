@@ -2,14 +2,13 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { EtcdTestCluster } from '@shale/arakoon-kv';
 import { isShaleError } from '@shale/common';
 import { VolumeClient, type VolumeIoStream } from '@shale/volumedriver';
-import { type ShaleProcess, startShale } from './support/shale-process.js';
+import { TEST_BACKEND as BACKEND, startCluster } from './support/cluster.js';
+import type { ShaleProcess } from './support/shale-process.js';
 
 const SEED = Number(process.env.SHALE_SEED ?? randomBytes(4).readUInt32BE(0));
 const LONG = process.env.SHALE_LONG === '1';
@@ -27,7 +26,6 @@ const SCO_BYTES = 4 * MiB;
  */
 const UNIT = 16;
 const UNITS = DISK_BYTES / UNIT;
-const BACKEND = 'local';
 const READ_CHUNK = 4 * MiB;
 
 function seededRandom(seed: number): () => number {
@@ -226,100 +224,6 @@ class DiskModel {
       }
     }
     return problems;
-  }
-}
-
-/** etcd + 6 ASDs + a proxy, each a real process; everything under one temp dir. */
-interface Cluster {
-  readonly dir: string;
-  readonly etcd: EtcdTestCluster;
-  readonly kv: string;
-  readonly proxy: ShaleProcess;
-  readonly processes: ShaleProcess[];
-  startVolumedriver(nodeId: string, dir: string): Promise<ShaleProcess>;
-  stop(): Promise<void>;
-}
-
-async function startCluster(prefix: string): Promise<Cluster> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
-  const processes: ShaleProcess[] = [];
-  let etcd: EtcdTestCluster | undefined;
-  const stop = async (): Promise<void> => {
-    for (const proc of processes.reverse()) await proc.kill9();
-    await etcd?.stop();
-    await fs.rm(dir, { recursive: true, force: true });
-  };
-  try {
-    const t0 = Date.now();
-    etcd = await EtcdTestCluster.start(1);
-    const kv = `etcd://${etcd.endpoint(0)}`;
-    const asds = await Promise.all(
-      [0, 1, 2, 3, 4, 5].map((i) =>
-        startShale([
-          'asd',
-          'serve',
-          '--dir',
-          path.join(dir, `asd${i}`),
-          '--port',
-          '0',
-          '--node-id',
-          'node1',
-          '--reserve-bytes',
-          '0',
-        ]),
-      ),
-    );
-    processes.push(...asds);
-    const proxy = await startShale([
-      'proxy',
-      'serve',
-      '--kv',
-      kv,
-      '--backend',
-      BACKEND,
-      '--port',
-      '0',
-      '--cache-dir',
-      path.join(dir, 'cache'),
-      '--cache-bytes',
-      '64MiB',
-      ...asds.flatMap((asd) => ['--asd', `127.0.0.1:${asd.port}`]),
-    ]);
-    processes.push(proxy);
-    process.stdout.write(`cluster up in ${Date.now() - t0} ms\n`);
-    const started = etcd;
-    return {
-      dir,
-      etcd: started,
-      kv,
-      proxy,
-      processes,
-      async startVolumedriver(nodeId, vdDir) {
-        const vd = await startShale(
-          [
-            'volumedriver',
-            'serve',
-            '--kv',
-            kv,
-            '--proxy',
-            `127.0.0.1:${proxy.port}`,
-            '--dir',
-            vdDir,
-            '--port',
-            '0',
-            '--node-id',
-            nodeId,
-          ],
-          60_000,
-        );
-        processes.push(vd);
-        return vd;
-      },
-      stop,
-    };
-  } catch (err) {
-    await stop();
-    throw err;
   }
 }
 

@@ -1,5 +1,6 @@
 import { type Command, EXIT_OK } from './command.js';
 import { asdCommand } from './commands/asd.js';
+import { edgeCommand } from './commands/edge.js';
 import { maintenanceCommand } from './commands/maintenance.js';
 import { proxyCommand } from './commands/proxy.js';
 import { volumedriverCommand } from './commands/volumedriver.js';
@@ -19,5 +20,12 @@ const version: Command = {
 export const rootCommand: Command = {
   name: 'shale',
   summary: 'a log-structured, distributed block storage cluster',
-  subcommands: [asdCommand, proxyCommand, maintenanceCommand, volumedriverCommand, version],
+  subcommands: [
+    asdCommand,
+    proxyCommand,
+    maintenanceCommand,
+    volumedriverCommand,
+    edgeCommand,
+    version,
+  ],
 };

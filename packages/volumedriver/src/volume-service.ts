@@ -702,6 +702,14 @@ export class VolumeIoStream {
     return decodeExtents(data, `${this.what}: block status of ${this.name}`);
   }
 
+  /**
+   * Set once the stream carries no more requests (it failed or ended, or was closed or
+   * cancelled): a rejection while this is set came from the stream, not from the vDisk.
+   */
+  get failed(): ShaleError | undefined {
+    return this.failure;
+  }
+
   /** Requests not answered yet (sent, queued, or waiting for a slot). */
   get pendingRequests(): number {
     return this.slotsTaken + this.slotWaiters.length;

@@ -1,0 +1,58 @@
+/** Every limit and default of the edge, with its unit. */
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** The IANA port of NBD. */
+export const NBD_DEFAULT_PORT = 10809;
+
+/** Block size constraints we advertise (NBD_INFO_BLOCK_SIZE). Unaligned requests still work. */
+export const NBD_MIN_BLOCK_BYTES = 512;
+export const NBD_PREFERRED_BLOCK_BYTES = 4 * KiB;
+/** Largest READ length and WRITE payload; the volumedriver's IO_REQUEST_MAX_BYTES. */
+export const NBD_MAX_PAYLOAD_BYTES = 32 * MiB;
+
+/** A client must finish the handshake within this long (then the connection is closed). */
+export const NBD_HANDSHAKE_TIMEOUT_MS = 30_000;
+/** Most options one connection may send before entering transmission (a DoS guard). */
+export const NBD_HANDSHAKE_MAX_OPTIONS = 1024;
+/**
+ * Largest option payload read into memory (names are at most 4 KiB; a meta-context query
+ * list a few). Larger ones are skipped unread and answered NBD_REP_ERR_TOO_BIG.
+ */
+export const NBD_OPTION_MAX_BYTES = 64 * KiB;
+/** Longest string (export name, context name) the protocol allows. */
+export const NBD_STRING_MAX_BYTES = 4096;
+/** Most meta-context queries in one option. */
+export const NBD_META_QUERIES_MAX = 128;
+
+/** Requests one connection may have in flight; reading stops until one completes. */
+export const NBD_CONNECTION_MAX_IN_FLIGHT = 256;
+/**
+ * Payload bytes one connection may hold in flight (write payloads received plus reads
+ * being answered); reading stops above it. One request larger than this still runs alone.
+ */
+export const NBD_CONNECTION_MAX_IN_FLIGHT_BYTES = 64 * MiB;
+/** Reply bytes queued in the socket before reading stops (the client does not read). */
+export const NBD_CONNECTION_MAX_UNSENT_BYTES = 64 * MiB;
+/** Most connections the server accepts at once; later ones are closed at once. */
+export const NBD_MAX_CONNECTIONS = 1024;
+/** Most extents in one block-status reply (NBD asks servers to keep replies small). */
+export const NBD_BLOCK_STATUS_MAX_EXTENTS = 4096;
+
+/**
+ * A request not answered within this long fails with EIO (a volumedriver that hangs, or
+ * none reachable while reconnecting). Requests are retried on a new stream meanwhile.
+ */
+export const EDGE_REQUEST_TIMEOUT_MS = 30_000;
+/** Wait between attempts to reach a volumedriver again (doubling up to the max). */
+export const EDGE_RECONNECT_MIN_MS = 100;
+export const EDGE_RECONNECT_MAX_MS = 2_000;
+/** Deadline of the edge's unary calls to a volumedriver (locate, list). */
+export const EDGE_CONTROL_CALL_DEADLINE_MS = 5_000;
+/** How often pending requests are checked against their deadline. */
+export const EDGE_TIMEOUT_SWEEP_MS = 500;
+/** Write-zeroes with NO_HOLE writes real zeros in requests of this size. */
+export const EDGE_ZERO_WRITE_CHUNK_BYTES = 1 * MiB;
+/** How long a stopping edge lets connections finish their requests. */
+export const EDGE_SHUTDOWN_GRACE_MS = 10_000;

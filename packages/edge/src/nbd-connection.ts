@@ -1,0 +1,853 @@
+/**
+ * One NBD client connection: the fixed newstyle handshake, then the transmission phase.
+ *
+ *   greeting --client flags--> options --GO / EXPORT_NAME ok--> transmission
+ *      |                         |  \--ABORT--> closed               |  \--DISC, all answered--> closed
+ *      +--bad flags, timeout-----+--bad magic, too many options------+--bad magic, socket error--> closed
+ *
+ * Every byte from the client is parsed here, once; an export (block-export.ts) only ever
+ * sees checked requests. A client that breaks the protocol loses its own connection and
+ * nothing else. Requests run concurrently and are answered as they complete (replies out
+ * of order, as NBD allows). Backpressure: past NBD_CONNECTION_MAX_IN_FLIGHT requests, or
+ * NBD_CONNECTION_MAX_IN_FLIGHT_BYTES of payload, or NBD_CONNECTION_MAX_UNSENT_BYTES of
+ * replies the client has not read, the socket is not read until that drains.
+ */
+import type net from 'node:net';
+import { errorMessage } from '@shale/common';
+import type { BlockExport, ExportInfo, ExportProvider } from './block-export.js';
+import { ByteQueue } from './byte-queue.js';
+import {
+  NBD_BLOCK_STATUS_MAX_EXTENTS,
+  NBD_CONNECTION_MAX_IN_FLIGHT,
+  NBD_CONNECTION_MAX_IN_FLIGHT_BYTES,
+  NBD_CONNECTION_MAX_UNSENT_BYTES,
+  NBD_HANDSHAKE_MAX_OPTIONS,
+  NBD_HANDSHAKE_TIMEOUT_MS,
+  NBD_MAX_PAYLOAD_BYTES,
+  NBD_MIN_BLOCK_BYTES,
+  NBD_OPTION_MAX_BYTES,
+  NBD_PREFERRED_BLOCK_BYTES,
+} from './constants.js';
+import { nbdErrnoOf } from './errors.js';
+import {
+  decodeExportName,
+  decodeInfoRequest,
+  decodeMetaContextRequest,
+  infoBlockSizeReply,
+  infoExportReply,
+  infoTextReply,
+  metaContextReply,
+  optionError,
+  optionReply,
+  serverReply,
+} from './nbd-options.js';
+import {
+  BASE_ALLOCATION,
+  NBD_CMD_BLOCK_STATUS,
+  NBD_CMD_DISC,
+  NBD_CMD_FLAG_FUA,
+  NBD_CMD_FLAG_NO_HOLE,
+  NBD_CMD_FLAG_REQ_ONE,
+  NBD_CMD_FLUSH,
+  NBD_CMD_READ,
+  NBD_CMD_TRIM,
+  NBD_CMD_WRITE,
+  NBD_CMD_WRITE_ZEROES,
+  NBD_FLAG_C_FIXED_NEWSTYLE,
+  NBD_FLAG_C_NO_ZEROES,
+  NBD_FLAG_CAN_MULTI_CONN,
+  NBD_FLAG_FIXED_NEWSTYLE,
+  NBD_FLAG_HAS_FLAGS,
+  NBD_FLAG_NO_ZEROES,
+  NBD_FLAG_READ_ONLY,
+  NBD_FLAG_SEND_DF,
+  NBD_FLAG_SEND_FAST_ZERO,
+  NBD_FLAG_SEND_FLUSH,
+  NBD_FLAG_SEND_FUA,
+  NBD_FLAG_SEND_TRIM,
+  NBD_FLAG_SEND_WRITE_ZEROES,
+  NBD_IHAVEOPT,
+  NBD_INFO_DESCRIPTION,
+  NBD_INFO_NAME,
+  NBD_MAGIC,
+  NBD_OPT_ABORT,
+  NBD_OPT_EXPORT_NAME,
+  NBD_OPT_GO,
+  NBD_OPT_INFO,
+  NBD_OPT_LIST,
+  NBD_OPT_LIST_META_CONTEXT,
+  NBD_OPT_SET_META_CONTEXT,
+  NBD_OPT_STARTTLS,
+  NBD_OPT_STRUCTURED_REPLY,
+  NBD_OPTION_HEADER_BYTES,
+  NBD_REP_ACK,
+  NBD_REP_ERR_INVALID,
+  NBD_REP_ERR_TOO_BIG,
+  NBD_REP_ERR_UNKNOWN,
+  NBD_REP_ERR_UNSUP,
+  NBD_REQUEST_HEADER_BYTES,
+  NBD_REQUEST_MAGIC,
+  type NbdErrno,
+} from './nbd-protocol.js';
+import {
+  blockStatusChunk,
+  errorChunk,
+  noneChunk,
+  offsetDataHeader,
+  simpleReply,
+} from './nbd-replies.js';
+import { checkRequest, commandName, type RequestContext } from './nbd-request-checks.js';
+
+/** The request kinds metrics are kept for. */
+export type RequestKind = 'read' | 'write' | 'flush' | 'trim' | 'write_zeroes' | 'block_status';
+
+export interface ExportObserver {
+  requestStarted(): void;
+  requestDone(kind: RequestKind, seconds: number, bytes: number, failed: boolean): void;
+}
+
+/**
+ * Why a connection was closed on the client's account ('violation'), or why a request was
+ * refused before it reached the export ('refused'): the metric's label, a fixed set.
+ */
+export type ProtocolErrorKind = 'violation' | 'handshake-timeout' | 'refused' | 'option-error';
+
+/** What a connection reports (edge-metrics.ts turns it into Prometheus metrics). */
+export interface ConnectionObserver {
+  forExport(name: string): ExportObserver;
+  protocolError(kind: ProtocolErrorKind): void;
+}
+
+export interface NbdConnectionOptions {
+  readonly provider: ExportProvider;
+  readonly observer: ConnectionObserver;
+  /** Export served for an empty export name; none: an empty name is an unknown export. */
+  readonly defaultExport?: string | undefined;
+  readonly log?: (line: string) => void;
+  readonly handshakeTimeoutMs?: number;
+}
+
+/** The meta-context id of base:allocation in this server. */
+const BASE_ALLOCATION_ID = 1;
+/** The 124 zero bytes ending NBD_OPT_EXPORT_NAME's reply without NO_ZEROES. */
+const EXPORT_NAME_PADDING = Buffer.alloc(124);
+const KIND: Readonly<Record<number, RequestKind>> = {
+  [NBD_CMD_READ]: 'read',
+  [NBD_CMD_WRITE]: 'write',
+  [NBD_CMD_FLUSH]: 'flush',
+  [NBD_CMD_TRIM]: 'trim',
+  [NBD_CMD_WRITE_ZEROES]: 'write_zeroes',
+  [NBD_CMD_BLOCK_STATUS]: 'block_status',
+};
+
+type State =
+  | { readonly kind: 'client-flags' }
+  | { readonly kind: 'option-header' }
+  | { readonly kind: 'option-data'; readonly option: number; readonly lengthBytes: number }
+  | { readonly kind: 'option-skip'; readonly option: number; remainingBytes: number }
+  | { readonly kind: 'busy' }
+  | { readonly kind: 'request-header' }
+  | {
+      readonly kind: 'write-payload';
+      readonly flags: number;
+      readonly handleHi: number;
+      readonly handleLo: number;
+      readonly offsetBytes: number;
+      readonly lengthBytes: number;
+    }
+  | {
+      readonly kind: 'payload-skip';
+      readonly handleHi: number;
+      readonly handleLo: number;
+      readonly errno: NbdErrno;
+      readonly message: string;
+      remainingBytes: number;
+    }
+  | { readonly kind: 'disconnecting' }
+  | { readonly kind: 'closed' };
+
+export class NbdConnection {
+  private readonly queue = new ByteQueue();
+  private state: State = { kind: 'client-flags' };
+  private readonly log: (line: string) => void;
+  private handshakeTimer: NodeJS.Timeout | undefined;
+  private optionsSeen = 0;
+  private noZeroes = false;
+  private structured = false;
+  /** base:allocation selected, and for which export name (GO must name the same one). */
+  private metaBase = false;
+  private metaExportName: string | undefined;
+
+  private export: BlockExport | undefined;
+  private observer: ExportObserver | undefined;
+  private context: RequestContext | undefined;
+  private inFlight = 0;
+  private inFlightBytes = 0;
+  private readPaused = false;
+  private waitingForDrain = false;
+  private corked = false;
+  private closedPromiseResolve: (() => void) | undefined;
+  /** Resolves when the connection is closed and its export released. */
+  readonly closed: Promise<void>;
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly options: NbdConnectionOptions,
+  ) {
+    this.log = options.log ?? (() => undefined);
+    this.closed = new Promise<void>((resolve) => {
+      this.closedPromiseResolve = resolve;
+    });
+  }
+
+  /** Sends the greeting and starts reading. */
+  start(): void {
+    const socket = this.socket;
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => {
+      if (this.state.kind === 'closed' || this.state.kind === 'disconnecting') return;
+      this.queue.push(chunk);
+      this.process();
+    });
+    socket.on('end', () => this.clientEnded());
+    socket.on('error', (err) => this.close(`socket error: ${err.message}`));
+    socket.on('close', () => this.close('socket closed'));
+    this.handshakeTimer = setTimeout(
+      () => this.protocolFailure('handshake not finished in time', 'handshake-timeout'),
+      this.options.handshakeTimeoutMs ?? NBD_HANDSHAKE_TIMEOUT_MS,
+    );
+    this.handshakeTimer.unref();
+    const greeting = Buffer.allocUnsafe(18);
+    greeting.writeBigUInt64BE(NBD_MAGIC, 0);
+    greeting.writeBigUInt64BE(NBD_IHAVEOPT, 8);
+    greeting.writeUInt16BE(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES, 16);
+    this.send(greeting);
+  }
+
+  /** Stops the connection at once (the edge is stopping): in-flight replies are dropped. */
+  destroy(): void {
+    this.close('the edge is stopping');
+  }
+
+  /** The export this connection serves (after the handshake). */
+  get servedExport(): string | undefined {
+    return this.export?.info.name;
+  }
+
+  // ------------------------------------------------------------------ the parser
+
+  /** Consumes queued bytes for as long as the current state can make progress. */
+  private process(): void {
+    for (;;) {
+      const state = this.state;
+      switch (state.kind) {
+        case 'client-flags': {
+          if (this.queue.length < 4) return;
+          const flags = this.queue.take(4).readUInt32BE(0);
+          if ((flags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) !== 0) {
+            this.protocolFailure(`unknown client flags 0x${flags.toString(16)}`);
+            return;
+          }
+          this.noZeroes = (flags & NBD_FLAG_C_NO_ZEROES) !== 0;
+          this.state = { kind: 'option-header' };
+          break;
+        }
+        case 'option-header': {
+          if (this.queue.length < NBD_OPTION_HEADER_BYTES) return;
+          const header = this.queue.take(NBD_OPTION_HEADER_BYTES);
+          if (header.readBigUInt64BE(0) !== NBD_IHAVEOPT) {
+            this.protocolFailure('bad option magic');
+            return;
+          }
+          this.optionsSeen += 1;
+          if (this.optionsSeen > NBD_HANDSHAKE_MAX_OPTIONS) {
+            this.protocolFailure(`more than ${NBD_HANDSHAKE_MAX_OPTIONS} options`);
+            return;
+          }
+          const option = header.readUInt32BE(8);
+          const lengthBytes = header.readUInt32BE(12);
+          this.state =
+            lengthBytes > NBD_OPTION_MAX_BYTES
+              ? { kind: 'option-skip', option, remainingBytes: lengthBytes }
+              : { kind: 'option-data', option, lengthBytes };
+          break;
+        }
+        case 'option-data': {
+          if (this.queue.length < state.lengthBytes) return;
+          const data = this.queue.take(state.lengthBytes);
+          this.state = { kind: 'busy' };
+          this.handleOption(state.option, data).then(
+            () => this.process(),
+            (err: unknown) =>
+              this.protocolFailure(`option ${state.option} failed: ${errorMessage(err)}`),
+          );
+          return;
+        }
+        case 'option-skip': {
+          state.remainingBytes -= this.queue.skip(state.remainingBytes);
+          if (state.remainingBytes > 0) return;
+          this.send(
+            optionError(
+              state.option,
+              NBD_REP_ERR_TOO_BIG,
+              `option data above ${NBD_OPTION_MAX_BYTES} bytes`,
+            ),
+          );
+          this.state = { kind: 'option-header' };
+          break;
+        }
+        case 'request-header': {
+          if (this.mustPause()) {
+            this.pauseReading();
+            return;
+          }
+          if (this.queue.length < NBD_REQUEST_HEADER_BYTES) return;
+          this.parseRequest(this.queue.take(NBD_REQUEST_HEADER_BYTES));
+          break;
+        }
+        case 'write-payload': {
+          if (this.queue.length < state.lengthBytes) return;
+          const data = this.queue.take(state.lengthBytes);
+          this.state = { kind: 'request-header' };
+          this.runWrite(state.flags, state.handleHi, state.handleLo, state.offsetBytes, data);
+          break;
+        }
+        case 'payload-skip': {
+          state.remainingBytes -= this.queue.skip(state.remainingBytes);
+          if (state.remainingBytes > 0) return;
+          this.state = { kind: 'request-header' };
+          this.refuse(state.handleHi, state.handleLo, NBD_CMD_WRITE, state.errno, state.message);
+          break;
+        }
+        case 'busy':
+        case 'disconnecting':
+        case 'closed':
+          return;
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ option haggling
+
+  private async handleOption(option: number, data: Buffer): Promise<void> {
+    switch (option) {
+      case NBD_OPT_EXPORT_NAME:
+        return this.optExportName(data);
+      case NBD_OPT_ABORT:
+        this.send(optionReply(option, NBD_REP_ACK));
+        this.endAfterReplies();
+        return;
+      case NBD_OPT_LIST:
+        return this.optList(data);
+      case NBD_OPT_STARTTLS:
+        this.replyOption(optionError(option, NBD_REP_ERR_UNSUP, 'this edge does not serve TLS'));
+        return;
+      case NBD_OPT_INFO:
+      case NBD_OPT_GO:
+        return this.optInfoOrGo(option, data);
+      case NBD_OPT_STRUCTURED_REPLY:
+        if (data.length !== 0) {
+          this.replyOption(
+            optionError(option, NBD_REP_ERR_INVALID, 'structured reply takes no data'),
+          );
+          return;
+        }
+        this.structured = true;
+        this.replyOption(optionReply(option, NBD_REP_ACK));
+        return;
+      case NBD_OPT_LIST_META_CONTEXT:
+      case NBD_OPT_SET_META_CONTEXT:
+        return this.optMetaContext(option, data);
+      default:
+        // Extended headers, and anything newer: not served (the client falls back).
+        this.replyOption(
+          optionError(option, NBD_REP_ERR_UNSUP, `option ${option} is not supported`),
+        );
+    }
+  }
+
+  /** An option reply after which haggling goes on. */
+  private replyOption(reply: Buffer): void {
+    if ((reply.readUInt32BE(12) & 0x8000_0000) !== 0)
+      this.options.observer.protocolError('option-error');
+    this.send(reply);
+    if (this.state.kind === 'busy') this.state = { kind: 'option-header' };
+  }
+
+  private resolveName(name: string): string | undefined {
+    if (name !== '') return name;
+    return this.options.defaultExport;
+  }
+
+  private async optList(data: Buffer): Promise<void> {
+    if (data.length !== 0) {
+      this.replyOption(optionError(NBD_OPT_LIST, NBD_REP_ERR_INVALID, 'list takes no data'));
+      return;
+    }
+    let exports: ExportInfo[];
+    try {
+      exports = await this.options.provider.list();
+    } catch (err) {
+      this.replyOption(
+        optionError(NBD_OPT_LIST, NBD_REP_ERR_UNKNOWN, `cannot list exports: ${errorMessage(err)}`),
+      );
+      return;
+    }
+    for (const info of exports) this.send(serverReply(NBD_OPT_LIST, info.name, info.description));
+    this.replyOption(optionReply(NBD_OPT_LIST, NBD_REP_ACK));
+  }
+
+  private transmissionFlags(info: ExportInfo): number {
+    let flags =
+      NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_CAN_MULTI_CONN;
+    if (info.readOnly) flags |= NBD_FLAG_READ_ONLY;
+    else flags |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
+    if (this.structured) flags |= NBD_FLAG_SEND_DF;
+    return flags;
+  }
+
+  private async optInfoOrGo(option: number, data: Buffer): Promise<void> {
+    const decoded = decodeInfoRequest(data);
+    if (!decoded.ok) {
+      this.replyOption(optionError(option, NBD_REP_ERR_INVALID, decoded.reason));
+      return;
+    }
+    const name = this.resolveName(decoded.value.name);
+    if (name === undefined) {
+      this.replyOption(optionError(option, NBD_REP_ERR_UNKNOWN, 'no default export: name a vDisk'));
+      return;
+    }
+    let info: ExportInfo;
+    let opened: BlockExport | undefined;
+    try {
+      if (option === NBD_OPT_GO) {
+        opened = await this.options.provider.open(name);
+        info = opened.info;
+      } else {
+        info = await this.options.provider.info(name);
+      }
+    } catch (err) {
+      this.replyOption(
+        optionError(option, NBD_REP_ERR_UNKNOWN, `export ${name}: ${errorMessage(err)}`),
+      );
+      return;
+    }
+    if (this.state.kind === 'closed') {
+      opened?.release();
+      return;
+    }
+    this.send(infoExportReply(option, info.sizeBytes, this.transmissionFlags(info)));
+    for (const type of decoded.value.infoTypes) {
+      if (type === NBD_INFO_NAME) this.send(infoTextReply(option, NBD_INFO_NAME, info.name));
+      if (type === NBD_INFO_DESCRIPTION)
+        this.send(infoTextReply(option, NBD_INFO_DESCRIPTION, info.description));
+    }
+    // Sent unasked too: we serve unaligned requests, so a client that ignores it is fine.
+    this.send(
+      infoBlockSizeReply(
+        option,
+        NBD_MIN_BLOCK_BYTES,
+        NBD_PREFERRED_BLOCK_BYTES,
+        NBD_MAX_PAYLOAD_BYTES,
+      ),
+    );
+    if (opened === undefined) {
+      this.replyOption(optionReply(option, NBD_REP_ACK));
+      return;
+    }
+    this.send(optionReply(option, NBD_REP_ACK));
+    this.enterTransmission(opened);
+  }
+
+  private async optExportName(data: Buffer): Promise<void> {
+    // No error reply exists for this option: on any failure the connection is closed.
+    const decoded = decodeExportName(data);
+    const name = decoded.ok ? this.resolveName(decoded.value) : undefined;
+    if (name === undefined) {
+      this.protocolFailure(decoded.ok ? 'export-name: no default export' : decoded.reason);
+      return;
+    }
+    let opened: BlockExport;
+    try {
+      opened = await this.options.provider.open(name);
+    } catch (err) {
+      this.close(`export-name ${name}: ${errorMessage(err)}`);
+      return;
+    }
+    if (this.state.kind === 'closed') {
+      opened.release();
+      return;
+    }
+    const reply = Buffer.allocUnsafe(10);
+    reply.writeBigUInt64BE(BigInt(opened.info.sizeBytes), 0);
+    reply.writeUInt16BE(this.transmissionFlags(opened.info), 8);
+    this.send(reply);
+    if (!this.noZeroes) this.send(EXPORT_NAME_PADDING);
+    this.enterTransmission(opened);
+  }
+
+  private async optMetaContext(option: number, data: Buffer): Promise<void> {
+    if (!this.structured) {
+      this.replyOption(
+        optionError(option, NBD_REP_ERR_INVALID, 'negotiate structured replies first'),
+      );
+      return;
+    }
+    const decoded = decodeMetaContextRequest(data);
+    if (!decoded.ok) {
+      this.replyOption(optionError(option, NBD_REP_ERR_INVALID, decoded.reason));
+      return;
+    }
+    const name = this.resolveName(decoded.value.name);
+    try {
+      if (name === undefined) throw new Error('no default export: name a vDisk');
+      await this.options.provider.info(name);
+    } catch (err) {
+      this.replyOption(
+        optionError(option, NBD_REP_ERR_UNKNOWN, `export ${name ?? '""'}: ${errorMessage(err)}`),
+      );
+      return;
+    }
+    const { queries } = decoded.value;
+    if (option === NBD_OPT_LIST_META_CONTEXT) {
+      // With no query, or the bare namespace, list everything we have (ids are 0 in a list).
+      const listed =
+        queries.length === 0 || queries.some((q) => q === BASE_ALLOCATION || q === 'base:');
+      if (listed) this.send(metaContextReply(option, 0, BASE_ALLOCATION));
+    } else {
+      // SET replaces the selection; only exact names select a context.
+      this.metaBase = queries.includes(BASE_ALLOCATION);
+      this.metaExportName = decoded.value.name;
+      if (this.metaBase) this.send(metaContextReply(option, BASE_ALLOCATION_ID, BASE_ALLOCATION));
+    }
+    this.replyOption(optionReply(option, NBD_REP_ACK));
+  }
+
+  private enterTransmission(opened: BlockExport): void {
+    if (this.handshakeTimer !== undefined) clearTimeout(this.handshakeTimer);
+    this.export = opened;
+    this.observer = this.options.observer.forExport(opened.info.name);
+    // Contexts chosen for another export name than the one entered do not apply.
+    const blockStatus =
+      this.metaBase &&
+      this.metaExportName !== undefined &&
+      this.resolveName(this.metaExportName) === opened.info.name;
+    this.context = {
+      sizeBytes: opened.info.sizeBytes,
+      readOnly: opened.info.readOnly,
+      structured: this.structured,
+      blockStatus,
+    };
+    this.state = { kind: 'request-header' };
+    this.log(`connection entered transmission on export ${opened.info.name}`);
+  }
+
+  // ------------------------------------------------------------------ transmission
+
+  private parseRequest(header: Buffer): void {
+    if (header.readUInt32BE(0) !== NBD_REQUEST_MAGIC) {
+      this.protocolFailure('bad request magic');
+      return;
+    }
+    const flags = header.readUInt16BE(4);
+    const command = header.readUInt16BE(6);
+    const handleHi = header.readUInt32BE(8);
+    const handleLo = header.readUInt32BE(12);
+    const offsetHi = header.readUInt32BE(16);
+    // Offsets at or above 2^53 are past the end of every export: make them Infinity.
+    const offsetBytes =
+      offsetHi >= 0x20_0000
+        ? Number.POSITIVE_INFINITY
+        : offsetHi * 0x1_0000_0000 + header.readUInt32BE(20);
+    const lengthBytes = header.readUInt32BE(24);
+    const context = this.context as RequestContext;
+
+    if (command === NBD_CMD_DISC) {
+      this.state = { kind: 'disconnecting' };
+      this.queue.clear();
+      this.finishDisconnect();
+      return;
+    }
+    const refusal = checkRequest(command, flags, offsetBytes, lengthBytes, context);
+    if (command === NBD_CMD_WRITE) {
+      // The payload follows the header whatever the verdict: consume it to stay in step.
+      if (refusal !== undefined) {
+        this.state = {
+          kind: 'payload-skip',
+          handleHi,
+          handleLo,
+          errno: refusal.errno,
+          message: refusal.message,
+          remainingBytes: lengthBytes,
+        };
+      } else {
+        this.state = { kind: 'write-payload', flags, handleHi, handleLo, offsetBytes, lengthBytes };
+        // Counted from now, so the payload being received holds back further reading.
+      }
+      return;
+    }
+    if (refusal !== undefined) {
+      this.refuse(handleHi, handleLo, command, refusal.errno, refusal.message);
+      return;
+    }
+    const exp = this.export as BlockExport;
+    const fua = (flags & NBD_CMD_FLAG_FUA) !== 0;
+    switch (command) {
+      case NBD_CMD_READ:
+        this.track(
+          handleHi,
+          handleLo,
+          command,
+          lengthBytes,
+          exp.read(offsetBytes, lengthBytes),
+          offsetBytes,
+        );
+        return;
+      case NBD_CMD_FLUSH:
+        this.track(handleHi, handleLo, command, 0, exp.flush(), 0);
+        return;
+      case NBD_CMD_TRIM:
+        this.track(
+          handleHi,
+          handleLo,
+          command,
+          0,
+          lengthBytes === 0 ? Promise.resolve() : exp.trim(offsetBytes, lengthBytes, fua),
+          0,
+        );
+        return;
+      case NBD_CMD_WRITE_ZEROES:
+        this.track(
+          handleHi,
+          handleLo,
+          command,
+          0,
+          lengthBytes === 0
+            ? Promise.resolve()
+            : exp.writeZeroes(offsetBytes, lengthBytes, {
+                fua,
+                noHole: (flags & NBD_CMD_FLAG_NO_HOLE) !== 0,
+              }),
+          0,
+        );
+        return;
+      case NBD_CMD_BLOCK_STATUS:
+        this.track(
+          handleHi,
+          handleLo,
+          command,
+          0,
+          exp.blockStatus(offsetBytes, lengthBytes),
+          (flags & NBD_CMD_FLAG_REQ_ONE) !== 0 ? 1 : NBD_BLOCK_STATUS_MAX_EXTENTS,
+        );
+        return;
+    }
+  }
+
+  private runWrite(
+    flags: number,
+    handleHi: number,
+    handleLo: number,
+    offsetBytes: number,
+    data: Buffer,
+  ): void {
+    const exp = this.export as BlockExport;
+    const work =
+      data.length === 0
+        ? Promise.resolve()
+        : exp.write(offsetBytes, data, (flags & NBD_CMD_FLAG_FUA) !== 0);
+    this.track(handleHi, handleLo, NBD_CMD_WRITE, data.length, work, 0);
+  }
+
+  /**
+   * Runs one admitted request and answers it. `bytes` counts toward the in-flight payload
+   * limit; `arg` is the read's offset, or the block-status extent limit.
+   */
+  private track(
+    handleHi: number,
+    handleLo: number,
+    command: number,
+    bytes: number,
+    work: Promise<unknown>,
+    arg: number,
+  ): void {
+    const observer = this.observer as ExportObserver;
+    const started = performance.now();
+    this.inFlight += 1;
+    this.inFlightBytes += bytes;
+    observer.requestStarted();
+    work.then(
+      (result) => {
+        this.answer(handleHi, handleLo, command, result, arg);
+        this.settled(command, bytes, started, false);
+      },
+      (err: unknown) => {
+        this.refuse(handleHi, handleLo, command, nbdErrnoOf(err), errorMessage(err), false);
+        this.settled(command, bytes, started, true);
+      },
+    );
+  }
+
+  private settled(command: number, bytes: number, started: number, failed: boolean): void {
+    this.inFlight -= 1;
+    this.inFlightBytes -= bytes;
+    (this.observer as ExportObserver).requestDone(
+      KIND[command] as RequestKind,
+      (performance.now() - started) / 1000,
+      bytes,
+      failed,
+    );
+    if (this.state.kind === 'closed') {
+      if (this.inFlight === 0) this.release();
+    } else if (this.state.kind === 'disconnecting') this.finishDisconnect();
+    else this.maybeResume();
+  }
+
+  private answer(
+    handleHi: number,
+    handleLo: number,
+    command: number,
+    result: unknown,
+    arg: number,
+  ): void {
+    if (this.state.kind === 'closed') return;
+    if (command === NBD_CMD_READ) {
+      const data = result as Buffer;
+      // Durability: not a write; the bytes are what every earlier acknowledged write left.
+      if (!this.structured) {
+        this.send(simpleReply(handleHi, handleLo, 0));
+        this.send(data);
+      } else if (data.length === 0) {
+        this.send(noneChunk(handleHi, handleLo));
+      } else {
+        this.send(offsetDataHeader(handleHi, handleLo, arg, data.length));
+        this.send(data);
+      }
+      return;
+    }
+    if (command === NBD_CMD_BLOCK_STATUS) {
+      const extents = result as { lengthBytes: number; hole: boolean }[];
+      const limited = extents.length > arg ? extents.slice(0, arg) : extents;
+      this.send(blockStatusChunk(handleHi, handleLo, BASE_ALLOCATION_ID, limited));
+      return;
+    }
+    // Durability: as BlockExport says for the command (write: visible, FUA: stable;
+    // flush: everything answered before it is stable).
+    this.send(simpleReply(handleHi, handleLo, 0));
+  }
+
+  /** Answers a request with an error (structured when negotiated: it carries the message). */
+  private refuse(
+    handleHi: number,
+    handleLo: number,
+    command: number,
+    errno: NbdErrno,
+    message: string,
+    count = true,
+  ): void {
+    if (this.state.kind === 'closed') return;
+    if (count) this.options.observer.protocolError('refused');
+    if (count) this.log(`refused ${commandName(command)}: ${message}`);
+    if (this.structured) this.send(errorChunk(handleHi, handleLo, errno, message));
+    else this.send(simpleReply(handleHi, handleLo, errno));
+  }
+
+  // ------------------------------------------------------------------ flow control
+
+  private mustPause(): boolean {
+    return (
+      this.inFlight >= NBD_CONNECTION_MAX_IN_FLIGHT ||
+      this.inFlightBytes >= NBD_CONNECTION_MAX_IN_FLIGHT_BYTES ||
+      this.waitingForDrain
+    );
+  }
+
+  private pauseReading(): void {
+    if (this.readPaused) return;
+    this.readPaused = true;
+    this.socket.pause();
+  }
+
+  private maybeResume(): void {
+    if (this.state.kind !== 'request-header' && this.state.kind !== 'write-payload') return;
+    if (this.mustPause()) return;
+    if (this.readPaused) {
+      this.readPaused = false;
+      this.socket.resume();
+    }
+    this.process();
+  }
+
+  /** Writes to the socket; replies written in one tick leave in one writev. */
+  private send(buffer: Buffer): void {
+    if (this.state.kind === 'closed') return;
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
+    this.socket.write(buffer);
+    if (!this.waitingForDrain && this.socket.writableLength > NBD_CONNECTION_MAX_UNSENT_BYTES) {
+      // The client is not reading its replies: stop reading its requests until it does.
+      this.waitingForDrain = true;
+      this.socket.once('drain', () => {
+        this.waitingForDrain = false;
+        this.maybeResume();
+      });
+    }
+  }
+
+  // ------------------------------------------------------------------ ending
+
+  private clientEnded(): void {
+    // A half-close without NBD_CMD_DISC: answer what is in flight, then close.
+    if (this.state.kind === 'closed') return;
+    if (this.export === undefined) {
+      this.close('client closed during the handshake');
+      return;
+    }
+    this.state = { kind: 'disconnecting' };
+    this.finishDisconnect();
+  }
+
+  private finishDisconnect(): void {
+    if (this.inFlight > 0) return;
+    this.endAfterReplies();
+  }
+
+  /** Ends the socket once queued replies are written, then releases the export. */
+  private endAfterReplies(): void {
+    if (this.state.kind === 'closed') return;
+    this.state = { kind: 'disconnecting' };
+    this.socket.end(() => this.close('disconnected'));
+  }
+
+  /** A client broke the protocol: its connection goes, nothing else does. */
+  private protocolFailure(reason: string, kind: ProtocolErrorKind = 'violation'): void {
+    if (this.state.kind === 'closed') return;
+    this.options.observer.protocolError(kind);
+    this.log(`closing connection: ${reason}`);
+    this.close(reason);
+  }
+
+  private close(reason: string): void {
+    if (this.state.kind === 'closed') return;
+    this.state = { kind: 'closed' };
+    if (this.handshakeTimer !== undefined) clearTimeout(this.handshakeTimer);
+    this.queue.clear();
+    this.socket.destroy();
+    // The export is released once requests already running on it have settled.
+    if (this.inFlight === 0) this.release();
+    if (reason !== 'disconnected' && reason !== 'socket closed')
+      this.log(`connection closed: ${reason}`);
+  }
+
+  private release(): void {
+    this.export?.release();
+    this.export = undefined;
+    this.closedPromiseResolve?.();
+  }
+}

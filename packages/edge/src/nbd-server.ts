@@ -1,0 +1,89 @@
+import net from 'node:net';
+import type { ExportProvider } from './block-export.js';
+import { EDGE_SHUTDOWN_GRACE_MS, NBD_MAX_CONNECTIONS } from './constants.js';
+import type { EdgeMetrics } from './edge-metrics.js';
+import { NbdConnection } from './nbd-connection.js';
+
+export interface NbdServerOptions {
+  readonly provider: ExportProvider;
+  readonly metrics: EdgeMetrics;
+  readonly host?: string;
+  /** 0 picks a free port. */
+  readonly port: number;
+  readonly defaultExport?: string | undefined;
+  readonly maxConnections?: number;
+  readonly log?: (line: string) => void;
+  readonly handshakeTimeoutMs?: number;
+}
+
+/** The NBD listener: one NbdConnection per client, up to a connection limit. */
+export class NbdServer {
+  private readonly connections = new Set<NbdConnection>();
+
+  private constructor(
+    private readonly server: net.Server,
+    readonly host: string,
+    readonly port: number,
+  ) {}
+
+  static async start(options: NbdServerOptions): Promise<NbdServer> {
+    const host = options.host ?? '127.0.0.1';
+    const maxConnections = options.maxConnections ?? NBD_MAX_CONNECTIONS;
+    let instance: NbdServer | undefined;
+    const server = net.createServer({ noDelay: true }, (socket) => {
+      const self = instance;
+      if (self === undefined || self.connections.size >= maxConnections) {
+        options.metrics.connectionsRefused.inc();
+        socket.destroy();
+        return;
+      }
+      const connection = new NbdConnection(socket, {
+        provider: options.provider,
+        observer: options.metrics,
+        defaultExport: options.defaultExport,
+        ...(options.log === undefined ? {} : { log: options.log }),
+        ...(options.handshakeTimeoutMs === undefined
+          ? {}
+          : { handshakeTimeoutMs: options.handshakeTimeoutMs }),
+      });
+      self.connections.add(connection);
+      options.metrics.connectionsAccepted.inc();
+      options.metrics.connectionsOpen.inc();
+      void connection.closed.then(() => {
+        self.connections.delete(connection);
+        options.metrics.connectionsOpen.dec();
+      });
+      connection.start();
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(options.port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = server.address() as net.AddressInfo;
+    instance = new NbdServer(server, host, address.port);
+    return instance;
+  }
+
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  /**
+   * Stops listening, gives open connections up to graceMs to finish (a client that
+   * disconnects is done), then cuts the rest.
+   */
+  async close(graceMs = EDGE_SHUTDOWN_GRACE_MS): Promise<void> {
+    const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    if (this.connections.size > 0) {
+      const all = Promise.all([...this.connections].map((c) => c.closed));
+      const timer = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
+      await Promise.race([all, timer]);
+      for (const connection of this.connections) connection.destroy();
+      await Promise.all([...this.connections].map((c) => c.closed));
+    }
+    await stopped;
+  }
+}
