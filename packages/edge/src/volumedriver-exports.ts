@@ -310,8 +310,16 @@ class VdiskLink {
 
   /** The current stream, or a new one (one connect at a time; callers share it). */
   private connected(deadlineMs: number): Promise<VolumeIoStream> {
-    if (this.stream !== undefined && this.stream.failed === undefined) {
-      return Promise.resolve(this.stream);
+    const current = this.stream;
+    if (current !== undefined && current.failed === undefined) return Promise.resolve(current);
+    if (current !== undefined) {
+      this.stream = undefined;
+      this.provider.log(
+        `vDisk ${this.name}: stream to ${this.streamAddress} lost (${current.failed?.message}); reconnecting`,
+      );
+      if (isShaleError(current.failed, 'VD_UNAVAILABLE') && this.streamClient !== undefined) {
+        this.provider.dropClient(this.streamAddress, this.streamClient);
+      }
     }
     if (this.connecting === undefined) {
       this.connecting = this.connect(deadlineMs).finally(() => {
@@ -410,12 +418,8 @@ class VdiskLink {
           fromStream || (err instanceof ShaleError && RETRY_ON_NEW_STREAM.has(err.code));
         if (!retry || entry.done || this.closed) throw err;
         if (!fromStream) stream.cancel();
-        if (this.stream === stream) {
-          this.stream = undefined;
-          if (isShaleError(stream.failed, 'VD_UNAVAILABLE') && this.streamClient !== undefined) {
-            this.provider.dropClient(this.streamAddress, this.streamClient);
-          }
-          this.provider.log(`vDisk ${this.name}: stream lost (${errorMessage(err)}); retrying`);
+        if (!fromStream) {
+          this.provider.log(`vDisk ${this.name}: ${errorMessage(err)}; retrying on a new stream`);
         }
         if (Date.now() + backoffMs > entry.deadlineMs) throw err;
         if (tries > 0) {

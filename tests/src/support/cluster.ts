@@ -15,8 +15,11 @@ export interface Cluster {
   readonly kv: string;
   readonly proxy: ShaleProcess;
   readonly processes: ShaleProcess[];
-  /** A volumedriver on this cluster (its write buffer in `dir`); stopped by stop(). */
-  startVolumedriver(nodeId: string, dir: string): Promise<ShaleProcess>;
+  /**
+   * A volumedriver on this cluster (its write buffer in `dir`; port 0 picks one); stopped
+   * by stop().
+   */
+  startVolumedriver(nodeId: string, dir: string, port?: number): Promise<ShaleProcess>;
   /** An edge in front of the given volumedriver ports; stopped by stop(). */
   startEdge(volumedriverPorts: readonly number[], extra?: readonly string[]): Promise<ShaleProcess>;
   /** SIGKILLs every process it started (newest first), stops etcd, removes the dir. */
@@ -77,7 +80,7 @@ export async function startCluster(prefix: string): Promise<Cluster> {
       kv,
       proxy,
       processes,
-      async startVolumedriver(nodeId, vdDir) {
+      async startVolumedriver(nodeId, vdDir, port = 0) {
         const vd = await startShale(
           [
             'volumedriver',
@@ -89,7 +92,7 @@ export async function startCluster(prefix: string): Promise<Cluster> {
             '--dir',
             vdDir,
             '--port',
-            '0',
+            String(port),
             '--node-id',
             nodeId,
           ],
