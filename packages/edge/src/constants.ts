@@ -35,6 +35,12 @@ export const NBD_CONNECTION_MAX_IN_FLIGHT = 256;
 export const NBD_CONNECTION_MAX_IN_FLIGHT_BYTES = 64 * MiB;
 /** Reply bytes queued in the socket before reading stops (the client does not read). */
 export const NBD_CONNECTION_MAX_UNSENT_BYTES = 64 * MiB;
+/**
+ * Reply buffers queued in the socket before reading stops, whatever their size. Each costs
+ * ~150 B of heap besides its bytes: 16-byte write replies alone would reach the byte limit
+ * only after 4 Mi of them (~600 MB of heap).
+ */
+export const NBD_CONNECTION_MAX_UNSENT_BUFFERS = 64 * 1024;
 /** Most connections the server accepts at once; later ones are closed at once. */
 export const NBD_MAX_CONNECTIONS = 1024;
 /** Most extents in one block-status reply (NBD asks servers to keep replies small). */

@@ -9,17 +9,18 @@
  * sees checked requests. A client that breaks the protocol loses its own connection and
  * nothing else. Requests run concurrently and are answered as they complete (replies out
  * of order, as NBD allows). Backpressure: past NBD_CONNECTION_MAX_IN_FLIGHT requests, or
- * NBD_CONNECTION_MAX_IN_FLIGHT_BYTES of payload, or NBD_CONNECTION_MAX_UNSENT_BYTES of
- * replies the client has not read, the socket is not read until that drains.
+ * NBD_CONNECTION_MAX_IN_FLIGHT_BYTES of payload, or NBD_CONNECTION_MAX_UNSENT_BYTES (or
+ * _BUFFERS) of replies the client has not read, the socket is not read until that drains.
  */
 import type net from 'node:net';
-import { errorMessage } from '@shale/common';
+import { errorMessage, isShaleError } from '@shale/common';
 import type { BlockExport, ExportInfo, ExportProvider } from './block-export.js';
 import { ByteQueue } from './byte-queue.js';
 import {
   NBD_BLOCK_STATUS_MAX_EXTENTS,
   NBD_CONNECTION_MAX_IN_FLIGHT,
   NBD_CONNECTION_MAX_IN_FLIGHT_BYTES,
+  NBD_CONNECTION_MAX_UNSENT_BUFFERS,
   NBD_CONNECTION_MAX_UNSENT_BYTES,
   NBD_HANDSHAKE_MAX_OPTIONS,
   NBD_HANDSHAKE_TIMEOUT_MS,
@@ -28,7 +29,7 @@ import {
   NBD_OPTION_MAX_BYTES,
   NBD_PREFERRED_BLOCK_BYTES,
 } from './constants.js';
-import { nbdErrnoOf } from './errors.js';
+import { EdgeErrorCode, nbdErrnoOf } from './errors.js';
 import {
   decodeExportName,
   decodeInfoRequest,
@@ -82,12 +83,13 @@ import {
   NBD_OPTION_HEADER_BYTES,
   NBD_REP_ACK,
   NBD_REP_ERR_INVALID,
+  NBD_REP_ERR_SHUTDOWN,
   NBD_REP_ERR_TOO_BIG,
   NBD_REP_ERR_UNKNOWN,
   NBD_REP_ERR_UNSUP,
   NBD_REQUEST_HEADER_BYTES,
   NBD_REQUEST_MAGIC,
-  type NbdErrno,
+  NbdErrno,
 } from './nbd-protocol.js';
 import {
   blockStatusChunk,
@@ -185,6 +187,11 @@ export class NbdConnection {
   private inFlightBytes = 0;
   private readPaused = false;
   private waitingForDrain = false;
+  /** Buffers handed to socket.write whose callback has not run (queued, not yet sent). */
+  private unsentBuffers = 0;
+  private readonly bufferWritten = (): void => {
+    this.unsentBuffers -= 1;
+  };
   private corked = false;
   private closedPromiseResolve: (() => void) | undefined;
   /** Resolves when the connection is closed and its export released. */
@@ -266,6 +273,12 @@ export class NbdConnection {
           }
           const option = header.readUInt32BE(8);
           const lengthBytes = header.readUInt32BE(12);
+          if (option === NBD_OPT_EXPORT_NAME && lengthBytes > NBD_OPTION_MAX_BYTES) {
+            // EXPORT_NAME has no error reply (the client would read one as a size): a
+            // name this long can only end the session.
+            this.protocolFailure(`export-name of ${lengthBytes} bytes`);
+            return;
+          }
           this.state =
             lengthBytes > NBD_OPTION_MAX_BYTES
               ? { kind: 'option-skip', option, remainingBytes: lengthBytes }
@@ -276,8 +289,11 @@ export class NbdConnection {
           if (this.queue.length < state.lengthBytes) return;
           const data = this.queue.take(state.lengthBytes);
           this.state = { kind: 'busy' };
+          // Nothing is read while the option is answered (the provider may take seconds),
+          // or a client that does not wait could make the queue grow without bound.
+          this.pauseReading();
           this.handleOption(state.option, data).then(
-            () => this.process(),
+            () => this.maybeResume(),
             (err: unknown) =>
               this.protocolFailure(`option ${state.option} failed: ${errorMessage(err)}`),
           );
@@ -427,9 +443,11 @@ export class NbdConnection {
         info = await this.options.provider.info(name);
       }
     } catch (err) {
-      this.replyOption(
-        optionError(option, NBD_REP_ERR_UNKNOWN, `export ${name}: ${errorMessage(err)}`),
-      );
+      // A stopping edge says so (the client must disconnect); anything else is "unknown".
+      const type = isShaleError(err, EdgeErrorCode.Closed)
+        ? NBD_REP_ERR_SHUTDOWN
+        : NBD_REP_ERR_UNKNOWN;
+      this.replyOption(optionError(option, type, `export ${name}: ${errorMessage(err)}`));
       return;
     }
     if (this.state.kind === 'closed') {
@@ -509,6 +527,14 @@ export class NbdConnection {
       return;
     }
     const { queries } = decoded.value;
+    // Every query starts with a namespace ("base:", "x-foo:", ...).
+    const bad = queries.find((q) => !/^[^:]+:/.test(q));
+    if (bad !== undefined) {
+      this.replyOption(
+        optionError(option, NBD_REP_ERR_INVALID, `query ${JSON.stringify(bad)} has no namespace`),
+      );
+      return;
+    }
     if (option === NBD_OPT_LIST_META_CONTEXT) {
       // With no query, or the bare namespace, list everything we have (ids are 0 in a list).
       const listed =
@@ -639,6 +665,7 @@ export class NbdConnection {
           0,
           exp.blockStatus(offsetBytes, lengthBytes),
           (flags & NBD_CMD_FLAG_REQ_ONE) !== 0 ? 1 : NBD_BLOCK_STATUS_MAX_EXTENTS,
+          lengthBytes,
         );
         return;
     }
@@ -670,6 +697,7 @@ export class NbdConnection {
     bytes: number,
     work: Promise<unknown>,
     arg: number,
+    lengthBytes = bytes,
   ): void {
     const observer = this.observer as ExportObserver;
     const started = performance.now();
@@ -678,8 +706,8 @@ export class NbdConnection {
     observer.requestStarted();
     work.then(
       (result) => {
-        this.answer(handleHi, handleLo, command, result, arg);
-        this.settled(command, bytes, started, false);
+        const ok = this.answer(handleHi, handleLo, command, result, arg, lengthBytes);
+        this.settled(command, bytes, started, !ok);
       },
       (err: unknown) => {
         this.refuse(handleHi, handleLo, command, nbdErrnoOf(err), errorMessage(err), false);
@@ -703,16 +731,31 @@ export class NbdConnection {
     else this.maybeResume();
   }
 
+  /**
+   * Sends the reply of a request its export completed; false when the export's answer
+   * broke the block-export contract (an EIO is sent instead, and the bug is logged).
+   */
   private answer(
     handleHi: number,
     handleLo: number,
     command: number,
     result: unknown,
     arg: number,
-  ): void {
-    if (this.state.kind === 'closed') return;
+    lengthBytes: number,
+  ): boolean {
+    if (this.state.kind === 'closed') return true;
+    const broken = (what: string): false => {
+      this.log(`export ${this.export?.info.name}: ${what} (a bug in the export); answered EIO`);
+      this.refuse(handleHi, handleLo, command, NbdErrno.EIO, `internal error: ${what}`, false);
+      return false;
+    };
     if (command === NBD_CMD_READ) {
       const data = result as Buffer;
+      if (!Buffer.isBuffer(data) || data.length !== lengthBytes) {
+        return broken(
+          `a read of ${lengthBytes} bytes returned ${Buffer.isBuffer(data) ? data.length : typeof data}`,
+        );
+      }
       // Durability: not a write; the bytes are what every earlier acknowledged write left.
       if (!this.structured) {
         this.send(simpleReply(handleHi, handleLo, 0));
@@ -723,17 +766,30 @@ export class NbdConnection {
         this.send(offsetDataHeader(handleHi, handleLo, arg, data.length));
         this.send(data);
       }
-      return;
+      return true;
     }
     if (command === NBD_CMD_BLOCK_STATUS) {
-      const extents = result as { lengthBytes: number; hole: boolean }[];
-      const limited = extents.length > arg ? extents.slice(0, arg) : extents;
-      this.send(blockStatusChunk(handleHi, handleLo, BASE_ALLOCATION_ID, limited));
-      return;
+      // At most `arg` extents, none empty, together no longer than the request.
+      const extents = result as readonly { lengthBytes: number; hole: boolean }[];
+      const sent: { lengthBytes: number; hole: boolean }[] = [];
+      let total = 0;
+      for (const extent of extents) {
+        if (sent.length >= arg || total >= lengthBytes) break;
+        if (!Number.isSafeInteger(extent.lengthBytes) || extent.lengthBytes <= 0) {
+          return broken(`a block-status extent of length ${extent.lengthBytes}`);
+        }
+        const length = Math.min(extent.lengthBytes, lengthBytes - total);
+        sent.push({ lengthBytes: length, hole: extent.hole });
+        total += length;
+      }
+      if (sent.length === 0) return broken('a block status without extents');
+      this.send(blockStatusChunk(handleHi, handleLo, BASE_ALLOCATION_ID, sent));
+      return true;
     }
     // Durability: as BlockExport says for the command (write: visible, FUA: stable;
     // flush: everything answered before it is stable).
     this.send(simpleReply(handleHi, handleLo, 0));
+    return true;
   }
 
   /** Answers a request with an error (structured when negotiated: it carries the message). */
@@ -769,7 +825,8 @@ export class NbdConnection {
   }
 
   private maybeResume(): void {
-    if (this.state.kind !== 'request-header' && this.state.kind !== 'write-payload') return;
+    const kind = this.state.kind;
+    if (kind !== 'request-header' && kind !== 'write-payload' && kind !== 'option-header') return;
     if (this.mustPause()) return;
     if (this.readPaused) {
       this.readPaused = false;
@@ -789,8 +846,13 @@ export class NbdConnection {
         this.socket.uncork();
       });
     }
-    this.socket.write(buffer);
-    if (!this.waitingForDrain && this.socket.writableLength > NBD_CONNECTION_MAX_UNSENT_BYTES) {
+    this.unsentBuffers += 1;
+    this.socket.write(buffer, this.bufferWritten);
+    if (
+      !this.waitingForDrain &&
+      (this.socket.writableLength > NBD_CONNECTION_MAX_UNSENT_BYTES ||
+        this.unsentBuffers > NBD_CONNECTION_MAX_UNSENT_BUFFERS)
+    ) {
       // The client is not reading its replies: stop reading its requests until it does.
       this.waitingForDrain = true;
       this.socket.once('drain', () => {

@@ -109,13 +109,20 @@ export function checkRequest(
       message: `${name} of ${lengthBytes} bytes: at most ${NBD_MAX_PAYLOAD_BYTES}`,
     };
   }
+  if (command === NBD_CMD_FLUSH && (offsetBytes !== 0 || lengthBytes !== 0)) {
+    return { errno: NbdErrno.EINVAL, message: 'flush with a non-zero offset or length' };
+  }
   if (command === NBD_CMD_BLOCK_STATUS && lengthBytes === 0) {
     return { errno: NbdErrno.EINVAL, message: 'block-status of an empty range' };
   }
-  // 6. The range lies inside the export (the spec: ENOSPC for writes, EINVAL otherwise).
+  // 6. The range lies inside the export (the spec: ENOSPC for writes and write-zeroes,
+  // EINVAL otherwise, trim included).
   if (command !== NBD_CMD_FLUSH && offsetBytes + lengthBytes > context.sizeBytes) {
     return {
-      errno: modifies(command) ? NbdErrno.ENOSPC : NbdErrno.EINVAL,
+      errno:
+        command === NBD_CMD_WRITE || command === NBD_CMD_WRITE_ZEROES
+          ? NbdErrno.ENOSPC
+          : NbdErrno.EINVAL,
       message: `${name} at ${offsetBytes}+${lengthBytes} reaches past the end (${context.sizeBytes} B)`,
     };
   }

@@ -30,7 +30,9 @@ export class NbdServer {
     const host = options.host ?? '127.0.0.1';
     const maxConnections = options.maxConnections ?? NBD_MAX_CONNECTIONS;
     let instance: NbdServer | undefined;
-    const server = net.createServer({ noDelay: true }, (socket) => {
+    // Half-open: a client that shuts down its side (without NBD_CMD_DISC) still gets the
+    // replies to requests in flight; NbdConnection ends our side once they are sent.
+    const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
       const self = instance;
       if (self === undefined || self.connections.size >= maxConnections) {
         options.metrics.connectionsRefused.inc();
