@@ -28,7 +28,7 @@ export const ETCD_RETRY_BACKOFF_MS = 25;
 export const ETCD_RETRY_BACKOFF_MAX_MS = 500;
 /** EtcdKv: gRPC message ceiling on receive (large range pages). */
 export const ETCD_MAX_RECEIVE_MESSAGE_BYTES = 64 * 1024 * 1024;
-/** EtcdKv watch: queued responses before the stream is paused (backpressure). */
+/** EtcdKv and RemoteKv watch: queued, undelivered batches before the stream is paused (backpressure). */
 export const WATCH_MAX_QUEUED_BATCHES = 64;
 
 /** LevelKv: revisions of event history kept for watchers; older ones are compacted. */
@@ -39,6 +39,44 @@ export const LEVEL_COMPACT_EVERY_REVISIONS = 1000;
 export const LEVEL_LEASE_CHECK_INTERVAL_MS = 100;
 /** LevelKv watch: most revisions read from the log and delivered in one go. */
 export const LEVEL_WATCH_BATCH_REVISIONS = 256;
+
+/** RemoteKv: deadline of every call unless the caller gives one, retries included (as EtcdKv). */
+export const REMOTE_DEFAULT_DEADLINE_MS = ETCD_DEFAULT_DEADLINE_MS;
+/**
+ * RemoteKv reconnect policy (defaults): the first and the longest pause between connection
+ * attempts of the gRPC channel, between re-opens of a broken watch and between retries of
+ * a read; each pause doubles up to the longest.
+ */
+export const REMOTE_RECONNECT_INITIAL_BACKOFF_MS = 50;
+export const REMOTE_RECONNECT_MAX_BACKOFF_MS = 1000;
+/**
+ * RemoteKv: a keep-alive ping every this often while calls or watches are open, and how long an
+ * unanswered ping may take, so a watch notices a server that vanished without closing.
+ */
+export const REMOTE_KEEPALIVE_TIME_MS = 10_000;
+export const REMOTE_KEEPALIVE_TIMEOUT_MS = 5_000;
+/** RemoteKv: keys per GetMany call (each call is one snapshot), as EtcdKv's 128 per txn. */
+export const REMOTE_GET_MANY_MAX_KEYS = 128;
+/** RemoteKv watch: bytes of keys and values received and not yet delivered before the stream is paused. */
+export const REMOTE_WATCH_MAX_QUEUED_BYTES = 8 * 1024 * 1024;
+/** RemoteKv and KvServer: ceiling of one gRPC message, both ways (128 gets of 1 MiB values fit). */
+export const KV_GRPC_MAX_MESSAGE_BYTES = 256 * 1024 * 1024;
+/** KvServer: a Range reply stops taking keys past this many bytes of keys and values (it returns a continuation). */
+export const KV_SERVER_RANGE_REPLY_TARGET_BYTES = 16 * 1024 * 1024;
+/**
+ * KvServer: a store's watch batch is split into WatchBatch messages of about this many bytes
+ * of keys and values. grpc-js buffers up to 16 messages per stream before write() says
+ * "wait", so this also bounds what one slow watch client costs the server (~16 MiB).
+ */
+export const KV_SERVER_WATCH_MESSAGE_TARGET_BYTES = 1024 * 1024;
+/** KvServer: the store gets a call's deadline minus this, so that its own answer still reaches the client in time. */
+export const KV_SERVER_DEADLINE_MARGIN_MS = 50;
+/** KvServer: open Watch streams of all clients together; more are refused with KV_UNAVAILABLE (clients retry). */
+export const KV_SERVER_MAX_WATCHES = 4096;
+/** KvServer: concurrent calls per client connection (HTTP/2 max concurrent streams); more wait in the client. */
+export const KV_SERVER_MAX_CONCURRENT_STREAMS = 1024;
+/** KvServer: how long close() lets unary calls in progress finish before cutting them off. */
+export const KV_SERVER_SHUTDOWN_GRACE_MS = 5000;
 
 /** Sequence allocation: compare-and-swap attempts under contention before KV_TXN_FAILED. */
 export const SEQUENCE_MAX_ATTEMPTS = 100;

@@ -28,6 +28,8 @@ export const KvErrorCode = {
   PermissionDenied: 'KV_PERMISSION_DENIED',
   /** LevelKv: another process holds the directory. */
   DirLocked: 'KV_DIR_LOCKED',
+  /** KvServer: the port to serve on could not be bound (in use, bad address). */
+  ListenFailed: 'KV_LISTEN_FAILED',
   /** The store was closed. */
   Closed: 'KV_CLOSED',
   /** The server answered with something we do not understand. */

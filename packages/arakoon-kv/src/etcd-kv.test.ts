@@ -5,8 +5,9 @@ import { after, before, describe, test } from 'node:test';
 import { isShaleError } from '@shale/common';
 import { KvErrorCode } from './errors.js';
 import { EtcdKv } from './etcd-kv.js';
-import { EtcdTestCluster, freePort, TcpProxy } from './etcd-test-cluster.js';
+import { EtcdTestCluster, freePort } from './etcd-test-cluster.js';
 import { expectCode, runConformance } from './kv-conformance.js';
+import { TcpProxy } from './tcp-proxy.js';
 
 const b = (text: string): Buffer => Buffer.from(text, 'latin1');
 

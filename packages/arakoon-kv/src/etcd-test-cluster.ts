@@ -1,5 +1,5 @@
 // Test support (not a test file): real etcd members on 127.0.0.1 with free ports, in
-// temporary data dirs, and a TCP proxy whose connections a test can cut.
+// temporary data dirs (the TCP proxy whose connections a test can cut is in tcp-proxy.ts).
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -202,60 +202,5 @@ export class EtcdTestCluster {
       await this.kill(i);
     }
     await rm(this.workDir, { recursive: true, force: true });
-  }
-}
-
-/** A TCP proxy to one address whose open connections a test can cut at any moment. */
-export class TcpProxy {
-  private constructor(
-    private readonly server: net.Server,
-    readonly port: number,
-    private readonly sockets: Set<net.Socket>,
-    private readonly accepted: { count: number },
-  ) {}
-
-  /** Client connections accepted so far. */
-  get acceptedCount(): number {
-    return this.accepted.count;
-  }
-
-  static async start(target: { host: string; port: number }): Promise<TcpProxy> {
-    const sockets = new Set<net.Socket>();
-    const accepted = { count: 0 };
-    const server = net.createServer((client) => {
-      accepted.count += 1;
-      const upstream = net.connect(target.port, target.host);
-      sockets.add(client);
-      sockets.add(upstream);
-      const drop = (): void => {
-        client.destroy();
-        upstream.destroy();
-        sockets.delete(client);
-        sockets.delete(upstream);
-      };
-      client.on('error', drop);
-      upstream.on('error', drop);
-      client.on('close', drop);
-      upstream.on('close', drop);
-      client.pipe(upstream);
-      upstream.pipe(client);
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    return new TcpProxy(server, (server.address() as net.AddressInfo).port, sockets, accepted);
-  }
-
-  get address(): string {
-    return `127.0.0.1:${this.port}`;
-  }
-
-  /** Resets every open connection (clients see the stream break and must reconnect). */
-  dropConnections(): void {
-    for (const socket of this.sockets) socket.resetAndDestroy();
-    this.sockets.clear();
-  }
-
-  async close(): Promise<void> {
-    this.dropConnections();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 }

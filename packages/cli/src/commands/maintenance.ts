@@ -36,7 +36,7 @@ const serve: Command = {
   summary:
     'repair, complete and garbage-collect the fragments of one backend (resumable, rate-limited)',
   usage:
-    'shale maintenance serve (--kv etcd://HOST:PORT,... | --kv-dir DIR) --backend NAME [--interval-ms MS] [--bytes-per-sec SIZE] [--orphan-grace-ms MS] [--osd-down-grace-ms MS] [--verify-interval-ms MS] [--verify] [--once]',
+    'shale maintenance serve (--kv etcd://HOST:PORT,... | --kv kv://HOST:PORT | --kv-dir DIR) --backend NAME [--interval-ms MS] [--bytes-per-sec SIZE] [--orphan-grace-ms MS] [--osd-down-grace-ms MS] [--verify-interval-ms MS] [--verify] [--once]',
   options: {
     ...KV_OPTIONS,
     backend: { type: 'string', valueName: 'NAME', description: 'the backend to maintain' },

@@ -16,7 +16,7 @@ const serve: Command = {
   name: 'serve',
   summary: 'run an ALBA proxy: objects erasure-coded over the ASDs of one backend, over gRPC',
   usage:
-    'shale proxy serve (--kv etcd://HOST:PORT,... | --kv-dir DIR) --backend NAME [--asd HOST:PORT ...] --port PORT [--host 127.0.0.1] [--cache-dir DIR --cache-bytes SIZE] [--key-file FILE]',
+    'shale proxy serve (--kv etcd://HOST:PORT,... | --kv kv://HOST:PORT | --kv-dir DIR) --backend NAME [--asd HOST:PORT ...] --port PORT [--host 127.0.0.1] [--cache-dir DIR --cache-bytes SIZE] [--key-file FILE]',
   options: {
     ...KV_OPTIONS,
     backend: {

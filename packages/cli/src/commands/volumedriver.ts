@@ -16,7 +16,7 @@ const serve: Command = {
   summary:
     'run a volumedriver: vDisks on a local write buffer, their data in an ALBA backend, over gRPC',
   usage:
-    'shale volumedriver serve (--kv etcd://HOST:PORT,... | --kv-dir DIR) --proxy HOST:PORT --dir DIR --port PORT [--host 127.0.0.1] [--metrics-port PORT] [--node-id ID] [--advertise HOST:PORT]',
+    'shale volumedriver serve (--kv etcd://HOST:PORT,... | --kv kv://HOST:PORT | --kv-dir DIR) --proxy HOST:PORT --dir DIR --port PORT [--host 127.0.0.1] [--metrics-port PORT] [--node-id ID] [--advertise HOST:PORT]',
   options: {
     ...KV_OPTIONS,
     proxy: {
