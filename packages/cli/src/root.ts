@@ -1,8 +1,18 @@
+import {
+  cloneCommand,
+  rollbackCommand,
+  snapshotCommand,
+  statusCommand,
+  vdiskCommand,
+} from './admin/vdisk-verbs.js';
 import { type Command, EXIT_OK } from './command.js';
+import { apiCommand } from './commands/api.js';
 import { asdCommand } from './commands/asd.js';
 import { edgeCommand } from './commands/edge.js';
+import { kvCommand } from './commands/kv.js';
 import { maintenanceCommand } from './commands/maintenance.js';
 import { proxyCommand } from './commands/proxy.js';
+import { upCommand } from './commands/up.js';
 import { volumedriverCommand } from './commands/volumedriver.js';
 
 export const SHALE_VERSION = '0.1.0';
@@ -21,11 +31,19 @@ export const rootCommand: Command = {
   name: 'shale',
   summary: 'a log-structured, distributed block storage cluster',
   subcommands: [
+    upCommand,
+    vdiskCommand,
+    snapshotCommand,
+    cloneCommand,
+    rollbackCommand,
+    statusCommand,
+    kvCommand,
     asdCommand,
     proxyCommand,
     maintenanceCommand,
     volumedriverCommand,
     edgeCommand,
+    apiCommand,
     version,
   ],
 };

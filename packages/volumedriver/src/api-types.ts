@@ -201,7 +201,7 @@ export interface VolumeIo {
 /**
  * Everything the volumedriver serves, by vDisk name. Errors are ShaleErrors with the VD_
  * codes of errors.ts (VD_NOT_FOUND, VD_EXISTS, VD_INVALID_ARGUMENT, VD_OUT_OF_RANGE,
- * VD_HAS_CLONES, VD_SNAPSHOT_NOT_FOUND, VD_FENCED, VD_BUSY, ...).
+ * VD_HAS_CLONES, VD_FENCED, VD_BUSY, ...; a missing snapshot is VD_NOT_FOUND).
  */
 export interface VolumeManagerApi {
   createVpool(input: CreateVpoolInput): Promise<VpoolInfo>;

@@ -1,0 +1,102 @@
+import { API_DEFAULT_PORT, ApiDaemon } from '@shale/framework-api';
+import {
+  type Command,
+  EXIT_OK,
+  type OptionValues,
+  optionalString,
+  parsePort,
+  requireString,
+  stringList,
+  UsageError,
+} from '../command.js';
+import { waitForShutdownSignal } from '../signals.js';
+import { KV_OPTIONS, openKv } from './kv-option.js';
+
+const ADDRESS = /^[^\s:]+:\d{1,5}$/;
+
+/** --volumedriver may be given several times, each a comma-separated list of host:port. */
+function volumedriverAddresses(values: Readonly<OptionValues>): string[] {
+  const addresses = stringList(values, 'volumedriver')
+    .flatMap((item) => item.split(','))
+    .map((item) => item.trim())
+    .filter((item) => item.length > 0);
+  if (addresses.length === 0) throw new UsageError('--volumedriver HOST:PORT is required');
+  for (const address of addresses) {
+    if (!ADDRESS.test(address))
+      throw new UsageError(`--volumedriver: "${address}" is not HOST:PORT`);
+  }
+  return addresses;
+}
+
+const serve: Command = {
+  name: 'serve',
+  summary: 'run the framework API: REST (JSON, bearer token, OpenAPI) over the cluster',
+  usage:
+    'shale api serve (--kv etcd://HOST:PORT,...|kv://HOST:PORT | --kv-dir DIR) --volumedriver HOST:PORT[,HOST:PORT...] --token-file FILE [--port 8080] [--host 127.0.0.1]',
+  options: {
+    ...KV_OPTIONS,
+    volumedriver: {
+      type: 'string',
+      multiple: true,
+      valueName: 'HOST:PORT[,...]',
+      description: 'volumedrivers to ask (any one of them is enough; vDisk calls go to owners)',
+    },
+    'token-file': {
+      type: 'string',
+      valueName: 'FILE',
+      description:
+        'the bearer token; created (32 random bytes, hex, mode 0600) if missing, refused if others can read it',
+    },
+    port: {
+      type: 'string',
+      valueName: 'PORT',
+      description: 'HTTP port (0: pick a free one)',
+      default: String(API_DEFAULT_PORT),
+    },
+    host: {
+      type: 'string',
+      valueName: 'HOST',
+      description: 'address to listen on',
+      default: '127.0.0.1',
+    },
+  },
+  details: [
+    'Prints {"event":"listening","service":"api",...} on stdout when ready. Every route but',
+    'GET /health needs "Authorization: Bearer $(cat FILE)"; GET /openapi.json describes them.',
+    'SIGTERM or SIGINT stops it: requests in progress get 5 s.',
+  ].join('\n'),
+  async run(values) {
+    const shutdown = waitForShutdownSignal();
+    const volumedrivers = volumedriverAddresses(values);
+    const tokenFile = requireString(values, 'token-file');
+    const port = parsePort(optionalString(values, 'port') ?? String(API_DEFAULT_PORT), 'port');
+    const kv = await openKv(values);
+    try {
+      const daemon = await ApiDaemon.start({
+        kv,
+        volumedrivers,
+        tokenFile,
+        host: optionalString(values, 'host') ?? '127.0.0.1',
+        port,
+      });
+      process.stdout.write(
+        `${JSON.stringify({ event: 'listening', service: 'api', address: daemon.host, port: daemon.port, tokenFile: daemon.tokenFile })}\n`,
+      );
+      process.stderr.write(
+        `api serving on ${daemon.url} (${daemon.tokenCreated ? 'new token written to' : 'token from'} ${tokenFile})\n`,
+      );
+      const signal = await shutdown;
+      process.stderr.write(`api: ${signal}, stopping\n`);
+      await daemon.close();
+      return EXIT_OK;
+    } finally {
+      await kv.close();
+    }
+  },
+};
+
+export const apiCommand: Command = {
+  name: 'api',
+  summary: 'the framework API: REST over HTTP for vPools, vDisks, snapshots, backends, ...',
+  subcommands: [serve],
+};

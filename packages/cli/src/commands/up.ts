@@ -1,0 +1,321 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { errorMessage, isShaleError } from '@shale/common';
+import { VolumeClient } from '@shale/volumedriver';
+import {
+  type Command,
+  EXIT_FAILURE,
+  EXIT_OK,
+  optionalString,
+  parsePort,
+  UsageError,
+} from '../command.js';
+import { waitForShutdownSignal } from '../signals.js';
+import {
+  type ClusterLayout,
+  defaultDataDir,
+  loadOrCreateLayout,
+  readStatus,
+  removeStatus,
+  TOKEN_FILE,
+  writeStatus,
+} from '../up/cluster-layout.js';
+import { type ChildSpec, Supervisor } from '../up/supervisor.js';
+
+/** The backend, preset and vPool a first start creates. */
+const BACKEND = 'local';
+const DEFAULT_VPOOL = 'default';
+const HOST = '127.0.0.1';
+
+const MAIN_JS = fileURLToPath(new URL('../main.js', import.meta.url));
+
+function shaleChild(
+  name: string,
+  args: readonly string[],
+  options: { readyEvents?: readonly string[]; readyTimeoutMs?: number; stopGraceMs?: number } = {},
+): ChildSpec {
+  return {
+    name,
+    command: process.execPath,
+    args: [MAIN_JS, ...args],
+    env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' },
+    readyEvents: options.readyEvents ?? ['listening'],
+    readyTimeoutMs: options.readyTimeoutMs ?? 120_000,
+    stopGraceMs: options.stopGraceMs ?? 30_000,
+  };
+}
+
+function kvArgs(layout: ClusterLayout): string[] {
+  return layout.kv === 'embedded'
+    ? ['--kv', `kv://${HOST}:${layout.ports.kv}`]
+    : ['--kv', layout.kv];
+}
+
+/** Creates the default vPool on the first start (the proxy created the backend and preset). */
+async function ensureDefaultVpool(
+  volumedriver: string,
+  log: (line: string) => void,
+): Promise<void> {
+  const client = new VolumeClient(volumedriver, 30_000);
+  try {
+    const vpools = await client.listVpools();
+    if (vpools.some((v) => v.name === DEFAULT_VPOOL)) return;
+    try {
+      await client.createVpool({ name: DEFAULT_VPOOL, backendId: BACKEND });
+      log(`shale up: created vPool ${DEFAULT_VPOOL} on backend ${BACKEND} (default preset)`);
+    } catch (err) {
+      if (!isShaleError(err, 'VD_EXISTS')) throw err;
+    }
+  } finally {
+    client.close();
+  }
+}
+
+export const upCommand: Command = {
+  name: 'up',
+  summary:
+    'run a whole single-node cluster in the foreground (ASDs, proxy, maintenance, volumedriver, edge, API)',
+  usage:
+    'shale up [--data-dir DIR] [--asds 6] [--nbd-port 10809] [--api-port 8080] [--kv embedded|etcd://HOST:PORT,...]',
+  options: {
+    'data-dir': {
+      type: 'string',
+      valueName: 'DIR',
+      description: 'where everything lives (default: $SHALE_DATA_DIR or ~/.shale)',
+    },
+    asds: {
+      type: 'string',
+      valueName: 'N',
+      description: 'ASDs (one per directory under the data dir) on the first start',
+      default: '6',
+    },
+    'nbd-port': {
+      type: 'string',
+      valueName: 'PORT',
+      description: 'NBD port of the edge',
+      default: '10809',
+    },
+    'api-port': {
+      type: 'string',
+      valueName: 'PORT',
+      description: 'port of the REST API',
+      default: '8080',
+    },
+    kv: {
+      type: 'string',
+      valueName: 'embedded|etcd://HOST:PORT,...',
+      description:
+        'the metadata store: embedded (LevelDB under the data dir, served to the daemons) or an etcd cluster',
+      default: 'embedded',
+    },
+  },
+  details: [
+    'Every daemon is a child process, restarted (and reported) if it dies. The first start',
+    'creates the backend "local" over the ASDs, its default preset, and the vPool "default".',
+    'Ctrl-C or SIGTERM stops everything in reverse order (every vDisk is made durable);',
+    'running it again on the same data dir brings every vDisk back.',
+  ].join('\n'),
+  async run(values) {
+    const shutdown = waitForShutdownSignal();
+    let stopRequested: NodeJS.Signals | undefined;
+    void shutdown.then((signal) => {
+      stopRequested = signal;
+    });
+    const dataDir = path.resolve(optionalString(values, 'data-dir') ?? defaultDataDir());
+    const asdCount = Number(optionalString(values, 'asds') ?? '6');
+    if (!Number.isInteger(asdCount) || asdCount < 1 || asdCount > 64) {
+      throw new UsageError('--asds must be a whole number 1..64');
+    }
+    const nbdPort = parsePort(optionalString(values, 'nbd-port') ?? '10809', 'nbd-port');
+    const apiPort = parsePort(optionalString(values, 'api-port') ?? '8080', 'api-port');
+    const kv = optionalString(values, 'kv') ?? 'embedded';
+    if (kv !== 'embedded' && !kv.startsWith('etcd://')) {
+      throw new UsageError(`--kv must be embedded or etcd://HOST:PORT[,...], not "${kv}"`);
+    }
+    const log = (line: string) => process.stderr.write(`${line}\n`);
+    const running = await readStatus(dataDir);
+    if (running !== undefined) {
+      throw new UsageError(`a shale up (pid ${running.pid}) already runs on ${dataDir}`);
+    }
+    const { layout, created } = await loadOrCreateLayout(
+      dataDir,
+      { asdCount, kv, host: HOST },
+      log,
+    );
+    log(`shale up: ${created ? 'new cluster' : 'cluster'} in ${dataDir} (node ${layout.nodeId})`);
+
+    const supervisor = new Supervisor({ log });
+    const tokenFile = path.join(dataDir, TOKEN_FILE);
+    const volumedriver = `${HOST}:${layout.ports.volumedriver}`;
+    const steps: (() => Promise<unknown>)[] = [];
+    if (layout.kv === 'embedded') {
+      steps.push(() =>
+        supervisor.start(
+          shaleChild(
+            'kv',
+            [
+              'kv',
+              'serve',
+              '--dir',
+              path.join(dataDir, 'kv'),
+              '--host',
+              HOST,
+              '--port',
+              String(layout.ports.kv),
+            ],
+            { stopGraceMs: 30_000 },
+          ),
+        ),
+      );
+    }
+    steps.push(() =>
+      Promise.all(
+        layout.ports.asds.map((port, i) =>
+          supervisor.start(
+            shaleChild(`asd${i}`, [
+              'asd',
+              'serve',
+              '--dir',
+              path.join(dataDir, `asd${i}`),
+              '--host',
+              HOST,
+              '--port',
+              String(port),
+              '--node-id',
+              layout.nodeId,
+            ]),
+          ),
+        ),
+      ),
+    );
+    steps.push(() =>
+      supervisor.start(
+        shaleChild('proxy', [
+          'proxy',
+          'serve',
+          ...kvArgs(layout),
+          '--backend',
+          BACKEND,
+          '--host',
+          HOST,
+          '--port',
+          String(layout.ports.proxy),
+          '--cache-dir',
+          path.join(dataDir, 'proxy-cache'),
+          '--cache-bytes',
+          '256MiB',
+          ...layout.ports.asds.flatMap((port) => ['--asd', `${HOST}:${port}`]),
+        ]),
+      ),
+    );
+    steps.push(() =>
+      supervisor.start(
+        shaleChild(
+          'maintenance',
+          ['maintenance', 'serve', ...kvArgs(layout), '--backend', BACKEND],
+          {
+            readyEvents: ['started'],
+          },
+        ),
+      ),
+    );
+    steps.push(() =>
+      supervisor.start(
+        shaleChild(
+          'volumedriver',
+          [
+            'volumedriver',
+            'serve',
+            ...kvArgs(layout),
+            '--proxy',
+            `${HOST}:${layout.ports.proxy}`,
+            '--dir',
+            path.join(dataDir, 'volumedriver'),
+            '--host',
+            HOST,
+            '--port',
+            String(layout.ports.volumedriver),
+            '--node-id',
+            layout.nodeId,
+          ],
+          { stopGraceMs: 120_000 },
+        ),
+      ),
+    );
+    steps.push(() => ensureDefaultVpool(volumedriver, log));
+    steps.push(() =>
+      supervisor.start(
+        shaleChild('edge', [
+          'edge',
+          'serve',
+          '--volumedriver',
+          volumedriver,
+          '--host',
+          HOST,
+          '--port',
+          String(nbdPort),
+        ]),
+      ),
+    );
+    steps.push(() =>
+      supervisor.start(
+        shaleChild('api', [
+          'api',
+          'serve',
+          ...kvArgs(layout),
+          '--volumedriver',
+          volumedriver,
+          '--host',
+          HOST,
+          '--port',
+          String(apiPort),
+          '--token-file',
+          tokenFile,
+        ]),
+      ),
+    );
+
+    try {
+      for (const step of steps) {
+        if (stopRequested !== undefined) break;
+        await step();
+      }
+    } catch (err) {
+      log(`shale up: start failed: ${errorMessage(err)}`);
+      await supervisor.stop();
+      return EXIT_FAILURE;
+    }
+    if (stopRequested === undefined) {
+      const apiUrl = `http://${HOST}:${apiPort}`;
+      await writeStatus(dataDir, {
+        pid: process.pid,
+        startedAtMs: Date.now(),
+        dataDir,
+        apiUrl,
+        tokenFile,
+        nbd: `${HOST}:${nbdPort}`,
+        volumedriver,
+      });
+      process.stdout.write(
+        [
+          `shale up: ready (data in ${dataDir})`,
+          `  NBD       nbd://${HOST}:${nbdPort}/<vdisk>`,
+          `  REST API  ${apiUrl}  (bearer token in ${tokenFile}; OpenAPI at ${apiUrl}/openapi.json)`,
+          `  metadata  ${layout.kv === 'embedded' ? `embedded store in ${path.join(dataDir, 'kv')}` : layout.kv}`,
+          `  backend   ${BACKEND}: ${layout.asdCount} ASDs under ${dataDir}; vPool ${DEFAULT_VPOOL}`,
+          'Next:',
+          '  shale vdisk create disk1 --size 10GiB',
+          `  qemu-img info nbd://${HOST}:${nbdPort}/disk1`,
+          'Ctrl-C stops the cluster (every vDisk is made durable).',
+          '',
+        ].join('\n'),
+      );
+    }
+    const signal = await shutdown;
+    log(`shale up: ${signal}: stopping every daemon`);
+    await supervisor.stop();
+    await removeStatus(dataDir);
+    log('shale up: stopped');
+    return EXIT_OK;
+  },
+};

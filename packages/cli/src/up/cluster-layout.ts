@@ -1,0 +1,154 @@
+/**
+ * The single-node cluster `shale up` runs: where each daemon keeps its data under the data
+ * directory, which ports it uses (chosen once, on the first start, and kept so that
+ * restarts find each other: the backend's OSD records and the edge's volumedriver address
+ * name them), and the files the CLI reads to find the API.
+ *
+ *   DATA/shale-up.json   the layout: ports, node id, ASD count, metadata store (kept)
+ *   DATA/status.json     endpoints of the running cluster (written when ready, removed at stop)
+ *   DATA/api-token       the API's bearer token (0600)
+ *   DATA/kv/             the embedded metadata store (with --kv embedded)
+ *   DATA/asd<N>/         one ASD each
+ *   DATA/proxy-cache/    the proxy's fragment cache
+ *   DATA/volumedriver/   the write buffer (SCOs, TLogs, LBA maps)
+ */
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { ShaleError } from '@shale/common';
+
+export const LAYOUT_FILE = 'shale-up.json';
+export const STATUS_FILE = 'status.json';
+export const TOKEN_FILE = 'api-token';
+const LAYOUT_VERSION = 1;
+
+/** The default data directory of `shale up` and of the CLI verbs that find it. */
+export function defaultDataDir(): string {
+  return process.env.SHALE_DATA_DIR ?? path.join(os.homedir(), '.shale');
+}
+
+export interface ClusterLayout {
+  readonly version: number;
+  readonly createdAtMs: number;
+  readonly nodeId: string;
+  readonly asdCount: number;
+  /** 'embedded', or the etcd endpoints (etcd://HOST:PORT,...). */
+  readonly kv: string;
+  readonly ports: {
+    readonly kv: number;
+    readonly asds: readonly number[];
+    readonly proxy: number;
+    readonly volumedriver: number;
+  };
+}
+
+/** What a running `shale up` publishes for the CLI. */
+export interface ClusterStatus {
+  readonly pid: number;
+  readonly startedAtMs: number;
+  readonly dataDir: string;
+  readonly apiUrl: string;
+  readonly tokenFile: string;
+  readonly nbd: string;
+  readonly volumedriver: string;
+}
+
+async function freePort(host: string): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, () => resolve());
+  });
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** Loads the layout of an existing data dir, or makes (and saves) a new one. */
+export async function loadOrCreateLayout(
+  dataDir: string,
+  wanted: { asdCount: number; kv: string; host: string },
+  log: (line: string) => void,
+): Promise<{ layout: ClusterLayout; created: boolean }> {
+  const file = path.join(dataDir, LAYOUT_FILE);
+  let text: string | undefined;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (text !== undefined) {
+    let layout: ClusterLayout;
+    try {
+      layout = JSON.parse(text) as ClusterLayout;
+    } catch (err) {
+      throw new ShaleError('UP_BAD_LAYOUT', `${file} is not valid JSON`, { cause: err });
+    }
+    if (layout.version !== LAYOUT_VERSION) {
+      throw new ShaleError(
+        'UP_BAD_LAYOUT',
+        `${file}: layout version ${layout.version}, this shale knows ${LAYOUT_VERSION}`,
+      );
+    }
+    if (wanted.asdCount !== layout.asdCount) {
+      log(
+        `shale up: this data dir has ${layout.asdCount} ASDs; --asds ${wanted.asdCount} is ignored`,
+      );
+    }
+    if (wanted.kv !== layout.kv) {
+      throw new ShaleError(
+        'UP_BAD_LAYOUT',
+        `this data dir keeps its metadata in ${layout.kv}; --kv ${wanted.kv} would lose it (pass --kv ${layout.kv})`,
+      );
+    }
+    return { layout, created: false };
+  }
+  await fs.mkdir(dataDir, { recursive: true });
+  const asds: number[] = [];
+  for (let i = 0; i < wanted.asdCount; i += 1) asds.push(await freePort(wanted.host));
+  const layout: ClusterLayout = {
+    version: LAYOUT_VERSION,
+    createdAtMs: Date.now(),
+    nodeId: os.hostname(),
+    asdCount: wanted.asdCount,
+    kv: wanted.kv,
+    ports: {
+      kv: await freePort(wanted.host),
+      asds,
+      proxy: await freePort(wanted.host),
+      volumedriver: await freePort(wanted.host),
+    },
+  };
+  const tmp = `${file}.tmp`;
+  await fs.writeFile(tmp, `${JSON.stringify(layout, null, 2)}\n`);
+  await fs.rename(tmp, file);
+  return { layout, created: true };
+}
+
+export async function writeStatus(dataDir: string, status: ClusterStatus): Promise<void> {
+  const file = path.join(dataDir, STATUS_FILE);
+  await fs.writeFile(`${file}.tmp`, `${JSON.stringify(status, null, 2)}\n`);
+  await fs.rename(`${file}.tmp`, file);
+}
+
+export async function removeStatus(dataDir: string): Promise<void> {
+  await fs.rm(path.join(dataDir, STATUS_FILE), { force: true });
+}
+
+/** The status of the `shale up` running on this data dir (undefined: none is). */
+export async function readStatus(dataDir: string): Promise<ClusterStatus | undefined> {
+  let text: string;
+  try {
+    text = await fs.readFile(path.join(dataDir, STATUS_FILE), 'utf8');
+  } catch {
+    return undefined;
+  }
+  const status = JSON.parse(text) as ClusterStatus;
+  try {
+    process.kill(status.pid, 0);
+  } catch {
+    return undefined; // A status left by a shale up that died.
+  }
+  return status;
+}

@@ -1,0 +1,227 @@
+// Proves `shale up` runs a whole cluster that a newcomer can use with the CLI and qemu: vDisks created with `shale vdisk create`, written with qemu-io, snapshotted and cloned (the clone reads the old data, the vDisk the new), everything intact after SIGTERM and a second `shale up` on the same data dir, and every flushed write intact after the volumedriver child is SIGKILLed mid-write and restarted by shale up; by running the real processes and reading the bytes back.
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { mustRun, runCommand } from './support/commands.js';
+import { SHALE_BIN } from './support/shale-process.js';
+
+const MiB = 1024 * 1024;
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+interface Up {
+  readonly child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** SIGTERM, then wait for the exit code. */
+  stop(): Promise<number | null>;
+}
+
+/** Starts `shale up` and waits for its "ready" line. */
+async function startUp(dataDir: string, nbdPort: number, apiPort: number): Promise<Up> {
+  const child = spawn(
+    SHALE_BIN,
+    ['up', '--data-dir', dataDir, '--nbd-port', String(nbdPort), '--api-port', String(apiPort)],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+  });
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('exit', (code) => resolve(code)),
+  );
+  const deadline = Date.now() + 180_000;
+  while (!stdout.includes('shale up: ready')) {
+    if (child.exitCode !== null) {
+      throw new Error(`shale up exited ${child.exitCode}:\n${stdout}\n${stderr}`);
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`shale up not ready in 180 s:\n${stdout}\n${stderr}`);
+    }
+    await sleep(100);
+  }
+  return {
+    child,
+    stdout: () => stdout,
+    stderr: () => stderr,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      return exited;
+    },
+  };
+}
+
+/** The pids of a data dir's daemons of one kind, from /proc (the CLI children of shale up). */
+async function daemonPids(dataDir: string, verb: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let cmdline: string;
+    try {
+      cmdline = (await fs.readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0').join(' ');
+    } catch {
+      continue; // Gone meanwhile.
+    }
+    if (cmdline.includes(` ${verb} serve `) && cmdline.includes(dataDir)) pids.push(Number(entry));
+  }
+  return pids;
+}
+
+describe('shale up', { timeout: 900_000 }, () => {
+  let dataDir: string;
+  let nbdPort: number;
+  let apiPort: number;
+  let up: Up | undefined;
+  const cli = (args: readonly string[]) =>
+    runCommand(SHALE_BIN, [...args, '--data-dir', dataDir], { timeoutMs: 120_000 });
+  const nbd = (name: string) => `nbd://127.0.0.1:${nbdPort}/${name}`;
+  const qemuIo = (name: string, commands: readonly string[], extra: readonly string[] = []) =>
+    mustRun('qemu-io', ['-f', 'raw', ...extra, ...commands.flatMap((c) => ['-c', c]), nbd(name)], {
+      package: 'qemu-utils',
+      timeoutMs: 300_000,
+    });
+
+  before(async () => {
+    dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'shale-up-'));
+    nbdPort = await freePort();
+    apiPort = await freePort();
+  });
+
+  after(async () => {
+    if (up !== undefined) {
+      up.child.kill('SIGKILL');
+      // Its children: SIGKILL whatever still runs on this data dir.
+      for (const verb of ['edge', 'api', 'volumedriver', 'maintenance', 'proxy', 'asd', 'kv']) {
+        for (const pid of await daemonPids(dataDir, verb)) process.kill(pid, 'SIGKILL');
+      }
+    }
+    await fs.rm(dataDir, { recursive: true, force: true });
+  });
+
+  test('a newcomer: shale up, a vDisk from the CLI, qemu-io, snapshot, clone; SIGTERM and up again: all there', async () => {
+    up = await startUp(dataDir, nbdPort, apiPort);
+    assert.match(up.stdout(), new RegExp(`nbd://127\\.0\\.0\\.1:${nbdPort}/`));
+    assert.match(up.stdout(), /qemu-img info nbd:\/\//);
+    const tokenFile = path.join(dataDir, 'api-token');
+    assert.match(up.stdout(), new RegExp(tokenFile.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+    assert.equal((await fs.stat(tokenFile)).mode & 0o777, 0o600);
+
+    const created = await cli(['vdisk', 'create', 'disk1', '--size', '256MiB']);
+    assert.equal(created.code, 0, created.stderr);
+    assert.match(created.stdout, /created vDisk disk1 \(256 MiB, vPool default\)/);
+    const duplicate = await cli(['vdisk', 'create', 'disk1', '--size', '256MiB']);
+    assert.equal(duplicate.code, 5, 'a duplicate name exits 5 (conflict)');
+    assert.match(duplicate.stderr, /VD_EXISTS/);
+    const badSize = await cli(['vdisk', 'create', 'disk2', '--size', 'lots']);
+    assert.equal(badSize.code, 2, 'a bad size is a usage error');
+    const missing = await cli(['vdisk', 'show', 'nope']);
+    assert.equal(missing.code, 4, 'a missing vDisk exits 4');
+
+    await qemuIo('disk1', ['write -P 0xa1 0 4M', `write -P 0xa2 ${100 * MiB} 1M`, 'flush']);
+    const snap = await cli(['snapshot', 'create', 'disk1', 'before']);
+    assert.equal(snap.code, 0, snap.stderr);
+    await qemuIo('disk1', ['write -P 0xb1 0 4M', 'flush']);
+    const clone = await cli(['clone', 'disk1@before', 'disk1-old']);
+    assert.equal(clone.code, 0, clone.stderr);
+    const check = async () => {
+      await qemuIo('disk1-old', ['read -P 0xa1 0 4M', `read -P 0xa2 ${100 * MiB} 1M`], ['-r']);
+      await qemuIo('disk1', ['read -P 0xb1 0 4M', `read -P 0xa2 ${100 * MiB} 1M`], ['-r']);
+    };
+    await check();
+
+    const listed = await cli(['vdisk', 'list', '--json']);
+    assert.equal(listed.code, 0, listed.stderr);
+    const vdisks = JSON.parse(listed.stdout) as { name: string; parent?: { vdisk: string } }[];
+    assert.deepEqual(vdisks.map((v) => v.name).sort(), ['disk1', 'disk1-old']);
+    assert.equal(vdisks.find((v) => v.name === 'disk1-old')?.parent?.vdisk, 'disk1');
+    const status = await cli(['status']);
+    assert.equal(status.code, 0, `${status.stdout}\n${status.stderr}`);
+    assert.match(status.stdout, /cluster: healthy/);
+
+    assert.equal(await up.stop(), 0, up.stderr());
+    assert.match(up.stderr(), /shale up: stopped/);
+    for (const verb of ['edge', 'api', 'volumedriver', 'proxy', 'asd', 'kv']) {
+      assert.deepEqual(
+        await daemonPids(dataDir, verb),
+        [],
+        `${verb} still runs after shale up stopped`,
+      );
+    }
+    const stopped = await cli(['vdisk', 'list']);
+    assert.equal(stopped.code, 3, 'no cluster: exit 3');
+
+    up = await startUp(dataDir, nbdPort, apiPort);
+    await check();
+    const snapshots = await cli(['snapshot', 'list', 'disk1', '--json']);
+    assert.deepEqual(
+      (JSON.parse(snapshots.stdout) as { name: string }[]).map((s) => s.name),
+      ['before'],
+    );
+  });
+
+  test('the volumedriver SIGKILLed while qemu-io writes with flushes: shale up restarts it, every flushed write is there', async () => {
+    assert.ok(up !== undefined, 'the first test left shale up running');
+    const created = await cli(['vdisk', 'create', 'crash', '--size', '128MiB']);
+    assert.equal(created.code, 0, created.stderr);
+    // 96 writes of 1 MiB, each followed by a flush, one connection; killed in the middle.
+    const WRITES = 96;
+    const commands: string[] = [];
+    for (let i = 0; i < WRITES; i += 1)
+      commands.push(`write -P ${(i % 250) + 1} ${i * MiB} 1M`, 'flush');
+    let writerDone = false;
+    const writer = qemuIo('crash', commands).finally(() => {
+      writerDone = true;
+    });
+    // Kill once a few writes have reached the volumedriver (its counters say so).
+    const started = Date.now();
+    for (;;) {
+      const shown = await cli(['vdisk', 'show', 'crash', '--json']);
+      const writeOps =
+        (JSON.parse(shown.stdout) as { stats?: { writeOps: number } }).stats?.writeOps ?? 0;
+      if (writeOps >= 8) break;
+      assert.ok(Date.now() - started < 60_000, 'qemu-io wrote nothing in 60 s');
+      await sleep(100);
+    }
+    const [pid] = await daemonPids(dataDir, 'volumedriver');
+    assert.ok(pid !== undefined, 'no volumedriver child found');
+    process.kill(pid, 'SIGKILL');
+    assert.equal(writerDone, false, 'qemu-io finished before the kill: the test proves nothing');
+    const result = await writer;
+    assert.doesNotMatch(result.stdout + result.stderr, /error|failed/i, 'qemu-io saw an error');
+    assert.equal((result.stdout.match(/^wrote /gm) ?? []).length, WRITES, result.stdout);
+    // shale up noticed, reported and restarted it.
+    const deadline = Date.now() + 60_000;
+    while (!/volumedriver is back/.test(up.stderr())) {
+      assert.ok(Date.now() < deadline, `no restart reported:\n${up.stderr()}`);
+      await sleep(200);
+    }
+    assert.match(up.stderr(), /volumedriver exited \(SIGKILL\)/);
+    const [newPid] = await daemonPids(dataDir, 'volumedriver');
+    assert.ok(newPid !== undefined && newPid !== pid);
+    const reads: string[] = [];
+    for (let i = 0; i < WRITES; i += 1) reads.push(`read -P ${(i % 250) + 1} ${i * MiB} 1M`);
+    await qemuIo('crash', reads, ['-r']);
+    // The earlier vDisks came through the crash too.
+    await qemuIo('disk1', ['read -P 0xb1 0 4M'], ['-r']);
+    assert.equal(await up.stop(), 0, up.stderr());
+    up = undefined;
+  });
+});
