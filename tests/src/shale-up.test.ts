@@ -175,6 +175,21 @@ describe('shale up', { timeout: 900_000 }, () => {
       (JSON.parse(snapshots.stdout) as { name: string }[]).map((s) => s.name),
       ['before'],
     );
+    // A vDisk with clones is not deleted; a rollback brings the snapshot's data back.
+    const hasClones = await cli(['vdisk', 'delete', 'disk1']);
+    assert.equal(hasClones.code, 5, 'deleting a vDisk with clones exits 5');
+    assert.match(hasClones.stderr, /VD_HAS_CLONES/);
+    const rolled = await cli(['rollback', 'disk1@before']);
+    assert.equal(rolled.code, 0, rolled.stderr);
+    assert.match(rolled.stdout, /rolled vDisk disk1 back to before/);
+    await qemuIo('disk1', ['read -P 0xa1 0 4M'], ['-r']);
+    await qemuIo('disk1', ['write -P 0xb1 0 4M', 'flush']);
+    const scratch = await cli(['vdisk', 'create', 'scratch', '--size', '16MiB']);
+    assert.equal(scratch.code, 0, scratch.stderr);
+    const deleted = await cli(['vdisk', 'delete', 'scratch', '--json']);
+    assert.equal(deleted.code, 0, deleted.stderr);
+    assert.equal((JSON.parse(deleted.stdout) as { state: string }).state, 'succeeded');
+    assert.equal((await cli(['vdisk', 'show', 'scratch'])).code, 4);
   });
 
   test('the volumedriver SIGKILLed while qemu-io writes with flushes: shale up restarts it, every flushed write is there', async () => {

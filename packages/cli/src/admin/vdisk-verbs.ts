@@ -50,6 +50,35 @@ function splitAt(spec: string, usage: string): [string, string] {
   return [spec.slice(0, at), spec.slice(at + 1)];
 }
 
+/** VDISK SNAPSHOT, or VDISK@SNAPSHOT, and nothing more. */
+function vdiskAndSnapshot(positionals: readonly string[], usage: string): [string, string] {
+  const pair: [string, string] =
+    positionals.length === 1
+      ? splitAt(positional(positionals, 0, 'VDISK@SNAPSHOT', usage), usage)
+      : [positional(positionals, 0, 'VDISK', usage), positional(positionals, 1, 'SNAPSHOT', usage)];
+  noMore(positionals, 2, usage);
+  return pair;
+}
+
+/**
+ * A long operation from start to report: waits for it (spinner on a terminal) unless
+ * --no-wait, then prints it as JSON, or the `running` / `done` line.
+ */
+async function longOperation(
+  values: Readonly<OptionValues>,
+  client: ApiClient,
+  started: Operation,
+  lines: { readonly what: string; readonly running: string; readonly done: string },
+): Promise<number> {
+  const operation =
+    values['no-wait'] === true ? started : await finish(client, started, lines.what);
+  if (asJson(values)) printJson(operation);
+  else if (operation.state === 'running')
+    process.stdout.write(`${lines.running}: operation ${operation.id}\n`);
+  else process.stdout.write(`${lines.done}\n`);
+  return EXIT_OK;
+}
+
 /** Waits for a long operation, with a spinner on a terminal. */
 async function finish(client: ApiClient, operation: Operation, what: string): Promise<Operation> {
   const progress = operationProgress(what);
@@ -218,14 +247,11 @@ const remove: Command = {
       const name = positional(positionals, 0, 'NAME', usage);
       noMore(positionals, 1, usage);
       const client = await apiClient(values);
-      let operation = await client.deleteVdisk(name);
-      if (values['no-wait'] !== true)
-        operation = await finish(client, operation, `deleting ${name}`);
-      if (asJson(values)) printJson(operation);
-      else if (operation.state === 'running')
-        process.stdout.write(`deleting vDisk ${name}: operation ${operation.id}\n`);
-      else process.stdout.write(`deleted vDisk ${name}\n`);
-      return EXIT_OK;
+      return longOperation(values, client, await client.deleteVdisk(name), {
+        what: `deleting ${name}`,
+        running: `deleting vDisk ${name}`,
+        done: `deleted vDisk ${name}`,
+      });
     }),
 };
 
@@ -243,14 +269,7 @@ const snapshotCreate: Command = {
   run: (values, positionals) =>
     runVerb(async () => {
       const usage = snapshotCreate.usage as string;
-      const [vdisk, snapshot] =
-        positionals.length === 1
-          ? splitAt(positional(positionals, 0, 'VDISK@SNAPSHOT', usage), usage)
-          : [
-              positional(positionals, 0, 'VDISK', usage),
-              positional(positionals, 1, 'SNAPSHOT', usage),
-            ];
-      noMore(positionals, 2, usage);
+      const [vdisk, snapshot] = vdiskAndSnapshot(positionals, usage);
       const created = await (await apiClient(values)).createSnapshot(vdisk, snapshot);
       if (asJson(values)) printJson(created);
       else process.stdout.write(`created snapshot ${vdisk}@${created.name}\n`);
@@ -283,14 +302,7 @@ const snapshotDelete: Command = {
   run: (values, positionals) =>
     runVerb(async () => {
       const usage = snapshotDelete.usage as string;
-      const [vdisk, snapshot] =
-        positionals.length === 1
-          ? splitAt(positional(positionals, 0, 'VDISK@SNAPSHOT', usage), usage)
-          : [
-              positional(positionals, 0, 'VDISK', usage),
-              positional(positionals, 1, 'SNAPSHOT', usage),
-            ];
-      noMore(positionals, 2, usage);
+      const [vdisk, snapshot] = vdiskAndSnapshot(positionals, usage);
       await (await apiClient(values)).deleteSnapshot(vdisk, snapshot);
       if (asJson(values)) printJson({ deleted: `${vdisk}@${snapshot}` });
       else process.stdout.write(`deleted snapshot ${vdisk}@${snapshot}\n`);
@@ -319,16 +331,11 @@ export const cloneCommand: Command = {
       const name = positional(positionals, 1, 'NAME', usage);
       noMore(positionals, 2, usage);
       const client = await apiClient(values);
-      let operation = await client.cloneVdisk(vdisk, { name, snapshot });
-      if (values['no-wait'] !== true)
-        operation = await finish(client, operation, `cloning ${vdisk}@${snapshot}`);
-      if (asJson(values)) printJson(operation);
-      else if (operation.state === 'running')
-        process.stdout.write(
-          `cloning ${vdisk}@${snapshot} to ${name}: operation ${operation.id}\n`,
-        );
-      else process.stdout.write(`cloned ${vdisk}@${snapshot} to vDisk ${name}\n`);
-      return EXIT_OK;
+      return longOperation(values, client, await client.cloneVdisk(vdisk, { name, snapshot }), {
+        what: `cloning ${vdisk}@${snapshot}`,
+        running: `cloning ${vdisk}@${snapshot} to ${name}`,
+        done: `cloned ${vdisk}@${snapshot} to vDisk ${name}`,
+      });
     }),
 };
 
@@ -344,23 +351,13 @@ export const rollbackCommand: Command = {
   run: (values, positionals) =>
     runVerb(async () => {
       const usage = rollbackCommand.usage as string;
-      const [vdisk, snapshot] =
-        positionals.length === 1
-          ? splitAt(positional(positionals, 0, 'VDISK@SNAPSHOT', usage), usage)
-          : [
-              positional(positionals, 0, 'VDISK', usage),
-              positional(positionals, 1, 'SNAPSHOT', usage),
-            ];
-      noMore(positionals, 2, usage);
+      const [vdisk, snapshot] = vdiskAndSnapshot(positionals, usage);
       const client = await apiClient(values);
-      let operation = await client.rollbackVdisk(vdisk, snapshot);
-      if (values['no-wait'] !== true)
-        operation = await finish(client, operation, `rolling ${vdisk} back`);
-      if (asJson(values)) printJson(operation);
-      else if (operation.state === 'running')
-        process.stdout.write(`rolling ${vdisk} back to ${snapshot}: operation ${operation.id}\n`);
-      else process.stdout.write(`rolled vDisk ${vdisk} back to ${snapshot}\n`);
-      return EXIT_OK;
+      return longOperation(values, client, await client.rollbackVdisk(vdisk, snapshot), {
+        what: `rolling ${vdisk} back`,
+        running: `rolling ${vdisk} back to ${snapshot}`,
+        done: `rolled vDisk ${vdisk} back to ${snapshot}`,
+      });
     }),
 };
 
