@@ -85,6 +85,32 @@ async function daemonPids(dataDir: string, verb: string): Promise<number[]> {
   return pids;
 }
 
+/** The pids whose parent is `ppid` (from /proc/PID/stat). */
+async function childPids(ppid: number): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = await fs.readFile(`/proc/${entry}/stat`, 'utf8');
+      // Fields after the command (in parentheses): state, ppid, ...
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[1]) === ppid) pids.push(Number(entry));
+    } catch {
+      // The process went away between readdir and readFile: not a child any more.
+    }
+  }
+  return pids;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 describe('shale up', { timeout: 900_000 }, () => {
   let dataDir: string;
   let nbdPort: number;
@@ -236,6 +262,29 @@ describe('shale up', { timeout: 900_000 }, () => {
     await qemuIo('crash', reads, ['-r']);
     // The earlier vDisks came through the crash too.
     await qemuIo('disk1', ['read -P 0xb1 0 4M'], ['-r']);
+    assert.equal(await up.stop(), 0, up.stderr());
+    up = undefined;
+  });
+
+  test('shale up SIGKILLed: its daemons notice and stop by themselves (no orphans)', async () => {
+    up = await startUp(dataDir, nbdPort, apiPort);
+    const pid = up.child.pid as number;
+    // bin/shale execs node: the daemons are children of the shale up process itself.
+    const children = await childPids(pid);
+    assert.ok(children.length >= 10, `shale up has ${children.length} children`);
+    up.child.kill('SIGKILL');
+    const deadline = Date.now() + 60_000;
+    while (children.some(alive)) {
+      assert.ok(
+        Date.now() < deadline,
+        `daemons still alive 60 s after shale up died: ${children.filter(alive)}`,
+      );
+      await sleep(200);
+    }
+    up = undefined;
+    // And the data dir starts again (the stale status file of the dead shale up is ignored).
+    up = await startUp(dataDir, nbdPort, apiPort);
+    await qemuIo('crash', ['read -P 1 0 1M'], ['-r']);
     assert.equal(await up.stop(), 0, up.stderr());
     up = undefined;
   });

@@ -3,7 +3,23 @@ import { errorMessage, ShaleError } from '@shale/common';
 import { dispatch, EXIT_FAILURE, EXIT_USAGE, UsageError } from './command.js';
 import { rootCommand } from './root.js';
 
+/**
+ * A daemon started by `shale up` (or any supervisor that sets SHALE_STOP_WITH_PARENT=1 and
+ * gives it a stdin pipe it never writes to) stops cleanly when that pipe closes: the
+ * supervisor died, even by SIGKILL, and no orphan keeps a port or a data dir.
+ */
+function stopWithParent(): void {
+  if (process.env.SHALE_STOP_WITH_PARENT !== '1') return;
+  const stop = () => process.kill(process.pid, 'SIGTERM');
+  process.stdin.on('end', stop);
+  process.stdin.on('error', stop);
+  process.stdin.resume();
+  // Watching the pipe must not keep a daemon alive once it has stopped.
+  (process.stdin as unknown as { unref?: () => void }).unref?.();
+}
+
 async function main(): Promise<number> {
+  stopWithParent();
   try {
     return await dispatch(rootCommand, process.argv.slice(2), process.stdout);
   } catch (err) {

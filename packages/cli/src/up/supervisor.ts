@@ -55,9 +55,11 @@ class Supervised {
   /** Starts the child and resolves once it is ready; rejects if it exits or times out first. */
   start(): Promise<Record<string, unknown>> {
     const { spec } = this;
+    // stdin: a pipe nobody writes to; it closes when we die, and the child then stops
+    // itself (SHALE_STOP_WITH_PARENT, see main.ts): a SIGKILLed shale up leaves no orphans.
     const child = spawn(spec.command, [...spec.args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: spec.env ?? process.env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...(spec.env ?? process.env), SHALE_STOP_WITH_PARENT: '1' },
     });
     this.child = child;
     const startedAt = Date.now();
