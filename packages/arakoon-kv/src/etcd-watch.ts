@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type * as grpc from '@grpc/grpc-js';
 import {
   ETCD_RETRY_BACKOFF_MAX_MS,
@@ -8,7 +7,8 @@ import {
 import { KvErrorCode, kvError } from './errors.js';
 import type { WireWatchResponse } from './etcd-proto.js';
 import { fromWire, toRevision } from './etcd-wire.js';
-import type { WatchBatch, WatchEvent, Watcher, WatchHandler } from './kv-store.js';
+import type { WatchEvent, WatchHandler } from './kv-store.js';
+import { ResumingWatcher } from './resuming-watcher.js';
 
 export interface EtcdWatcherOptions {
   readonly start: Buffer;
@@ -22,11 +22,8 @@ export interface EtcdWatcherOptions {
 }
 
 /**
- * One etcd watch that survives its connection.
- *
- *   (connect) --created--> streaming --events--> queue --pump--> handler
- *       ^                      |
- *       +--- backoff <--- error / end / canceled (not compacted)
+ * One etcd watch that survives its connection (the loop, queue and pump: ResumingWatcher);
+ * a stream breaks on error, end, or a cancel that is not compaction.
  *
  * It remembers the revision after the last event it received and re-creates the etcd
  * watch from there on any member, so a dropped connection, a dead member or a leader
@@ -35,85 +32,24 @@ export interface EtcdWatcherOptions {
  * revision ends it (KV_COMPACTED). Received batches wait in a bounded queue; when it is
  * full the stream is paused, so a slow handler pushes back on etcd instead of on memory.
  */
-export class EtcdWatcher implements Watcher {
-  readonly ready: Promise<void>;
-  readonly done: Promise<void>;
-  private resolveReady!: () => void;
-  private resolveDone!: () => void;
-  private rejectDone!: (err: unknown) => void;
-  /** The revision to ask for when (re)connecting; undefined: "from now". */
-  private nextRequest: number | undefined;
-  private delivered: number;
-  private readonly queue: WatchBatch[] = [];
-  private stream: grpc.ClientDuplexStream<object, WireWatchResponse> | undefined;
-  private paused = false;
-  private closed = false;
-  private failed: unknown;
-  private wakePump: (() => void) | undefined;
-
+export class EtcdWatcher extends ResumingWatcher {
   constructor(private readonly options: EtcdWatcherOptions) {
-    this.nextRequest = options.fromRevision;
-    this.delivered = options.fromRevision === undefined ? 0 : options.fromRevision - 1;
-    this.ready = new Promise<void>((resolve) => {
-      this.resolveReady = resolve;
+    super({
+      fromRevision: options.fromRevision,
+      handler: options.handler,
+      onEnd: options.onEnd,
+      backoff: { initialMs: ETCD_RETRY_BACKOFF_MS, maxMs: ETCD_RETRY_BACKOFF_MAX_MS },
+      maxQueuedBatches: WATCH_MAX_QUEUED_BATCHES,
+      maxQueuedBytes: Number.POSITIVE_INFINITY,
     });
-    this.done = new Promise<void>((resolve, reject) => {
-      this.resolveDone = resolve;
-      this.rejectDone = reject;
-    });
-    // A watch nobody awaits must not crash the process with an unhandled rejection.
-    this.done.catch(() => undefined);
   }
 
-  get deliveredRevision(): number {
-    return this.delivered;
-  }
-
-  start(): void {
-    Promise.all([
-      this.connectLoop().catch((err: unknown) => this.fail(err)),
-      this.pump().catch((err: unknown) => this.fail(err)),
-    ]).then(
-      () => {
-        this.options.onEnd();
-        this.resolveReady();
-        if (this.failed === undefined) this.resolveDone();
-        else this.rejectDone(this.failed);
-      },
-      (err: unknown) => this.rejectDone(err),
-    );
-  }
-
-  async close(): Promise<void> {
-    this.stop();
-    await this.done.catch(() => undefined);
-  }
-
-  private stop(): void {
-    this.closed = true;
-    this.stream?.cancel();
-    this.wakePump?.();
-  }
-
-  private fail(err: unknown): void {
-    if (this.failed === undefined && !this.closed) this.failed = err;
-    this.stop();
-  }
-
-  private async connectLoop(): Promise<void> {
-    let backoffMs = ETCD_RETRY_BACKOFF_MS;
-    while (!this.closed) {
-      const established = await this.runStream();
-      if (this.closed) return;
-      if (established) backoffMs = ETCD_RETRY_BACKOFF_MS;
-      this.options.onStreamFailed();
-      await sleep(backoffMs);
-      backoffMs = Math.min(backoffMs * 2, ETCD_RETRY_BACKOFF_MAX_MS);
-    }
+  protected override streamBroke(): void {
+    this.options.onStreamFailed();
   }
 
   /** One stream's life. Resolves (true if it got as far as "created") when it breaks. */
-  private async runStream(): Promise<boolean> {
+  protected async runStream(): Promise<boolean> {
     let stream: grpc.ClientDuplexStream<object, WireWatchResponse>;
     try {
       stream = await this.options.openStream();
@@ -129,8 +65,7 @@ export class EtcdWatcher implements Watcher {
       }
       throw err;
     }
-    this.stream = stream;
-    this.paused = false;
+    this.attach(stream);
     if (this.closed) {
       stream.cancel();
       return false;
@@ -150,12 +85,7 @@ export class EtcdWatcher implements Watcher {
         if (finished) return;
         if (response.created) {
           established = true;
-          if (this.nextRequest === undefined && response.header !== null) {
-            const now = toRevision(response.header.revision);
-            this.nextRequest = now + 1;
-            this.delivered = now;
-          }
-          this.resolveReady();
+          this.created(response.header === null ? undefined : toRevision(response.header.revision));
         }
         if (response.canceled) {
           if (response.compactRevision !== '0' && response.compactRevision !== '') {
@@ -183,13 +113,8 @@ export class EtcdWatcher implements Watcher {
           };
         });
         const revision = Math.max(...events.map((event) => event.modRevision));
-        this.nextRequest = revision + 1;
-        this.queue.push({ events, revision });
-        this.wakePump?.();
-        if (this.queue.length >= WATCH_MAX_QUEUED_BATCHES && !this.paused) {
-          this.paused = true;
-          stream.pause();
-        }
+        // Batches are bounded by count only here (bytes: Infinity), as before.
+        this.received(stream, { events, revision }, 0);
       });
       stream.on('error', () => finish());
       stream.on('end', () => finish());
@@ -203,27 +128,6 @@ export class EtcdWatcher implements Watcher {
       });
     });
     return established;
-  }
-
-  private async pump(): Promise<void> {
-    for (;;) {
-      if (this.closed) return;
-      const batch = this.queue.shift();
-      if (batch === undefined) {
-        await new Promise<void>((resolve) => {
-          this.wakePump = resolve;
-          if (this.closed || this.queue.length > 0) resolve();
-        });
-        this.wakePump = undefined;
-        continue;
-      }
-      await this.options.handler(batch);
-      this.delivered = batch.revision;
-      if (this.paused && this.queue.length <= WATCH_MAX_QUEUED_BATCHES / 2) {
-        this.paused = false;
-        this.stream?.resume();
-      }
-    }
   }
 }
 

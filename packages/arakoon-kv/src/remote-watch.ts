@@ -7,8 +7,9 @@ import {
   type WireWatchRequest,
   wireNumber,
 } from './kv-grpc.js';
-import type { WatchBatch, WatchEvent, Watcher, WatchHandler } from './kv-store.js';
+import type { WatchEvent, WatchHandler } from './kv-store.js';
 import { watchStreamFailure } from './remote-errors.js';
+import { ResumingWatcher } from './resuming-watcher.js';
 
 /** How RemoteKv waits between attempts: the first pause, doubled up to the longest. */
 export interface ReconnectPolicy {
@@ -25,11 +26,6 @@ export interface RemoteWatcherOptions {
   /** For messages: "kv 127.0.0.1:7000". */
   readonly what: string;
   readonly onEnd: () => void;
-}
-
-interface QueuedBatch {
-  readonly batch: WatchBatch;
-  readonly bytes: number;
 }
 
 /**
@@ -49,112 +45,32 @@ interface QueuedBatch {
  * REMOTE_WATCH_MAX_QUEUED_BYTES; past either the stream is paused, HTTP/2 flow control
  * stops the server's writes, and the server stops pulling from its store.
  */
-export class RemoteWatcher implements Watcher {
-  readonly ready: Promise<void>;
-  readonly done: Promise<void>;
-  private resolveReady!: () => void;
-  private resolveDone!: () => void;
-  private rejectDone!: (err: unknown) => void;
-  /** The revision to ask for when (re)opening; undefined: "from now", until created. */
-  private nextRequest: number | undefined;
-  private delivered: number;
-  private readonly queue: QueuedBatch[] = [];
-  private queuedBytes = 0;
-  private stream: grpc.ClientReadableStream<WireWatchBatch> | undefined;
-  private paused = false;
-  private closed = false;
-  private failed: unknown;
-  private wakePump: (() => void) | undefined;
-  private wakeBackoff: (() => void) | undefined;
+export class RemoteWatcher extends ResumingWatcher {
   /** Streams opened so far (the first, then one per resume). */
   streamsOpened = 0;
 
   constructor(private readonly options: RemoteWatcherOptions) {
-    this.nextRequest = options.fromRevision;
-    this.delivered = options.fromRevision === undefined ? 0 : options.fromRevision - 1;
-    this.ready = new Promise<void>((resolve) => {
-      this.resolveReady = resolve;
-    });
-    this.done = new Promise<void>((resolve, reject) => {
-      this.resolveDone = resolve;
-      this.rejectDone = reject;
-    });
-    // A watch nobody awaits must not crash the process with an unhandled rejection.
-    this.done.catch(() => undefined);
-  }
-
-  get deliveredRevision(): number {
-    return this.delivered;
-  }
-
-  start(): void {
-    Promise.all([
-      this.connectLoop().catch((err: unknown) => this.fail(err)),
-      this.pump().catch((err: unknown) => this.fail(err)),
-    ]).then(
-      () => {
-        this.options.onEnd();
-        this.resolveReady();
-        if (this.failed === undefined) this.resolveDone();
-        else this.rejectDone(this.failed);
+    super({
+      fromRevision: options.fromRevision,
+      handler: options.handler,
+      onEnd: options.onEnd,
+      backoff: {
+        initialMs: options.reconnect.initialBackoffMs,
+        maxMs: options.reconnect.maxBackoffMs,
       },
-      (err: unknown) => this.rejectDone(err),
-    );
-  }
-
-  async close(): Promise<void> {
-    this.stop();
-    await this.done.catch(() => undefined);
-  }
-
-  private stop(): void {
-    this.closed = true;
-    this.stream?.cancel();
-    this.wakePump?.();
-    this.wakeBackoff?.();
-  }
-
-  private fail(err: unknown): void {
-    if (this.failed === undefined && !this.closed) this.failed = err;
-    this.stop();
-  }
-
-  private async connectLoop(): Promise<void> {
-    const { initialBackoffMs, maxBackoffMs } = this.options.reconnect;
-    let backoffMs = initialBackoffMs;
-    while (!this.closed) {
-      const established = await this.runStream();
-      if (this.closed) return;
-      if (established) backoffMs = initialBackoffMs;
-      await this.sleep(backoffMs);
-      backoffMs = Math.min(backoffMs * 2, maxBackoffMs);
-    }
-  }
-
-  /** A pause that close() cuts short. */
-  private sleep(ms: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.wakeBackoff = undefined;
-        resolve();
-      }, ms);
-      this.wakeBackoff = () => {
-        clearTimeout(timer);
-        this.wakeBackoff = undefined;
-        resolve();
-      };
+      maxQueuedBatches: WATCH_MAX_QUEUED_BATCHES,
+      maxQueuedBytes: REMOTE_WATCH_MAX_QUEUED_BYTES,
     });
   }
 
   /** One stream's life. Resolves (true if it got as far as "created") when it breaks. */
-  private runStream(): Promise<boolean> {
+  protected runStream(): Promise<boolean> {
     const stream = this.options.openStream({
       prefix: this.options.prefix,
       fromRevision: this.nextRequest ?? 0,
     });
     this.streamsOpened++;
-    this.stream = stream;
-    this.paused = false;
+    this.attach(stream);
     let established = false;
     let partial: WatchEvent[] = [];
     let partialBytes = 0;
@@ -173,12 +89,11 @@ export class RemoteWatcher implements Watcher {
         try {
           if (message.created) {
             established = true;
-            if (this.nextRequest === undefined) {
-              const now = wireNumber(message.revision, 'watch start revision');
-              this.nextRequest = now + 1;
-              this.delivered = now;
-            }
-            this.resolveReady();
+            this.created(
+              this.nextRequest === undefined
+                ? wireNumber(message.revision, 'watch start revision')
+                : undefined,
+            );
             return;
           }
           for (const wire of message.events) {
@@ -188,20 +103,9 @@ export class RemoteWatcher implements Watcher {
           }
           if (message.more) return;
           const revision = wireNumber(message.revision, 'watch batch revision');
-          this.queue.push({ batch: { events: partial, revision }, bytes: partialBytes });
-          this.queuedBytes += partialBytes;
-          this.nextRequest = revision + 1;
+          this.received(stream, { events: partial, revision }, partialBytes);
           partial = [];
           partialBytes = 0;
-          this.wakePump?.();
-          if (
-            !this.paused &&
-            (this.queue.length >= WATCH_MAX_QUEUED_BATCHES ||
-              this.queuedBytes >= REMOTE_WATCH_MAX_QUEUED_BYTES)
-          ) {
-            this.paused = true;
-            stream.pause();
-          }
         } catch (err) {
           finish(err);
         }
@@ -212,31 +116,5 @@ export class RemoteWatcher implements Watcher {
       // Not expected (the server ends a watch only with an error): open it again.
       stream.on('end', () => finish());
     });
-  }
-
-  private async pump(): Promise<void> {
-    for (;;) {
-      if (this.closed) return;
-      const queued = this.queue.shift();
-      if (queued === undefined) {
-        await new Promise<void>((resolve) => {
-          this.wakePump = resolve;
-          if (this.closed || this.queue.length > 0) resolve();
-        });
-        this.wakePump = undefined;
-        continue;
-      }
-      await this.options.handler(queued.batch);
-      this.delivered = queued.batch.revision;
-      this.queuedBytes -= queued.bytes;
-      if (
-        this.paused &&
-        this.queue.length <= WATCH_MAX_QUEUED_BATCHES / 2 &&
-        this.queuedBytes <= REMOTE_WATCH_MAX_QUEUED_BYTES / 2
-      ) {
-        this.paused = false;
-        this.stream?.resume();
-      }
-    }
   }
 }
