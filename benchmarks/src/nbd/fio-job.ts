@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { STOP_GRACE_MS, trackClient } from './processes.js';
+import { STOP_GRACE_MS, trackClient } from '../support/processes.js';
 
 const MIB = 1024 * 1024;
 

@@ -29,17 +29,18 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { VolumeClient } from '@shale/volumedriver';
-import { type FioJob, type FioMeasured, fioNbd, uriOf } from './fio-job.js';
 import {
   cpuUs,
   type Daemon,
   freePort,
   runningDaemons,
   sigkilled,
+  startEtcd,
   startListening,
   startOnPort,
   stopAll,
-} from './processes.js';
+} from '../support/processes.js';
+import { type FioJob, type FioMeasured, fioNbd, uriOf } from './fio-job.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const KIB = 1024;
@@ -266,44 +267,13 @@ async function runEdgeMemory(scratch: string): Promise<Record<string, unknown>> 
   }
 }
 
-async function startEtcd(scratch: string): Promise<Daemon> {
-  const port = await freePort();
-  const peerPort = await freePort();
-  return startOnPort(
-    'etcd',
-    '/usr/bin/etcd',
-    [
-      '--name',
-      'bench',
-      '--data-dir',
-      path.join(scratch, 'etcd'),
-      '--listen-client-urls',
-      `http://127.0.0.1:${port}`,
-      '--advertise-client-urls',
-      `http://127.0.0.1:${port}`,
-      '--listen-peer-urls',
-      `http://127.0.0.1:${peerPort}`,
-      '--initial-advertise-peer-urls',
-      `http://127.0.0.1:${peerPort}`,
-      '--initial-cluster',
-      `bench=http://127.0.0.1:${peerPort}`,
-      '--logger',
-      'zap',
-      '--log-level',
-      'warn',
-    ],
-    port,
-    path.join(scratch, 'etcd.log'),
-  );
-}
-
 const shale = (label: string, argv: string[], scratch: string): Promise<Daemon> =>
   startListening(label, path.join(REPO, 'bin', 'shale'), argv, path.join(scratch, `${label}.log`));
 
 /** The whole stack: etcd, 6 ASDs, a proxy, a volumedriver, an edge. Stopped by stopAll. */
 async function runShale(scratch: string): Promise<Record<string, unknown>> {
   const t0 = performance.now();
-  const etcd = await startEtcd(scratch);
+  const etcd = await startEtcd(path.join(scratch, 'etcd'), path.join(scratch, 'etcd.log'));
   const kv = `etcd://127.0.0.1:${etcd.port}`;
   const asds = await Promise.all(
     [0, 1, 2, 3, 4, 5].map((i) =>

@@ -21,18 +21,23 @@
  *
  *   node benchmarks/dist/volumedriver/run.js [--quick] [--scratch DIR]
  */
-import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import { VolumeClient, type VolumeIoStream } from '@shale/volumedriver';
+import {
+  type Daemon,
+  freePort,
+  sigkilled,
+  startEtcd,
+  startListening,
+  startOnPort,
+} from '../support/processes.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -87,115 +92,8 @@ const say = (line: string): void => {
   process.stdout.write(`${line}\n`);
 };
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-/** Resolves once something accepts TCP connections on 127.0.0.1:port. */
-async function waitForPort(port: number, what: string, alive: () => boolean): Promise<void> {
-  for (let i = 0; ; i += 1) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const socket = net.connect(port, '127.0.0.1', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (i > 100 || !alive()) throw new Error(`${what} did not start`);
-    await sleep(100);
-  }
-}
-
-interface Started {
-  readonly child: ChildProcess;
-  readonly port: number;
-  stop(): Promise<void>;
-}
-
-/** Daemons that did not stop within 30 s of SIGTERM (a finding, in the results). */
-const sigkilled: string[] = [];
-
-function stopper(child: ChildProcess): () => Promise<void> {
-  return async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => {
-      const what = child.spawnargs.slice(1, 3).join(' ');
-      say(`pid ${child.pid} (${what}) still up 30 s after SIGTERM: SIGKILL`);
-      sigkilled.push(what);
-      child.kill('SIGKILL');
-    }, 30_000);
-    await exited;
-    clearTimeout(timer);
-  };
-}
-
-/** Keeps a child's stderr in memory (for its start error) and in a log file as it comes. */
-function captureStderr(child: ChildProcess, logFile: string): Buffer[] {
-  const log: Buffer[] = [];
-  const file = createWriteStream(logFile);
-  child.stderr?.on('data', (chunk: Buffer) => {
-    log.push(chunk);
-    file.write(chunk);
-  });
-  child.once('exit', () => file.end());
-  return log;
-}
-
-async function startShale(argv: string[], logFile: string): Promise<Started> {
-  const child = spawn(path.join(REPO, 'bin', 'shale'), argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const log = captureStderr(child, logFile);
-  const port = await new Promise<number>((resolve, reject) => {
-    const lines = readline.createInterface({ input: child.stdout as NodeJS.ReadableStream });
-    lines.on('line', (line) => {
-      if (!line.startsWith('{')) return;
-      const parsed = JSON.parse(line) as { event?: string; port?: number };
-      if (parsed.event === 'listening') resolve(Number(parsed.port));
-    });
-    child.once('exit', (code) =>
-      reject(new Error(`shale ${argv.join(' ')} exited ${code}: ${Buffer.concat(log)}`)),
-    );
-  });
-  return { child, port, stop: stopper(child) };
-}
-
-async function startEtcd(dir: string, logFile: string): Promise<Started> {
-  const port = await freePort();
-  const peerPort = await freePort();
-  const child = spawn(
-    '/usr/bin/etcd',
-    [
-      '--name',
-      'bench',
-      '--data-dir',
-      dir,
-      '--listen-client-urls',
-      `http://127.0.0.1:${port}`,
-      '--advertise-client-urls',
-      `http://127.0.0.1:${port}`,
-      '--listen-peer-urls',
-      `http://127.0.0.1:${peerPort}`,
-      '--initial-advertise-peer-urls',
-      `http://127.0.0.1:${peerPort}`,
-      '--initial-cluster',
-      `bench=http://127.0.0.1:${peerPort}`,
-      '--logger',
-      'zap',
-      '--log-level',
-      'warn',
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  captureStderr(child, logFile);
-  await waitForPort(port, 'etcd', () => child.exitCode === null);
-  return { child, port, stop: stopper(child) };
-}
+const startShale = (argv: string[], logFile: string): Promise<Daemon> =>
+  startListening(argv.slice(0, 1).join(' '), path.join(REPO, 'bin', 'shale'), argv, logFile);
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return 0;
@@ -345,11 +243,14 @@ async function fioNbdkit(outDir: string): Promise<Record<string, unknown> | unde
   const binary = ['/usr/sbin/nbdkit', '/usr/bin/nbdkit'].find((p) => existsSync(p));
   if (binary === undefined) return undefined;
   const port = await freePort();
-  const child = spawn(binary, ['-f', '-i', '127.0.0.1', '-p', String(port), 'memory', '256M'], {
-    stdio: 'ignore',
-  });
+  const nbdkit = await startOnPort(
+    'nbdkit',
+    binary,
+    ['-f', '-i', '127.0.0.1', '-p', String(port), 'memory', '256M'],
+    port,
+    path.join(outDir, 'nbdkit.log'),
+  );
   try {
-    await waitForPort(port, 'nbdkit', () => child.exitCode === null);
     const results: Record<string, unknown> = {};
     for (const s of SHAPES) {
       results[s.key] = await fio(
@@ -369,7 +270,7 @@ async function fioNbdkit(outDir: string): Promise<Record<string, unknown> | unde
     }
     return results;
   } finally {
-    await stopper(child)();
+    await nbdkit.stop();
   }
 }
 
@@ -389,7 +290,7 @@ async function readPhase(io: VolumeIoStream, prefix: string, results: Record<str
 
 say(`expected (before measuring): ${JSON.stringify(EXPECTED)}`);
 const scratch = await mkdtemp(path.join(args.scratch ?? '/var/tmp', 'volumedriver-bench-'));
-const started: Started[] = [];
+const started: Daemon[] = [];
 const results: Record<string, unknown> = {};
 const reference: Record<string, unknown> = {};
 let fioVersion = 'unknown';
@@ -399,7 +300,7 @@ try {
   const etcd = await startEtcd(path.join(scratch, 'etcd'), path.join(scratch, 'etcd.log'));
   started.push(etcd);
   const kv = `etcd://127.0.0.1:${etcd.port}`;
-  const asds: Started[] = [];
+  const asds: Daemon[] = [];
   for (let i = 0; i < 6; i += 1) {
     const asd = await startShale(
       ['asd', 'serve', '--dir', path.join(scratch, `asd${i}`), '--port', '0', '--node-id', 'bench'],

@@ -1,7 +1,7 @@
 /**
- * The NBD benchmark's child processes: start one (a `shale` daemon, the edge-memory
- * script, etcd, nbdkit), wait until it serves, read its CPU time, and stop it (SIGTERM,
- * then SIGKILL 30 s later). Every process started here is tracked so that the benchmark
+ * The benchmarks' child processes: start one (a `shale` daemon, the edge-memory script,
+ * etcd, nbdkit), wait until it serves, read its CPU time, and stop it (SIGTERM, then
+ * SIGKILL 30 s later). Every process started here is tracked so that the benchmark
  * stops all of them on any exit path, including its own SIGINT/SIGTERM.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
@@ -204,4 +204,36 @@ export async function cpuUs(pid: number | undefined): Promise<number> {
   // utime and stime are fields 14 and 15 of proc(5); 12 and 13 after the name and state.
   const ticks = Number(fields[11]) + Number(fields[12]);
   return (ticks / ticksPerSecond) * 1e6;
+}
+
+/** A one-member etcd on 127.0.0.1 (data in dataDir), tracked like every daemon. */
+export async function startEtcd(dataDir: string, logFile: string): Promise<Daemon> {
+  const port = await freePort();
+  const peerPort = await freePort();
+  return startOnPort(
+    'etcd',
+    '/usr/bin/etcd',
+    [
+      '--name',
+      'bench',
+      '--data-dir',
+      dataDir,
+      '--listen-client-urls',
+      `http://127.0.0.1:${port}`,
+      '--advertise-client-urls',
+      `http://127.0.0.1:${port}`,
+      '--listen-peer-urls',
+      `http://127.0.0.1:${peerPort}`,
+      '--initial-advertise-peer-urls',
+      `http://127.0.0.1:${peerPort}`,
+      '--initial-cluster',
+      `bench=http://127.0.0.1:${peerPort}`,
+      '--logger',
+      'zap',
+      '--log-level',
+      'warn',
+    ],
+    port,
+    logFile,
+  );
 }
