@@ -64,6 +64,36 @@ export interface VdiskStats {
   readonly currentScoNumber: number;
   /** TLogs in the vDisk's history (closed and current). */
   readonly tlogCount: number;
+  /**
+   * Data at risk: payload bytes of writes acknowledged here whose TLog is not in the backend
+   * yet (lost if this node's write buffer is lost), and the age of the oldest such write
+   * (0 when there is none). Bounded by the volumedriver's data-at-risk bound.
+   */
+  readonly dataAtRiskBytes: number;
+  readonly dataAtRiskAgeMs: number;
+}
+
+/**
+ * A vDisk as the answering volumedriver knows it: 'open' here; 'failed' (owned here, could
+ * not be opened: see openError; retried in the background); 'closed' (owned here, not open
+ * yet or any more); 'elsewhere' (owned by another volumedriver: ask it); 'creating' and
+ * 'deleting' while those operations run (or were interrupted and will be finished).
+ */
+export type VdiskState = 'open' | 'failed' | 'closed' | 'elsewhere' | 'creating' | 'deleting';
+
+export interface VdiskOpenError {
+  readonly code: string;
+  readonly message: string;
+  readonly atMs: number;
+}
+
+/** A restore from the backend found that writes held only in a lost write buffer are gone. */
+export interface VdiskDataLoss {
+  /** The oldest write that was not in the backend. */
+  readonly sinceMs: number;
+  /** The node whose write buffer held them. */
+  readonly nodeId: string;
+  readonly detectedAtMs: number;
 }
 
 export interface VdiskInfo {
@@ -83,6 +113,11 @@ export interface VdiskInfo {
   readonly snapshots: readonly SnapshotInfo[];
   /** Present when the vDisk is open on the answering volumedriver. */
   readonly stats: VdiskStats | undefined;
+  readonly state: VdiskState;
+  /** Set when state is 'failed'. */
+  readonly openError: VdiskOpenError | undefined;
+  /** Set once a restore lost writes; stays until the vDisk is deleted. */
+  readonly dataLoss: VdiskDataLoss | undefined;
 }
 
 export interface CreateVdiskInput {

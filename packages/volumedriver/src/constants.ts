@@ -80,3 +80,25 @@ export const SCRUB_LIVE_FRACTION_DEFAULT = 0.5;
  */
 export const BLOCK_STATUS_MAX_CLUSTERS = 65_536;
 export const BLOCK_STATUS_MAX_EXTENTS = 4_096;
+
+/**
+ * The bound on data at risk: a write reaches the backend (its SCO, and the TLog naming it,
+ * then the root) within this long. The open SCO is sealed and the TLog rolled at half of it,
+ * leaving the other half for the upload. Velostrata bounded its write-back RPO at 30 s.
+ */
+export const DATA_AT_RISK_MAX_MS = 30_000;
+/** Smallest bound a volumedriver accepts (a seal per vDisk per 50 ms is already wasteful). */
+export const DATA_AT_RISK_MIN_MS = 100;
+/** A vDisk this node owns but could not open is tried again this often. */
+export const OPEN_RETRY_MS = 30_000;
+/** A family commit (delete, rollback, snapshot delete) re-checks this often when a race moved the record. */
+export const FAMILY_COMMIT_ATTEMPTS = 3;
+/** Keys per page when the registry lists vPools, vDisks or storage routers. */
+export const REGISTRY_LIST_PAGE_KEYS = 1000;
+/**
+ * A checkpoint goes up after this many TLogs of any size (the data-at-risk bound rolls small
+ * ones): a restore replays at most this many TLogs after the checkpoint.
+ */
+export const CHECKPOINT_MAX_TLOGS = 256;
+/** A clean close waits this long for the last uploads (then leaves them for the next open). */
+export const VOLUME_CLOSE_UPLOAD_WAIT_MS = 30_000;

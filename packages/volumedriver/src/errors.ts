@@ -34,6 +34,13 @@ export const VdErrorCode = {
   BackendError: 'VD_BACKEND_ERROR',
   /** The vDisk's local state cannot be used (unknown format, missing files it names). */
   BadState: 'VD_BAD_STATE',
+  /** The vDisk is owned by another volumedriver: ask it (LocateVdisk names it). */
+  NotOwner: 'VD_NOT_OWNER',
+  /**
+   * The vDisk is owned here but could not be opened (its state is 'failed', with the reason);
+   * it is retried in the background. Other vDisks are not affected.
+   */
+  OpenFailed: 'VD_OPEN_FAILED',
   /** The operation is not built yet; the README lists what is missing. */
   Unsupported: 'VD_UNSUPPORTED',
 } as const;

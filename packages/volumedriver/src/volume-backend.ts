@@ -151,7 +151,13 @@ export class MemoryVolumeBackend implements VolumeBackend {
   readonly namespaces = new Map<string, { epoch: number; objects: Map<string, Buffer> }>();
   /** When set, every call rejects with VD_BACKEND_ERROR (a dead proxy). */
   down = false;
+  /** When above 0, every call first waits this long (a slow backend: widens race windows). */
+  latencyMs = 0;
   calls = { put: 0, get: 0, readRanges: 0, delete: 0 };
+
+  private async delay(): Promise<void> {
+    if (this.latencyMs > 0) await new Promise((resolve) => setTimeout(resolve, this.latencyMs));
+  }
 
   private ns(ns: string): { epoch: number; objects: Map<string, Buffer> } {
     if (this.down) throw vdError(VdErrorCode.BackendError, 'memory backend is down');
@@ -163,31 +169,37 @@ export class MemoryVolumeBackend implements VolumeBackend {
   }
 
   async createNamespace(ns: string): Promise<void> {
+    await this.delay();
     if (this.down) throw vdError(VdErrorCode.BackendError, 'memory backend is down');
     if (!this.namespaces.has(ns)) this.namespaces.set(ns, { epoch: 0, objects: new Map() });
   }
   async deleteNamespace(ns: string): Promise<void> {
+    await this.delay();
     if (this.down) throw vdError(VdErrorCode.BackendError, 'memory backend is down');
     this.namespaces.delete(ns);
   }
   async bumpEpoch(ns: string): Promise<number> {
+    await this.delay();
     const found = this.ns(ns);
     found.epoch += 1;
     return found.epoch;
   }
   async putObject(ns: string, name: string, data: Buffer, writerEpoch: number): Promise<void> {
+    await this.delay();
     const found = this.ns(ns);
     if (writerEpoch !== found.epoch) throw vdError(VdErrorCode.Fenced, `put ${name}: fenced`);
     this.calls.put += 1;
     found.objects.set(name, Buffer.from(data));
   }
   async getObject(ns: string, name: string): Promise<Buffer> {
+    await this.delay();
     const data = this.ns(ns).objects.get(name);
     this.calls.get += 1;
     if (data === undefined) throw vdError(VdErrorCode.NotFound, `${ns}/${name} not found`);
     return Buffer.from(data);
   }
   async readRanges(ns: string, slices: readonly BackendSlice[]): Promise<Buffer[]> {
+    await this.delay();
     const found = this.ns(ns);
     this.calls.readRanges += 1;
     return slices.map((s) => {
@@ -200,12 +212,14 @@ export class MemoryVolumeBackend implements VolumeBackend {
     });
   }
   async deleteObject(ns: string, name: string, writerEpoch: number): Promise<boolean> {
+    await this.delay();
     const found = this.ns(ns);
     if (writerEpoch !== found.epoch) throw vdError(VdErrorCode.Fenced, `delete ${name}: fenced`);
     this.calls.delete += 1;
     return found.objects.delete(name);
   }
   async listObjects(ns: string, prefix: string): Promise<{ name: string; sizeBytes: number }[]> {
+    await this.delay();
     return [...this.ns(ns).objects.entries()]
       .filter(([name]) => name.startsWith(prefix))
       .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))

@@ -14,9 +14,12 @@ import type {
   ScrubReport,
   SnapshotInfo,
   StorageRouterInfo,
+  VdiskDataLoss,
   VdiskInfo,
   VdiskLocation,
+  VdiskOpenError,
   VdiskParent,
+  VdiskState,
   VdiskStats,
   VpoolInfo,
 } from './api-types.js';
@@ -64,6 +67,8 @@ const STATUS_OF_CODE: Readonly<Record<string, grpc.status>> = {
   [VdErrorCode.Busy]: grpc.status.ABORTED,
   [VdErrorCode.BackendError]: grpc.status.UNAVAILABLE,
   [VdErrorCode.BadState]: grpc.status.FAILED_PRECONDITION,
+  [VdErrorCode.OpenFailed]: grpc.status.UNAVAILABLE,
+  [VdErrorCode.NotOwner]: grpc.status.FAILED_PRECONDITION,
   KV_UNAVAILABLE: grpc.status.UNAVAILABLE,
   KV_OUTCOME_UNKNOWN: grpc.status.UNKNOWN,
 };
@@ -151,17 +156,31 @@ export interface ProtoIoReplyBatch {
   replies: ProtoIoReply[];
 }
 
-export interface ProtoVdiskInfo extends Omit<VdiskInfo, 'parent' | 'stats' | 'snapshots'> {
+export interface ProtoVdiskInfo
+  extends Omit<VdiskInfo, 'parent' | 'stats' | 'snapshots' | 'state' | 'openError' | 'dataLoss'> {
   parent: VdiskParent | null;
   stats: VdiskStats | null;
   snapshots: SnapshotInfo[];
+  state: string;
+  openError: VdiskOpenError | null;
+  dataLoss: VdiskDataLoss | null;
 }
 
 export interface ProtoHealthReply {
   ok: boolean;
   nodeId: string;
   vdisksOpen: number;
+  vdisksFailed: number;
 }
+
+const VDISK_STATES: readonly VdiskState[] = [
+  'open',
+  'failed',
+  'closed',
+  'elsewhere',
+  'creating',
+  'deleting',
+];
 
 // ---- Conversions. Fields are copied one by one so that nothing the api types do not name
 // (a manager's internal field) reaches the wire, and nothing the wire adds reaches callers.
@@ -217,7 +236,17 @@ function statsCopy(stats: VdiskStats): VdiskStats {
     bytesUploaded: stats.bytesUploaded,
     currentScoNumber: stats.currentScoNumber,
     tlogCount: stats.tlogCount,
+    dataAtRiskBytes: stats.dataAtRiskBytes,
+    dataAtRiskAgeMs: stats.dataAtRiskAgeMs,
   };
+}
+
+function openErrorCopy(error: VdiskOpenError): VdiskOpenError {
+  return { code: error.code, message: error.message, atMs: error.atMs };
+}
+
+function dataLossCopy(loss: VdiskDataLoss): VdiskDataLoss {
+  return { sinceMs: loss.sinceMs, nodeId: loss.nodeId, detectedAtMs: loss.detectedAtMs };
 }
 
 export function vdiskToProto(info: VdiskInfo): ProtoVdiskInfo {
@@ -234,6 +263,9 @@ export function vdiskToProto(info: VdiskInfo): ProtoVdiskInfo {
     createdAtMs: info.createdAtMs,
     snapshots: info.snapshots.map(snapshotToProto),
     stats: info.stats === undefined ? null : statsCopy(info.stats),
+    state: info.state,
+    openError: info.openError === undefined ? null : openErrorCopy(info.openError),
+    dataLoss: info.dataLoss === undefined ? null : dataLossCopy(info.dataLoss),
   };
 }
 
@@ -251,6 +283,14 @@ export function vdiskFromProto(message: ProtoVdiskInfo): VdiskInfo {
     createdAtMs: message.createdAtMs,
     snapshots: message.snapshots.map(snapshotFromProto),
     stats: message.stats === null ? undefined : statsCopy(message.stats),
+    // An older volumedriver sends no state: what the stats say is all that is known.
+    state: VDISK_STATES.includes(message.state as VdiskState)
+      ? (message.state as VdiskState)
+      : message.stats === null
+        ? 'elsewhere'
+        : 'open',
+    openError: message.openError === null ? undefined : openErrorCopy(message.openError),
+    dataLoss: message.dataLoss === null ? undefined : dataLossCopy(message.dataLoss),
   };
 }
 

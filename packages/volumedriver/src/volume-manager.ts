@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { ifAbsent, type KvStore, requireSucceeded } from '@shale/arakoon-kv';
-import { errorMessage } from '@shale/common';
+import type { KvStore } from '@shale/arakoon-kv';
+import { errorMessage, isShaleError, ShaleError } from '@shale/common';
 import type { Registry } from 'prom-client';
+import { AdminLocks } from './admin-locks.js';
 import type {
   CloneVdiskInput,
   CreateVdiskInput,
@@ -14,7 +15,9 @@ import type {
   StorageRouterInfo,
   VdiskInfo,
   VdiskLocation,
+  VdiskOpenError,
   VdiskParent,
+  VdiskState,
   VolumeIo,
   VolumeManagerApi,
   VpoolInfo,
@@ -22,6 +25,9 @@ import type {
 import {
   CLONE_DEPTH_MAX,
   CLUSTER_SIZE_BYTES,
+  DATA_AT_RISK_MAX_MS,
+  FAMILY_COMMIT_ATTEMPTS,
+  OPEN_RETRY_MS,
   SCO_SIZE_DEFAULT_BYTES,
   SCRUB_LIVE_FRACTION_DEFAULT,
   TLOG_SCOS_PER_TLOG,
@@ -30,50 +36,34 @@ import {
 import { VdErrorCode, vdError } from './errors.js';
 import type { FoldedMap } from './history.js';
 import { checkClusterSize, checkScoSize } from './sco-file.js';
-import { foldVdiskFromBackend, Volume, type VolumeOptions } from './volume.js';
+import { type VdiskRecord, VdiskRegistry, type VersionedRecord } from './vdisk-registry.js';
+import {
+  type DataAtRiskMarker,
+  foldVdiskFromBackend,
+  Volume,
+  type VolumeOptions,
+} from './volume.js';
 import type { VolumeBackend } from './volume-backend.js';
 import { registerVolumeMetrics } from './volume-metrics.js';
 import { type SnapshotRecord, STATE_FORMAT, type VolumeConfig } from './volume-state.js';
 
 /**
- * The volumedriver's vDisks: the registry in the metadata store (vPools, vDisks, unique
- * names), the volumes open on this node, and the operations that span volumes
- * (consistency-group snapshots, clones). Keys (see @shale/arakoon-kv's README):
+ * The volumedriver's vDisks: the registry (vdisk-registry.ts), the volumes open on this
+ * node, the ones it owns but could not open, and the operations that span volumes
+ * (consistency-group snapshots, clones).
  *
- *   /shale/vpools/<id>            VpoolInfo (JSON)
- *   /shale/names/vpools/<name>    vPool id (created with ifAbsent: names are unique)
- *   /shale/vdisks/<id>            VdiskRecord (JSON)
- *   /shale/names/vdisks/<name>    vDisk id
- *   /shale/storagerouters/<node>  StorageRouterInfo (JSON): written by each volumedriver at start
+ * Operations on one vDisk family that a clone depends on (create a clone, delete, rollback,
+ * snapshot delete, resize, scrub) run one at a time under the vDisk's admin lock, and each
+ * commits in the metadata store with a compare-and-swap on the record it checked
+ * (VdiskRegistry's family rule): every invariant (VD_HAS_CLONES; a clone's parent snapshot
+ * exists and is in the backend) holds when the operation commits, not only when it was asked.
+ *
+ * Opening is per vDisk: one that cannot be opened (its backend namespace is gone, its local
+ * state unreadable, the backend down) is reported (state 'failed', the log, a metric) and
+ * retried every OPEN_RETRY_MS; the others open and serve.
  */
 
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-
-interface VdiskRecord {
-  readonly id: string;
-  readonly name: string;
-  readonly vpoolId: string;
-  readonly vpoolName: string;
-  readonly sizeBytes: number;
-  readonly clusterSizeBytes: number;
-  readonly scoSizeBytes: number;
-  readonly namespace: string;
-  readonly parent: VdiskParent | undefined;
-  readonly ownerNodeId: string;
-  readonly createdAtMs: number;
-}
-
-const enc = (text: string) => Buffer.from(text, 'utf8');
-const keys = {
-  vpool: (id: string) => enc(`/shale/vpools/${id}`),
-  vpoolName: (name: string) => enc(`/shale/names/vpools/${name}`),
-  vpools: enc('/shale/vpools/'),
-  vdisk: (id: string) => enc(`/shale/vdisks/${id}`),
-  vdiskName: (name: string) => enc(`/shale/names/vdisks/${name}`),
-  vdisks: enc('/shale/vdisks/'),
-  storageRouter: (nodeId: string) => enc(`/shale/storagerouters/${nodeId}`),
-  storageRouters: enc('/shale/storagerouters/'),
-};
 
 function checkName(name: string, what: string): void {
   if (typeof name !== 'string' || !NAME_PATTERN.test(name)) {
@@ -96,58 +86,83 @@ export interface VolumeManagerOptions {
   readonly metricsRegistry?: Registry;
   /** SCOs per TLog for vDisks created here (default TLOG_SCOS_PER_TLOG; tests use 1-2). */
   readonly tlogScos?: number;
+  /** The bound on data at risk (see Volume); default DATA_AT_RISK_MAX_MS. */
+  readonly dataAtRiskMaxMs?: number;
+  /** How often vDisks that failed to open are tried again; default OPEN_RETRY_MS. */
+  readonly openRetryMs?: number;
+}
+
+interface FailedOpen {
+  readonly record: VdiskRecord;
+  readonly error: VdiskOpenError;
 }
 
 export class VolumeManager implements VolumeManagerApi {
-  private readonly kv: KvStore;
+  private readonly registry: VdiskRegistry;
   private readonly backend: VolumeBackend;
   private readonly dir: string;
   readonly nodeId: string;
   private readonly log: (message: string) => void;
   private readonly tlogScos: number;
+  private readonly dataAtRiskMaxMs: number;
+  private readonly openRetryMs: number;
   private observeLatency: VolumeOptions['observeLatency'];
   private readonly volumes = new Map<string, Volume>();
-  /** One administrative operation at a time per vDisk (by id). */
-  private readonly adminLocks = new Map<string, Promise<unknown>>();
+  /** vDisks this node owns that could not be opened, by name. */
+  private readonly failed = new Map<string, FailedOpen>();
+  private readonly locks = new AdminLocks();
+  private retryTimer: NodeJS.Timeout | undefined;
+  private closed = false;
 
   private constructor(options: VolumeManagerOptions) {
-    this.kv = options.kv;
+    this.registry = new VdiskRegistry(options.kv);
     this.backend = options.backend;
     this.dir = options.dir;
     this.nodeId = options.nodeId;
     this.log = options.log ?? (() => undefined);
     this.tlogScos = options.tlogScos ?? TLOG_SCOS_PER_TLOG;
+    this.dataAtRiskMaxMs = options.dataAtRiskMaxMs ?? DATA_AT_RISK_MAX_MS;
+    this.openRetryMs = options.openRetryMs ?? OPEN_RETRY_MS;
   }
 
-  /** Opens every vDisk this node owns: from its local directory, or from the backend. */
+  /**
+   * Opens every vDisk this node owns (from its local directory, or from the backend),
+   * finishes creates and deletes a crash interrupted, and reports the ones it cannot open.
+   * Fails only when the registry itself cannot be read.
+   */
   static async open(options: VolumeManagerOptions): Promise<VolumeManager> {
     const manager = new VolumeManager(options);
     if (options.metricsRegistry !== undefined) {
-      manager.observeLatency = registerVolumeMetrics(options.metricsRegistry, () =>
-        manager.openVolumes(),
+      manager.observeLatency = registerVolumeMetrics(
+        options.metricsRegistry,
+        () => manager.openVolumes(),
+        () => manager.failed.size,
       );
     }
     await fs.mkdir(path.join(options.dir, 'vdisks'), { recursive: true });
-    for (const record of await manager.vdiskRecords()) {
+    for (const record of await manager.registry.records()) {
       if (record.ownerNodeId !== options.nodeId) continue;
-      try {
-        await manager.openVolume(record);
-      } catch (err) {
-        manager.log(`vDisk ${record.name}: cannot open: ${errorMessage(err)}`);
-        await manager.close();
-        throw err;
-      }
+      await manager.openOwned(record);
     }
+    manager.scheduleRetry();
     return manager;
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    await this.locks.drain();
     for (const volume of this.volumes.values()) await volume.close();
     this.volumes.clear();
   }
 
   get openVdiskCount(): number {
     return this.volumes.size;
+  }
+
+  /** vDisks this node owns but could not open. */
+  get failedVdiskCount(): number {
+    return this.failed.size;
   }
 
   /** Open volumes, for metrics. */
@@ -159,20 +174,84 @@ export class VolumeManager implements VolumeManagerApi {
     return path.join(this.dir, 'vdisks', id);
   }
 
-  private volumeOptions(dir: string): VolumeOptions {
+  private volumeOptions(record: VdiskRecord): VolumeOptions {
     return {
-      dir,
+      dir: this.vdiskDir(record.id),
       backend: this.backend,
       log: this.log,
+      dataAtRiskMaxMs: this.dataAtRiskMaxMs,
+      onDataAtRisk: (marker) => this.reportAtRisk(record, marker),
       ...(this.observeLatency === undefined ? {} : { observeLatency: this.observeLatency }),
     };
   }
 
+  /** Keeps the metadata store's at-risk marker in step with the volume (see AtRiskMarker). */
+  private async reportAtRisk(record: VdiskRecord, marker: DataAtRiskMarker | undefined) {
+    try {
+      if (marker === undefined) await this.registry.clearAtRisk(record.id);
+      else await this.registry.putAtRisk(record.id, { nodeId: this.nodeId, ...marker });
+    } catch (err) {
+      // The data is as safe either way; only a later restore's report would be wrong.
+      this.log(`vDisk ${record.name}: cannot record data at risk: ${errorMessage(err)}`);
+    }
+  }
+
+  // lifecycle of owned vDisks
+
+  private async openOwned(record: VdiskRecord): Promise<void> {
+    try {
+      if (record.lifecycle === 'creating') {
+        this.log(`vDisk ${record.name}: its creation was interrupted; undoing it`);
+        await this.undoCreate(record);
+      } else if (record.lifecycle === 'deleting') {
+        this.log(`vDisk ${record.name}: its deletion was interrupted; finishing it`);
+        await this.finishDelete(record);
+      } else {
+        await this.openVolume(record);
+      }
+      this.failed.delete(record.name);
+    } catch (err) {
+      const code = err instanceof ShaleError ? err.code : 'VD_INTERNAL';
+      const previous = this.failed.get(record.name);
+      this.failed.set(record.name, {
+        record,
+        error: { code, message: errorMessage(err), atMs: Date.now() },
+      });
+      if (previous?.error.message !== errorMessage(err)) {
+        this.log(
+          `vDisk ${record.name}: cannot open (${code}): ${errorMessage(err)}; the other vDisks are served, this one is retried every ${this.openRetryMs} ms`,
+        );
+      }
+    }
+  }
+
+  private scheduleRetry(): void {
+    if (this.closed) return;
+    this.retryTimer = setTimeout(() => {
+      void this.retryFailedOpens().finally(() => this.scheduleRetry());
+    }, this.openRetryMs);
+    this.retryTimer.unref();
+  }
+
+  /** Tries again every vDisk that failed to open (also on a timer). */
+  async retryFailedOpens(): Promise<void> {
+    for (const { record } of [...this.failed.values()]) {
+      if (this.closed) return;
+      await this.locks.with(record.id, async () => {
+        const current = await this.registry.byId(record.id);
+        if (current === undefined || current.record.ownerNodeId !== this.nodeId) {
+          this.failed.delete(record.name);
+          return;
+        }
+        if (!this.volumes.has(record.name)) await this.openOwned(current.record);
+      });
+    }
+  }
+
   private async openVolume(record: VdiskRecord): Promise<Volume> {
-    const dir = this.vdiskDir(record.id);
-    const options = this.volumeOptions(dir);
+    const options = this.volumeOptions(record);
     const local = await fs
-      .stat(path.join(dir, 'volume.json'))
+      .stat(path.join(options.dir, 'volume.json'))
       .then(() => true)
       .catch(() => false);
     let volume: Volume;
@@ -180,15 +259,49 @@ export class VolumeManager implements VolumeManagerApi {
       volume = await Volume.open(options);
     } else {
       // No local state (a new node, or a lost disk): the backend alone.
-      await fs.rm(dir, { recursive: true, force: true });
+      await fs.rm(options.dir, { recursive: true, force: true });
+      const marker = await this.registry.atRisk(record.id);
       volume = await Volume.restore(options, record.namespace);
+      if (marker !== undefined) await this.reportLoss(record, marker.sinceMs, marker.nodeId);
       this.log(`vDisk ${record.name}: restored from the backend`);
     }
     this.volumes.set(record.name, volume);
     return volume;
   }
 
-  // ------------------------------------------------------------------ vPools
+  /** A restore knew of writes that were only in a lost write buffer: say so, and keep it. */
+  private async reportLoss(record: VdiskRecord, sinceMs: number, nodeId: string): Promise<void> {
+    const lost = { sinceMs, nodeId, detectedAtMs: Date.now() };
+    this.log(
+      `DATA LOSS: vDisk ${record.name} was restored from the backend, but writes made on node ${nodeId} since ${new Date(sinceMs).toISOString()} were not in the backend and are lost`,
+    );
+    const current = await this.registry.byId(record.id);
+    if (current !== undefined) {
+      await this.registry.update(current, { ...current.record, dataLoss: lost });
+    }
+    await this.registry.clearAtRisk(record.id);
+  }
+
+  private async undoCreate(record: VdiskRecord): Promise<void> {
+    const volume = this.volumes.get(record.name);
+    this.volumes.delete(record.name);
+    await volume?.closeFiles();
+    await this.backend.deleteNamespace(record.namespace);
+    await fs.rm(this.vdiskDir(record.id), { recursive: true, force: true });
+    await this.registry.remove(record);
+  }
+
+  private async finishDelete(record: VdiskRecord): Promise<void> {
+    const volume = this.volumes.get(record.name);
+    this.volumes.delete(record.name);
+    this.failed.delete(record.name);
+    await volume?.closeFiles();
+    await this.backend.deleteNamespace(record.namespace);
+    await fs.rm(this.vdiskDir(record.id), { recursive: true, force: true });
+    await this.registry.remove(record);
+  }
+
+  // vPools
 
   async createVpool(input: CreateVpoolInput): Promise<VpoolInfo> {
     checkName(input.name, 'vPool');
@@ -217,55 +330,15 @@ export class VolumeManager implements VolumeManagerApi {
       writeBufferBytes,
       createdAtMs: Date.now(),
     };
-    const result = await this.kv.txn({
-      compares: [ifAbsent(keys.vpoolName(vpool.name))],
-      success: [
-        { type: 'put', key: keys.vpoolName(vpool.name), value: enc(vpool.id) },
-        { type: 'put', key: keys.vpool(vpool.id), value: enc(JSON.stringify(vpool)) },
-      ],
-    });
-    if (!result.succeeded) {
-      throw vdError(VdErrorCode.Exists, `a vPool named ${vpool.name} exists already`);
-    }
+    await this.registry.createVpool(vpool);
     return vpool;
   }
 
-  async listVpools(): Promise<VpoolInfo[]> {
-    const page = await this.kv.range({ prefix: keys.vpools }, { limit: 10_000 });
-    return page.items.map(
-      (item) => JSON.parse(Buffer.from(item.value).toString('utf8')) as VpoolInfo,
-    );
+  listVpools(): Promise<VpoolInfo[]> {
+    return this.registry.listVpools();
   }
 
-  private async vpoolByName(name: string): Promise<VpoolInfo> {
-    const id = await this.kv.get(keys.vpoolName(name));
-    const record =
-      id === undefined
-        ? undefined
-        : await this.kv.get(keys.vpool(Buffer.from(id.value).toString()));
-    if (record === undefined) throw vdError(VdErrorCode.NotFound, `no vPool named ${name}`);
-    return JSON.parse(Buffer.from(record.value).toString('utf8')) as VpoolInfo;
-  }
-
-  // ------------------------------------------------------------------ vDisks
-
-  private async vdiskRecords(): Promise<VdiskRecord[]> {
-    const out: VdiskRecord[] = [];
-    let continuation: Buffer | undefined;
-    do {
-      const page = await this.kv.range(
-        { prefix: keys.vdisks },
-        { limit: 1000, ...(continuation === undefined ? {} : { continuation }) },
-      );
-      for (const item of page.items) {
-        out.push(JSON.parse(Buffer.from(item.value).toString('utf8')) as VdiskRecord);
-      }
-      continuation = page.continuation;
-    } while (continuation !== undefined);
-    return out;
-  }
-
-  // ------------------------------------------------------------------ storage routers
+  // storage routers
 
   /**
    * Registers this volumedriver's VolumeService address (after it is bound), so that edges
@@ -273,20 +346,17 @@ export class VolumeManager implements VolumeManagerApi {
    */
   async registerStorageRouter(address: string): Promise<StorageRouterInfo> {
     const info: StorageRouterInfo = { nodeId: this.nodeId, address, startedAtMs: Date.now() };
-    await this.kv.put(keys.storageRouter(this.nodeId), enc(JSON.stringify(info)));
+    await this.registry.registerStorageRouter(info);
     return info;
   }
 
-  async listStorageRouters(): Promise<StorageRouterInfo[]> {
-    const page = await this.kv.range({ prefix: keys.storageRouters }, { limit: 1000 });
-    return page.items
-      .map((item) => JSON.parse(Buffer.from(item.value).toString('utf8')) as StorageRouterInfo)
-      .sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
+  listStorageRouters(): Promise<StorageRouterInfo[]> {
+    return this.registry.listStorageRouters();
   }
 
   async locateVdisk(name: string): Promise<VdiskLocation> {
-    const record = await this.vdiskRecord(name);
-    const routers = await this.listStorageRouters();
+    const { record } = await this.versioned(name);
+    const routers = await this.registry.listStorageRouters();
     return {
       vdiskName: record.name,
       vdiskId: record.id,
@@ -298,32 +368,84 @@ export class VolumeManager implements VolumeManagerApi {
     };
   }
 
-  private async vdiskRecord(name: string): Promise<VdiskRecord> {
+  // vDisks
+
+  private versioned(name: string): Promise<VersionedRecord> {
     if (typeof name !== 'string' || !NAME_PATTERN.test(name)) {
       throw vdError(VdErrorCode.NotFound, `no vDisk named ${JSON.stringify(name)}`);
     }
-    const id = await this.kv.get(keys.vdiskName(name));
-    const record =
-      id === undefined
-        ? undefined
-        : await this.kv.get(keys.vdisk(Buffer.from(id.value).toString()));
-    if (record === undefined) throw vdError(VdErrorCode.NotFound, `no vDisk named ${name}`);
-    return JSON.parse(Buffer.from(record.value).toString('utf8')) as VdiskRecord;
+    return this.registry.byName(name);
   }
 
   private volumeOf(name: string): Volume {
     const volume = this.volumes.get(name);
-    if (volume === undefined) {
+    if (volume !== undefined) return volume;
+    const failed = this.failed.get(name);
+    if (failed !== undefined) {
       throw vdError(
-        VdErrorCode.NotFound,
-        `vDisk ${name} is not open on volumedriver ${this.nodeId}`,
+        VdErrorCode.OpenFailed,
+        `vDisk ${name} could not be opened on volumedriver ${this.nodeId} (${failed.error.code}: ${failed.error.message}); retried every ${this.openRetryMs} ms`,
       );
     }
-    return volume;
+    throw vdError(VdErrorCode.NotFound, `vDisk ${name} is not open on volumedriver ${this.nodeId}`);
   }
 
   io(vdiskName: string): VolumeIo {
     return this.volumeOf(vdiskName);
+  }
+
+  /**
+   * Runs `work` under the vDisk's admin lock with its record as the store holds it then:
+   * what was checked before the lock may have changed while waiting for it.
+   */
+  private async locked<T>(
+    name: string,
+    work: (seen: VersionedRecord) => Promise<T>,
+    options: { readonly allowDeleting?: boolean } = {},
+  ): Promise<T> {
+    const first = await this.versioned(name);
+    return this.locks.with(first.record.id, async () => {
+      const seen = await this.versioned(name);
+      if (seen.record.id !== first.record.id) {
+        throw vdError(VdErrorCode.NotFound, `vDisk ${name} was deleted meanwhile`);
+      }
+      const lifecycle = seen.record.lifecycle;
+      if (
+        lifecycle === 'creating' ||
+        (lifecycle === 'deleting' && options.allowDeleting !== true)
+      ) {
+        throw vdError(
+          VdErrorCode.Busy,
+          `vDisk ${name} is being ${lifecycle === 'creating' ? 'created' : 'deleted'}`,
+        );
+      }
+      return work(seen);
+    });
+  }
+
+  /**
+   * Commits a change that clones depend on: `check` (which throws when clones forbid it)
+   * runs on the record as read, and the commit is a compare-and-swap on that record; when
+   * another commit came in between, the check runs again on the new record.
+   */
+  private async commitFamilyChange(
+    seen: VersionedRecord,
+    check: (clones: readonly VdiskRecord[]) => void,
+    next?: (record: VdiskRecord) => VdiskRecord,
+  ): Promise<VersionedRecord> {
+    let current = seen;
+    for (let attempt = 1; ; attempt += 1) {
+      check(await this.registry.clonesOf(current.record.id));
+      try {
+        return await this.registry.update(current, next?.(current.record) ?? current.record);
+      } catch (err) {
+        if (!isShaleError(err, VdErrorCode.Busy) || attempt >= FAMILY_COMMIT_ATTEMPTS) throw err;
+        const again = await this.registry.byId(current.record.id);
+        if (again === undefined)
+          throw vdError(VdErrorCode.NotFound, `vDisk ${seen.record.name} was deleted meanwhile`);
+        current = again;
+      }
+    }
   }
 
   private checkSize(sizeBytes: number, clusterSizeBytes: number): void {
@@ -337,7 +459,7 @@ export class VolumeManager implements VolumeManagerApi {
 
   async createVdisk(input: CreateVdiskInput): Promise<VdiskInfo> {
     checkName(input.name, 'vDisk');
-    const vpool = await this.vpoolByName(input.vpoolName);
+    const vpool = await this.registry.vpoolByName(input.vpoolName);
     this.checkSize(input.sizeBytes, vpool.clusterSizeBytes);
     const id = randomUUID().replaceAll('-', '');
     const record: VdiskRecord = {
@@ -366,44 +488,32 @@ export class VolumeManager implements VolumeManagerApi {
       parent: undefined,
       createdAtMs: record.createdAtMs,
     };
-    await this.registerAndCreate(record, config, vpool.presetName, undefined);
+    await this.registry.claim(record);
+    await this.createVolume(record, config, vpool.presetName, undefined);
     return this.vdiskInfo(input.name);
   }
 
-  /** Claims the name in the store, then creates the volume; undoes the claim on failure. */
-  private async registerAndCreate(
+  /** After the claim: creates the volume and marks the record ready; undoes all on failure. */
+  private async createVolume(
     record: VdiskRecord,
     config: VolumeConfig,
     presetName: string,
     base: FoldedMap | undefined,
   ): Promise<void> {
-    const result = await this.kv.txn({
-      compares: [ifAbsent(keys.vdiskName(record.name))],
-      success: [
-        { type: 'put', key: keys.vdiskName(record.name), value: enc(record.id) },
-        { type: 'put', key: keys.vdisk(record.id), value: enc(JSON.stringify(record)) },
-      ],
-    });
-    if (!result.succeeded)
-      throw vdError(VdErrorCode.Exists, `a vDisk named ${record.name} exists already`);
     try {
-      const volume = await Volume.create(this.volumeOptions(this.vdiskDir(record.id)), config, {
+      const volume = await Volume.create(this.volumeOptions(record), config, {
         sizeBytes: record.sizeBytes,
         presetName,
         ...(base === undefined ? {} : { base }),
       });
       this.volumes.set(record.name, volume);
+      await this.registry.markReady(record);
     } catch (err) {
-      await fs.rm(this.vdiskDir(record.id), { recursive: true, force: true });
-      await this.kv
-        .txn({
-          compares: [],
-          success: [
-            { type: 'delete', key: keys.vdiskName(record.name) },
-            { type: 'delete', key: keys.vdisk(record.id) },
-          ],
-        })
-        .catch(() => undefined);
+      await this.undoCreate(record).catch((undoErr: unknown) =>
+        this.log(
+          `vDisk ${record.name}: undoing a failed create failed too (retried at the next start): ${errorMessage(undoErr)}`,
+        ),
+      );
       throw err;
     }
   }
@@ -413,10 +523,9 @@ export class VolumeManager implements VolumeManagerApi {
     sizeBytes: number,
     options: { force?: boolean } = {},
   ): Promise<VdiskInfo> {
-    const record = await this.vdiskRecord(name);
-    const volume = this.volumeOf(name);
-    this.checkSize(sizeBytes, record.clusterSizeBytes);
-    await this.withAdminLock(record.id, async () => {
+    await this.locked(name, async (seen) => {
+      const volume = this.volumeOf(name);
+      this.checkSize(sizeBytes, seen.record.clusterSizeBytes);
       if (sizeBytes < volume.sizeBytes) {
         if (options.force !== true) {
           throw vdError(
@@ -428,50 +537,61 @@ export class VolumeManager implements VolumeManagerApi {
         await volume.flush();
       }
       await volume.setSize(sizeBytes);
-      await this.kv.put(keys.vdisk(record.id), enc(JSON.stringify({ ...record, sizeBytes })));
+      await this.registry.update(seen, { ...seen.record, sizeBytes });
     });
     return this.vdiskInfo(name);
   }
 
   async deleteVdisk(name: string): Promise<void> {
-    const record = await this.vdiskRecord(name);
-    await this.withAdminLock(record.id, async () => {
-      const clones = (await this.vdiskRecords()).filter((r) => r.parent?.vdiskId === record.id);
-      if (clones.length > 0) {
-        throw vdError(
-          VdErrorCode.HasClones,
-          `vDisk ${name} has clones (${clones.map((c) => c.name).join(', ')}); delete them first`,
+    await this.locked(
+      name,
+      async (seen) => {
+        // Only the owner deletes: it holds the vDisk open, its uploads would fail under it.
+        if (seen.record.ownerNodeId !== this.nodeId) {
+          throw vdError(
+            VdErrorCode.NotOwner,
+            `vDisk ${name} is owned by volumedriver ${seen.record.ownerNodeId}; delete it there`,
+          );
+        }
+        // A delete interrupted earlier (the backend was down) is finished, not checked again.
+        if (seen.record.lifecycle === 'deleting') return this.finishDelete(seen.record);
+        const deleting = await this.commitFamilyChange(
+          seen,
+          (clones) => {
+            if (clones.length > 0) {
+              throw vdError(
+                VdErrorCode.HasClones,
+                `vDisk ${name} has clones (${clones.map((c) => c.name).join(', ')}); delete them first`,
+              );
+            }
+          },
+          (record) => ({ ...record, lifecycle: 'deleting' }),
         );
-      }
-      const volume = this.volumes.get(name);
-      this.volumes.delete(name);
-      await volume?.closeFiles();
-      await this.backend.deleteNamespace(record.namespace);
-      await fs.rm(this.vdiskDir(record.id), { recursive: true, force: true });
-      requireSucceeded(
-        await this.kv.txn({
-          compares: [],
-          success: [
-            { type: 'delete', key: keys.vdiskName(name) },
-            { type: 'delete', key: keys.vdisk(record.id) },
-          ],
-        }),
-        `delete vDisk ${name}`,
-      );
-    });
+        // Commit point: the record says 'deleting', so no clone can be claimed on it any more.
+        await this.finishDelete(deleting.record);
+      },
+      { allowDeleting: true },
+    );
   }
 
   async listVdisks(): Promise<VdiskInfo[]> {
-    const records = await this.vdiskRecords();
-    return Promise.all(records.map((r) => this.infoOf(r, records)));
+    const records = await this.registry.records();
+    return records.map((r) => this.infoOf(r, records));
   }
 
   async vdiskInfo(name: string): Promise<VdiskInfo> {
-    const record = await this.vdiskRecord(name);
-    return this.infoOf(record, await this.vdiskRecords());
+    const { record } = await this.versioned(name);
+    return this.infoOf(record, await this.registry.records());
   }
 
-  private async infoOf(record: VdiskRecord, all: readonly VdiskRecord[]): Promise<VdiskInfo> {
+  private stateOf(record: VdiskRecord): VdiskState {
+    if (record.lifecycle !== undefined) return record.lifecycle;
+    if (this.volumes.has(record.name)) return 'open';
+    if (this.failed.has(record.name)) return 'failed';
+    return record.ownerNodeId === this.nodeId ? 'closed' : 'elsewhere';
+  }
+
+  private infoOf(record: VdiskRecord, all: readonly VdiskRecord[]): VdiskInfo {
     const volume = this.volumes.get(record.name);
     return {
       id: record.id,
@@ -486,6 +606,9 @@ export class VolumeManager implements VolumeManagerApi {
       createdAtMs: record.createdAtMs,
       snapshots: volume === undefined ? [] : this.snapshotInfos(volume, record, all),
       stats: volume?.vdiskStats(),
+      state: this.stateOf(record),
+      openError: this.failed.get(record.name)?.error,
+      dataLoss: record.dataLoss,
     };
   }
 
@@ -505,7 +628,7 @@ export class VolumeManager implements VolumeManagerApi {
     }));
   }
 
-  // ------------------------------------------------------------------ snapshots
+  // snapshots
 
   async createSnapshot(vdiskName: string, snapshotName: string): Promise<SnapshotInfo> {
     const [info] = await this.createGroupSnapshot([vdiskName], snapshotName);
@@ -571,88 +694,93 @@ export class VolumeManager implements VolumeManagerApi {
   }
 
   async deleteSnapshot(vdiskName: string, snapshotName: string): Promise<void> {
-    const record = await this.vdiskRecord(vdiskName);
-    const volume = this.volumeOf(vdiskName);
-    await this.withAdminLock(record.id, async () => {
+    await this.locked(vdiskName, async (seen) => {
+      const volume = this.volumeOf(vdiskName);
       const snapshot = this.snapshotByName(volume, snapshotName);
-      const clones = (await this.vdiskRecords()).filter(
-        (r) => r.parent?.vdiskId === record.id && r.parent.snapshotId === snapshot.id,
-      );
-      if (clones.length > 0) {
-        throw vdError(
-          VdErrorCode.HasClones,
-          `snapshot ${snapshotName} of ${vdiskName} has clones (${clones.map((c) => c.name).join(', ')})`,
-        );
-      }
+      await this.commitFamilyChange(seen, (all) => {
+        const clones = all.filter((r) => r.parent?.snapshotId === snapshot.id);
+        if (clones.length > 0) {
+          throw vdError(
+            VdErrorCode.HasClones,
+            `snapshot ${snapshotName} of ${vdiskName} has clones (${clones.map((c) => c.name).join(', ')})`,
+          );
+        }
+      });
       await volume.deleteSnapshot(snapshot.id);
     });
   }
 
   async rollback(vdiskName: string, snapshotName: string): Promise<void> {
-    const record = await this.vdiskRecord(vdiskName);
-    const volume = this.volumeOf(vdiskName);
-    await this.withAdminLock(record.id, async () => {
+    await this.locked(vdiskName, async (seen) => {
+      const volume = this.volumeOf(vdiskName);
       const snapshot = this.snapshotByName(volume, snapshotName);
-      const clones = (await this.vdiskRecords()).filter(
-        (r) => r.parent?.vdiskId === record.id && r.parent.snapshotId > snapshot.id,
-      );
-      if (clones.length > 0) {
-        throw vdError(
-          VdErrorCode.HasClones,
-          `rolling ${vdiskName} back to ${snapshotName} would drop snapshots that clones read from (${clones.map((c) => c.name).join(', ')})`,
-        );
-      }
+      await this.commitFamilyChange(seen, (all) => {
+        const clones = all.filter((r) => (r.parent?.snapshotId ?? 0) > snapshot.id);
+        if (clones.length > 0) {
+          throw vdError(
+            VdErrorCode.HasClones,
+            `rolling ${vdiskName} back to ${snapshotName} would drop snapshots that clones read from (${clones.map((c) => c.name).join(', ')})`,
+          );
+        }
+      });
       await volume.rollback(snapshot.id);
     });
   }
 
+  /**
+   * Under the parent's admin lock from start to commit: its snapshot is made durable in the
+   * backend, the clone's base map folded from there, and the clone claimed with a compare on
+   * the parent's record, so no delete, rollback or snapshot delete can slip in between.
+   */
   async cloneVdisk(input: CloneVdiskInput): Promise<VdiskInfo> {
     checkName(input.name, 'vDisk');
-    const parentRecord = await this.vdiskRecord(input.parentName);
-    const parent = this.volumeOf(input.parentName);
-    if (parent.config.ancestors.length >= CLONE_DEPTH_MAX) {
-      throw vdError(VdErrorCode.InvalidArgument, `clones may be ${CLONE_DEPTH_MAX} deep at most`);
-    }
-    const vpool = await this.vpoolByName(parentRecord.vpoolName);
-    let base: FoldedMap = new Map();
-    const snapshot = await this.withAdminLock(parentRecord.id, async () => {
-      const found = this.snapshotByName(parent, input.snapshotName);
+    this.volumeOf(input.parentName);
+    await this.locked(input.parentName, async (parentSeen) => {
+      const parentRecord = parentSeen.record;
+      const parent = this.volumeOf(input.parentName);
+      if (parent.config.ancestors.length >= CLONE_DEPTH_MAX) {
+        throw vdError(VdErrorCode.InvalidArgument, `clones may be ${CLONE_DEPTH_MAX} deep at most`);
+      }
+      const vpool = await this.registry.vpoolByName(parentRecord.vpoolName);
+      const snapshot = this.snapshotByName(parent, input.snapshotName);
       // The clone reads the parent's data from the backend: get it there first.
-      if (!parent.snapshotInBackend(found.id)) await parent.syncToBackend();
-      base = new Map();
-      await foldVdiskFromBackend(this.backend, parentRecord.namespace, found.id, 1, base);
-      return found;
+      if (!parent.snapshotInBackend(snapshot.id)) await parent.syncToBackend();
+      const base: FoldedMap = new Map();
+      await foldVdiskFromBackend(this.backend, parentRecord.namespace, snapshot.id, 1, base);
+      const id = randomUUID().replaceAll('-', '');
+      const parentRef: VdiskParent = {
+        vdiskId: parentRecord.id,
+        vdiskName: parentRecord.name,
+        snapshotId: snapshot.id,
+        snapshotName: snapshot.name,
+      };
+      const { dataLoss: _, ...inherited } = parentRecord;
+      const record: VdiskRecord = {
+        ...inherited,
+        id,
+        name: input.name,
+        sizeBytes: parent.sizeBytes,
+        namespace: id,
+        parent: parentRef,
+        ownerNodeId: this.nodeId,
+        createdAtMs: Date.now(),
+      };
+      const config: VolumeConfig = {
+        ...parent.config,
+        id,
+        name: input.name,
+        namespace: id,
+        ancestors: [
+          { vdiskId: parentRecord.id, namespace: parentRecord.namespace },
+          ...parent.config.ancestors,
+        ],
+        parent: parentRef,
+        createdAtMs: record.createdAtMs,
+      };
+      // Commit point of the family: fails if the parent's record moved since it was read.
+      await this.registry.claim(record, parentSeen);
+      await this.createVolume(record, config, vpool.presetName, base);
     });
-    const id = randomUUID().replaceAll('-', '');
-    const parentRef: VdiskParent = {
-      vdiskId: parentRecord.id,
-      vdiskName: parentRecord.name,
-      snapshotId: snapshot.id,
-      snapshotName: snapshot.name,
-    };
-    const record: VdiskRecord = {
-      ...parentRecord,
-      id,
-      name: input.name,
-      sizeBytes: parent.sizeBytes,
-      namespace: id,
-      parent: parentRef,
-      ownerNodeId: this.nodeId,
-      createdAtMs: Date.now(),
-    };
-    const config: VolumeConfig = {
-      ...parent.config,
-      id,
-      name: input.name,
-      namespace: id,
-      ancestors: [
-        { vdiskId: parentRecord.id, namespace: parentRecord.namespace },
-        ...parent.config.ancestors,
-      ],
-      parent: parentRef,
-      createdAtMs: record.createdAtMs,
-    };
-    await this.registerAndCreate(record, config, vpool.presetName, base);
     return this.vdiskInfo(input.name);
   }
 
@@ -661,8 +789,6 @@ export class VolumeManager implements VolumeManagerApi {
   }
 
   async scrub(vdiskName: string, options: ScrubOptions = {}): Promise<ScrubReport> {
-    const record = await this.vdiskRecord(vdiskName);
-    const volume = this.volumeOf(vdiskName);
     const threshold = options.liveFractionThreshold ?? SCRUB_LIVE_FRACTION_DEFAULT;
     if (!(typeof threshold === 'number' && threshold > 0 && threshold <= 1)) {
       throw vdError(
@@ -671,25 +797,14 @@ export class VolumeManager implements VolumeManagerApi {
       );
     }
     // Under the vDisk's admin lock: no clone can start reading a version that moves.
-    return this.withAdminLock(record.id, async () => {
+    return this.locked(vdiskName, async (seen) => {
+      const volume = this.volumeOf(vdiskName);
       const pinned = new Set(
-        (await this.vdiskRecords())
-          .filter((r) => r.parent?.vdiskId === record.id)
-          .map((r) => (r.parent as VdiskParent).snapshotId),
+        (await this.registry.clonesOf(seen.record.id)).map(
+          (r) => (r.parent as VdiskParent).snapshotId,
+        ),
       );
       return volume.scrub({ liveFractionThreshold: threshold, pinnedSnapshotIds: pinned });
     });
-  }
-
-  private async withAdminLock<T>(vdiskId: string, work: () => Promise<T>): Promise<T> {
-    const previous = this.adminLocks.get(vdiskId) ?? Promise.resolve();
-    const run = previous.catch(() => undefined).then(work);
-    const tail = run.catch(() => undefined);
-    this.adminLocks.set(vdiskId, tail);
-    try {
-      return await run;
-    } finally {
-      if (this.adminLocks.get(vdiskId) === tail) this.adminLocks.delete(vdiskId);
-    }
   }
 }

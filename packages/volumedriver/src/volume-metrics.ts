@@ -9,6 +9,7 @@ import type { LatencyOp, Volume } from './volume.js';
 export function registerVolumeMetrics(
   registry: Registry,
   volumes: () => Volume[],
+  failedVdisks: () => number,
 ): (vdisk: string, op: LatencyOp, seconds: number) => void {
   const fields = [
     ['shale_vdisk_read_ops_total', 'Reads served', 'readOps'],
@@ -30,6 +31,11 @@ export function registerVolumeMetrics(
     ['shale_vdisk_scos_uploaded_total', 'SCOs uploaded', 'scosUploaded'],
     ['shale_vdisk_tlogs_uploaded_total', 'TLogs uploaded', 'tlogsUploaded'],
     ['shale_vdisk_uploaded_bytes_total', 'Bytes uploaded to the backend', 'bytesUploaded'],
+    [
+      'shale_vdisk_data_at_risk_bytes',
+      'Acknowledged write bytes whose TLog is not in the backend yet (lost with the write buffer)',
+      'dataAtRiskBytes',
+    ],
   ] as const;
   for (const [name, help, field] of fields) {
     new Gauge({
@@ -44,6 +50,25 @@ export function registerVolumeMetrics(
       },
     });
   }
+  new Gauge({
+    name: 'shale_vdisk_data_at_risk_age_seconds',
+    help: 'Age of the oldest acknowledged write not in the backend yet (0: none)',
+    labelNames: ['vdisk'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const volume of volumes())
+        this.set({ vdisk: volume.name }, volume.vdiskStats().dataAtRiskAgeMs / 1000);
+    },
+  });
+  new Gauge({
+    name: 'shale_volumedriver_vdisks_failed',
+    help: 'vDisks this volumedriver owns but could not open (retried in the background)',
+    registers: [registry],
+    collect() {
+      this.set(failedVdisks());
+    },
+  });
   const latency = new Histogram({
     name: 'shale_vdisk_request_seconds',
     help: 'Request latency inside the volumedriver, from queueing to the answer, per vDisk and operation',

@@ -318,7 +318,12 @@ class FakeManager implements VolumeManagerApi {
         bytesUploaded: 2 ** 50,
         currentScoNumber: 0xffff_fffe,
         tlogCount: 13,
+        dataAtRiskBytes: 14,
+        dataAtRiskAgeMs: 15,
       },
+      state: 'failed',
+      openError: { code: 'VD_BACKEND_ERROR', message: 'the proxy is down', atMs: 16 },
+      dataLoss: { sinceMs: 17, nodeId: 'node-old', detectedAtMs: 18 },
     };
   }
 }
@@ -469,6 +474,7 @@ describe(`VolumeService over gRPC (seed ${SEED}; replay with VOLUME_SERVICE_SEED
       ok: true,
       nodeId: 'node-test',
       vdisksOpen: open.length,
+      vdisksFailed: (await manager.listVdisks()).filter((v) => v.state === 'failed').length,
     });
   });
 

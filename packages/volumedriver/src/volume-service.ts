@@ -94,6 +94,8 @@ export interface VolumeHealth {
   readonly ok: boolean;
   readonly nodeId: string;
   readonly vdisksOpen: number;
+  /** vDisks owned there that could not be opened (state 'failed'; retried). */
+  readonly vdisksFailed: number;
 }
 
 export interface VolumeServiceOptions {
@@ -106,6 +108,8 @@ export interface VolumeServiceOptions {
    * types say stats are present exactly when the vDisk is open on the answering node).
    */
   readonly vdisksOpen?: () => Promise<number>;
+  /** How many vDisks owned here could not be opened. Default: the listed ones in state 'failed'. */
+  readonly vdisksFailed?: () => Promise<number>;
 }
 
 /** Binds a VolumeManagerApi to the VolumeService: decoding and the error table, nothing else. */
@@ -118,6 +122,9 @@ export function createVolumeGrpcServer(
   const vdisksOpen =
     options.vdisksOpen ??
     (async () => (await manager.listVdisks()).filter((info) => info.stats !== undefined).length);
+  const vdisksFailed =
+    options.vdisksFailed ??
+    (async () => (await manager.listVdisks()).filter((info) => info.state === 'failed').length);
   const handlers: grpc.UntypedServiceImplementation = {
     createVpool: unary(
       async (req: {
@@ -209,6 +216,7 @@ export function createVolumeGrpcServer(
         ok: true,
         nodeId: options.nodeId,
         vdisksOpen: await vdisksOpen(),
+        vdisksFailed: await vdisksFailed(),
       }),
     ),
     listStorageRouters: unary(async () => ({
@@ -570,7 +578,12 @@ export class VolumeClient {
   }
   async health(): Promise<VolumeHealth> {
     const reply = await this.call<ProtoHealthReply>('health', {});
-    return { ok: reply.ok, nodeId: reply.nodeId, vdisksOpen: reply.vdisksOpen };
+    return {
+      ok: reply.ok,
+      nodeId: reply.nodeId,
+      vdisksOpen: reply.vdisksOpen,
+      vdisksFailed: reply.vdisksFailed,
+    };
   }
 
   async listStorageRouters(): Promise<StorageRouterInfo[]> {

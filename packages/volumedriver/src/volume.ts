@@ -6,7 +6,10 @@ import {
   BLOCK_STATUS_MAX_CLUSTERS,
   BLOCK_STATUS_MAX_EXTENTS,
   CHECKPOINT_EVERY_TLOGS,
+  CHECKPOINT_MAX_TLOGS,
   CHECKPOINT_PART_ENTRIES,
+  DATA_AT_RISK_MAX_MS,
+  DATA_AT_RISK_MIN_MS,
   LANE_BATCH_MAX_BYTES,
   LANE_BATCH_MAX_OPS,
   LBA_MAP_APPLY_MAX_UPDATES,
@@ -14,11 +17,14 @@ import {
   SCO_CACHE_DEFAULT_BYTES,
   SCO_READ_MAX_CLUSTERS,
   SCO_READERS_OPEN_MAX,
+  TLOG_ENTRY_SIZE_BYTES,
   TRIM_CLUSTER_COUNT_MAX,
   UPLOAD_CONCURRENCY,
   UPLOAD_RETRY_MAX_MS,
   UPLOAD_RETRY_MIN_MS,
+  VOLUME_CLOSE_UPLOAD_WAIT_MS,
 } from './constants.js';
+import { DataAtRisk, type DataAtRiskMarker } from './data-at-risk.js';
 import { VdErrorCode, vdError } from './errors.js';
 import {
   decodeCheckpointPart,
@@ -85,7 +91,9 @@ type LaneOp =
   | { kind: 'write'; offsetBytes: number; data: Buffer; fua: boolean }
   | { kind: 'trim'; offsetBytes: number; lengthBytes: number; fua: boolean; zeroEdges: boolean }
   | { kind: 'flush' }
-  | { kind: 'checkpoint' };
+  | { kind: 'checkpoint' }
+  /** Seal the open SCO and roll TLog `tlogNumber` if it is still current (data-at-risk bound). */
+  | { kind: 'seal'; tlogNumber: number };
 
 interface LaneItem {
   op: LaneOp;
@@ -119,7 +127,18 @@ export interface VolumeOptions {
   readonly log?: (message: string) => void;
   /** Called once per request with its latency (metrics); not per cluster. */
   readonly observeLatency?: (vdisk: string, op: LatencyOp, seconds: number) => void;
+  /** The bound on data at risk (data-at-risk.ts); default DATA_AT_RISK_MAX_MS. */
+  readonly dataAtRiskMaxMs?: number;
+  /**
+   * Told when writes start being at risk (awaited before the first of them is acknowledged)
+   * and when none are any more; must not reject.
+   */
+  readonly onDataAtRisk?: (marker: DataAtRiskMarker | undefined) => Promise<void>;
+  /** How long a clean close waits for the last uploads; default VOLUME_CLOSE_UPLOAD_WAIT_MS. */
+  readonly closeUploadWaitMs?: number;
 }
+
+export type { DataAtRiskMarker } from './data-at-risk.js';
 
 export type LatencyOp = 'read' | 'write' | 'flush' | 'trim';
 
@@ -195,6 +214,9 @@ export class Volume implements VolumeIo {
   private rootNeeds: Set<number> | undefined;
   private nextCheckpointId = 1;
   private tlogsSinceCheckpoint = 0;
+  private tlogEntriesSinceCheckpoint = 0;
+  private readonly risk: DataAtRisk;
+  private readonly closeUploadWaitMs: number;
   lastUploadError: string | undefined;
 
   private constructor(
@@ -213,6 +235,20 @@ export class Volume implements VolumeIo {
     this.state = state;
     this.lba = lba;
     this.tlog = tlog;
+    this.closeUploadWaitMs = options.closeUploadWaitMs ?? VOLUME_CLOSE_UPLOAD_WAIT_MS;
+    const maxMs = options.dataAtRiskMaxMs ?? DATA_AT_RISK_MAX_MS;
+    assert(
+      Number.isFinite(maxMs) && maxMs >= DATA_AT_RISK_MIN_MS,
+      `data-at-risk bound ${maxMs} ms is below ${DATA_AT_RISK_MIN_MS} ms`,
+    );
+    this.risk = new DataAtRisk({
+      maxMs,
+      name: config.name,
+      current: () => ({ tlogNumber: this.tlog.tlogNumber, generation: this.state.generation }),
+      seal: (tlogNumber) => this.enqueue({ kind: 'seal', tlogNumber }),
+      report: options.onDataAtRisk,
+      log: this.log,
+    });
   }
 
   get name(): string {
@@ -371,9 +407,18 @@ export class Volume implements VolumeIo {
     return volume;
   }
 
-  /** Clean shutdown: drains the lane, syncs, waits for nothing else (uploads resume on open). */
+  /**
+   * Clean shutdown: seals the open SCO and rolls the TLog, drains the lane, syncs, and waits
+   * up to closeUploadWaitMs for the uploads, so that a clean stop leaves nothing at risk when
+   * the backend is up. What does not make it goes up at the next open.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
+    if (this.fencedBy === undefined && this.laneFailure === undefined) {
+      await this.enqueue({ kind: 'seal', tlogNumber: this.tlog.tlogNumber }).catch((err: unknown) =>
+        this.log(`${this.name}: seal on close failed: ${errorMessage(err)}`),
+      );
+    }
     await this.laneIdle();
     this.closed = true;
     try {
@@ -382,6 +427,12 @@ export class Volume implements VolumeIo {
     } catch (err) {
       this.log(`${this.name}: sync on close failed: ${errorMessage(err)}`);
     }
+    await this.waitUploadsDrainedWithin(this.closeUploadWaitMs);
+    if (this.risk.bytes > 0 || this.risk.ageMs() > 0) {
+      this.log(
+        `${this.name}: closed with ${this.risk.bytes} B of writes not in the backend yet (oldest ${this.risk.ageMs()} ms); they go up when the vDisk opens again`,
+      );
+    }
     await this.waitUploadsSettled();
     await this.closeFiles();
   }
@@ -389,6 +440,7 @@ export class Volume implements VolumeIo {
   /** Closes every file without syncing: what a crash leaves (tests). */
   async closeFiles(): Promise<void> {
     this.closed = true;
+    this.risk.stop();
     for (const reader of this.readers.values()) await reader.close();
     this.readers.clear();
     await this.sco?.abort().catch(() => undefined);
@@ -553,6 +605,10 @@ export class Volume implements VolumeIo {
   }
 
   private enqueue(op: LaneOp): Promise<void> {
+    // A closed (or deleted) vDisk takes nothing more: its directory may be gone.
+    if (this.closed) {
+      return Promise.reject(vdError(VdErrorCode.Closed, `vDisk ${this.name} is closed`));
+    }
     return new Promise<void>((resolve, reject) => {
       this.lane.push({ op, resolve, reject });
       this.kickLane();
@@ -629,6 +685,7 @@ export class Volume implements VolumeIo {
     const run: { index: number; payload: Buffer }[] = [];
     let needSync = false;
     let checkpoint = false;
+    let seal = false;
     this.tlogWrites = [];
 
     const flushRun = async (): Promise<void> => {
@@ -652,6 +709,7 @@ export class Volume implements VolumeIo {
           updates.push({ clusterIndex: p.index as ClusterIndex, location });
         }
         this.tlogWrites.push(this.tlog.append(entries));
+        this.risk.note(this.tlog.tlogNumber, part.length * cs);
         this.dirtyScoBytes += part.length * cs;
         if (sco.isFull) await this.sealCurrentSco();
       }
@@ -714,6 +772,7 @@ export class Volume implements VolumeIo {
                 { type: 'trim', firstClusterIndex: from as ClusterIndex, clusterCount: count },
               ]),
             );
+            this.risk.note(this.tlog.tlogNumber, 0);
           }
           for (const index of overlay.keys()) {
             if (index >= firstWhole && index < endWhole) overlay.set(index, null);
@@ -732,12 +791,14 @@ export class Volume implements VolumeIo {
         needSync ||= op.fua;
       } else if (op.kind === 'flush') {
         needSync = true;
+      } else if (op.kind === 'seal') {
+        seal ||= op.tlogNumber === this.tlog.tlogNumber;
       } else {
         checkpoint = true;
       }
     }
     await flushRun();
-    if (checkpoint) {
+    if (checkpoint || seal) {
       // A checkpoint needs a position in a closed TLog: seal what is open and roll.
       if (this.sco !== undefined && this.sco.clusterCount > 0) await this.sealCurrentSco(true);
       else if (this.tlog.entryCount > 0) await this.rollTlog();
@@ -754,6 +815,8 @@ export class Volume implements VolumeIo {
       // Durability: every write of this batch and of every batch before it is on stable
       // storage (SCO data before the TLog entries that point to it).
     }
+    // The metadata store knows writes are at risk before the first of them is acknowledged.
+    await this.risk.settle();
     if (checkpoint) this.enqueueCheckpoint();
   }
 
@@ -1097,6 +1160,7 @@ export class Volume implements VolumeIo {
       this.rootNeeds = new Set([replacement]);
       // Commit point: state.json names the new history.
       await this.persistState();
+      this.risk.rewritten(cut, record.tlogNumber, replacement);
       await this.rebuildMap();
       this.rootCheckpoint = undefined;
       void this.enqueueUpload({ kind: 'tlog', tlogNumber: replacement });
@@ -1350,11 +1414,27 @@ export class Volume implements VolumeIo {
     return done;
   }
 
+  /**
+   * A checkpoint (the whole map) is worth its cost after CHECKPOINT_EVERY_TLOGS full TLogs'
+   * worth of entries, or CHECKPOINT_MAX_TLOGS TLogs of any size: the data-at-risk bound rolls
+   * small TLogs often, and a restore replays every TLog after the checkpoint.
+   */
+  private checkpointDue(): boolean {
+    const fullTlogEntries =
+      (this.config.tlogScos * this.config.scoSizeBytes) / this.config.clusterSizeBytes;
+    return (
+      (this.tlogsSinceCheckpoint >= CHECKPOINT_EVERY_TLOGS &&
+        this.tlogEntriesSinceCheckpoint >= CHECKPOINT_EVERY_TLOGS * fullTlogEntries) ||
+      this.tlogsSinceCheckpoint >= CHECKPOINT_MAX_TLOGS
+    );
+  }
+
   /** A checkpoint of the map as of now (the lane is idle or this is its batch end). */
   private enqueueCheckpoint(): void {
     const position = this.closedPosition();
     if (position === undefined) return;
     this.tlogsSinceCheckpoint = 0;
+    this.tlogEntriesSinceCheckpoint = 0;
     void this.enqueueUpload({ kind: 'checkpoint', entries: this.lba.snapshotEntries(), position });
   }
 
@@ -1451,9 +1531,11 @@ export class Volume implements VolumeIo {
         this.stats.tlogsUploaded += 1;
         this.stats.bytesUploaded += data.length;
         this.tlogsSinceCheckpoint += 1;
+        this.tlogEntriesSinceCheckpoint += data.length / TLOG_ENTRY_SIZE_BYTES;
         await this.putRoot();
-        if (this.tlogsSinceCheckpoint >= CHECKPOINT_EVERY_TLOGS) {
+        if (this.checkpointDue()) {
           this.tlogsSinceCheckpoint = 0;
+          this.tlogEntriesSinceCheckpoint = 0;
           void this.enqueue({ kind: 'checkpoint' }).catch(() => undefined);
         }
         return;
@@ -1566,6 +1648,8 @@ export class Volume implements VolumeIo {
       Buffer.from(JSON.stringify(root)),
       this.epoch,
     );
+    // A restore from the backend now has every write these TLogs hold.
+    this.risk.inBackend(chain);
   }
 
   /** Resizes (the caller validated); the new size is durable and in the next root. */
@@ -1602,6 +1686,24 @@ export class Volume implements VolumeIo {
       if (this.fencedBy !== undefined) this.checkOpen();
       if (pending.length > 0) await Promise.all(pending);
       else await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+
+  /** waitUploadsDrained, but gives up after `ms` (or on a failure) and says what is left. */
+  private async waitUploadsDrainedWithin(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), ms);
+    });
+    try {
+      const outcome = await Promise.race([this.waitUploadsDrained().then(() => 'done'), timeout]);
+      if (outcome === 'timeout') {
+        this.log(`${this.name}: uploads still pending after ${ms} ms; left for the next open`);
+      }
+    } catch (err) {
+      this.log(`${this.name}: uploads stopped: ${errorMessage(err)}`);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -1875,8 +1977,29 @@ export class Volume implements VolumeIo {
     for (const n of this.state.chain) {
       if (!this.uploadedTlogs.has(n)) void this.enqueueUpload({ kind: 'tlog', tlogNumber: n });
     }
+    await this.noteRiskAfterRestart();
     void this.enqueueUpload({ kind: 'root' });
     this.enqueueGarbage();
+  }
+
+  /**
+   * After a restart, the TLogs not in the backend (closed ones and the current one) hold
+   * writes at risk. Their age is not kept; the TLog file's creation time is an upper bound
+   * (it is created before its first entry), so the current one is sealed at the first tick.
+   */
+  private async noteRiskAfterRestart(): Promise<void> {
+    const current = this.state.currentTlog;
+    const pending = [...this.state.chain.filter((n) => !this.uploadedTlogs.has(n)), current];
+    for (const n of pending) {
+      const entries = await this.readTlog(n);
+      const mutations = entries.filter((e) => e.type === 'write' || e.type === 'trim');
+      if (mutations.length === 0) continue;
+      const stat = await fs.stat(path.join(this.tlogDir, tlogFileName(n)));
+      const bornMs = stat.birthtimeMs > 0 ? stat.birthtimeMs : stat.mtimeMs;
+      const writes = mutations.filter((e) => e.type === 'write').length;
+      this.risk.note(n, writes * this.config.clusterSizeBytes, Math.floor(bornMs));
+    }
+    await this.risk.settle();
   }
 
   vdiskStats(): VdiskStats {
@@ -1887,6 +2010,8 @@ export class Volume implements VolumeIo {
         this.uploads.length + this.uploadsRunning + (this.uploadBarrierRunning ? 1 : 0),
       currentScoNumber: this.sco?.scoNumber ?? 0,
       tlogCount: this.state.chain.length + 1,
+      dataAtRiskBytes: this.risk.bytes,
+      dataAtRiskAgeMs: this.risk.ageMs(),
     };
   }
 

@@ -104,6 +104,7 @@ export class VolumedriverDaemon {
       nodeId: options.nodeId,
       counters,
       vdisksOpen: async () => manager.openVolumes().length,
+      vdisksFailed: async () => manager.failedVdiskCount,
     });
     let metricsServer: MetricsServer | undefined;
     try {
