@@ -16,7 +16,7 @@
  *
  * The token is checked before the route is revealed: without it, every path is a 401.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
 import { AssertionFailure, errorMessage, ShaleError } from '@shale/common';
 import { type ApiMetrics, UNMATCHED_ROUTE } from './api-metrics.js';
 import {
@@ -33,6 +33,40 @@ import { matchPath, splitPath } from './router.js';
 import type { Route, RouteServices } from './routes.js';
 import { ErrorSchema } from './schemas.js';
 import { bearerMatches } from './token-file.js';
+
+/**
+ * The raw answer to a Node 'clientError': malformed HTTP (400 API_BAD_REQUEST), a request
+ * past its headers or request deadline (408 API_REQUEST_TIMEOUT), headers past Node's size
+ * limit (431 API_HEADERS_TOO_LARGE). A whole HTTP/1.1 response with a `{code, message}`
+ * body and `Connection: close`: no request object exists to answer through.
+ */
+export function clientErrorAnswer(
+  err: unknown,
+  deadlines: { readonly headersTimeoutMs: number; readonly requestTimeoutMs: number },
+): string {
+  const nodeCode =
+    typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : 'unknown';
+  const [code, message] =
+    nodeCode === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [
+          ApiErrorCode.RequestTimeout,
+          `the request did not arrive in time (headers within ${deadlines.headersTimeoutMs} ms, all of it within ${deadlines.requestTimeoutMs} ms)`,
+        ]
+      : nodeCode === 'HPE_HEADER_OVERFLOW'
+        ? [ApiErrorCode.HeadersTooLarge, 'the request headers are too large']
+        : [ApiErrorCode.BadRequest, `malformed HTTP request (${nodeCode})`];
+  const body = JSON.stringify({ code, message });
+  const status = httpStatusOf(code);
+  return [
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}`,
+    `content-type: ${CONTENT_TYPE['application/json']}`,
+    `content-length: ${Buffer.byteLength(body)}`,
+    'cache-control: no-store',
+    'connection: close',
+    '',
+    body,
+  ].join('\r\n');
+}
 
 export interface ApiRequestHandlerOptions {
   readonly routes: readonly Route[];
