@@ -141,6 +141,7 @@ export class ApiDaemon {
       },
       handler.listener,
     );
+    server.on('checkContinue', handler.continueListener);
     server.keepAliveTimeout = API_KEEP_ALIVE_TIMEOUT_MS;
     // No server.maxConnections: Node would refuse the newest connection; the guard evicts a
     // stalled or idle one instead (connection-guard.ts).

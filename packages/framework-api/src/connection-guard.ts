@@ -207,6 +207,12 @@ export class ConnectionGuard {
     }
     set.add(tracked);
     socket.once('close', () => this.forget(tracked));
+    // Node ends an answer that closes the connection (Connection: close, a final answer to
+    // Expect: 100-continue) with socket.destroySoon(): a FIN, then the socket is destroyed as
+    // soon as the answer is flushed. A client still sending its body then has unread bytes
+    // here, the kernel answers them with a reset, and the reset can destroy the answer before
+    // the client reads it (a 413 lost). It lingers instead.
+    socket.destroySoon = () => this.closeAfterAnswer(socket);
   }
 
   private evictOldest(candidates: Iterable<Tracked>, reason: 'client-cap' | 'global-cap'): boolean {
