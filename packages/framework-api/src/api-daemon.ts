@@ -113,6 +113,7 @@ export class ApiDaemon {
         ? {}
         : { probeDeadlineMs: options.probeDeadlineMs }),
     });
+    metrics.observeCapacity(() => resources.capacity());
     let document: OpenApiDocument | undefined;
     const handler = new ApiRequestHandler({
       routes: ROUTES,

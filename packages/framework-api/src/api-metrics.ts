@@ -87,6 +87,76 @@ export class ApiMetrics {
     this.latency.observe({ method, route }, seconds);
   }
 
+  /**
+   * Thin provisioning, computed at every scrape from `source` (one vDisk list call, one probe
+   * of each ASD, so a scrape takes up to the probe deadline): provisioned bytes, free bytes
+   * (once per file system), and their ratio (+Inf when nothing is free). NaN when unknown:
+   * the figures could not be had, or no ASD answered.
+   */
+  observeCapacity(
+    source: () => Promise<{
+      provisionedBytes: number;
+      backend: { asdsReachable: number; freeBytes: number };
+    }>,
+  ): void {
+    const registers = [this.registry];
+    let pending: Promise<void> | undefined;
+    const figures = { provisionedBytes: Number.NaN, freeBytes: Number.NaN, ratio: Number.NaN };
+    // One computation serves the three gauges of a scrape (the registry collects them at once).
+    const refresh = (): Promise<void> => {
+      pending ??= source()
+        .then(
+          ({ provisionedBytes, backend }) => {
+            const free = backend.asdsReachable === 0 ? Number.NaN : backend.freeBytes;
+            figures.provisionedBytes = provisionedBytes;
+            figures.freeBytes = free;
+            figures.ratio =
+              provisionedBytes === 0
+                ? 0
+                : free === 0
+                  ? Number.POSITIVE_INFINITY
+                  : provisionedBytes / free;
+          },
+          () => {
+            figures.provisionedBytes = Number.NaN;
+            figures.freeBytes = Number.NaN;
+            figures.ratio = Number.NaN;
+          },
+        )
+        .finally(() => {
+          pending = undefined;
+        });
+      return pending;
+    };
+    new Gauge({
+      name: 'shale_api_provisioned_bytes',
+      help: 'sum of the sizes of every vDisk (thin: what they could hold, not what they hold)',
+      registers,
+      async collect() {
+        await refresh();
+        this.set(figures.provisionedBytes);
+      },
+    });
+    new Gauge({
+      name: 'shale_api_backend_free_bytes',
+      help: 'free bytes of the reachable active ASDs, once per file system',
+      registers,
+      async collect() {
+        await refresh();
+        this.set(figures.freeBytes);
+      },
+    });
+    new Gauge({
+      name: 'shale_api_overcommit_ratio',
+      help: 'provisioned bytes per free byte in the backend (above 1: over-committed)',
+      registers,
+      async collect() {
+        await refresh();
+        this.set(figures.ratio);
+      },
+    });
+  }
+
   /** The ConnectionGuard's counters. */
   readonly connections: ConnectionCounters = {
     evicted: (reason) => this.connectionsEvicted.inc({ reason }),
