@@ -2,6 +2,7 @@
 import { errorMessage, ShaleError } from '@shale/common';
 import { dispatch, EXIT_FAILURE, EXIT_USAGE, UsageError } from './command.js';
 import { rootCommand } from './root.js';
+import { exitStatus, guardStdio } from './stdio.js';
 
 /**
  * A daemon started by `shale up` (or any supervisor that sets SHALE_STOP_WITH_PARENT=1 and
@@ -19,6 +20,7 @@ function stopWithParent(): void {
 }
 
 async function main(): Promise<number> {
+  guardStdio();
   stopWithParent();
   try {
     return await dispatch(rootCommand, process.argv.slice(2), process.stdout);
@@ -38,4 +40,4 @@ async function main(): Promise<number> {
   }
 }
 
-process.exitCode = await main();
+process.exitCode = exitStatus(await main());

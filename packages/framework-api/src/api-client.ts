@@ -23,6 +23,7 @@ import type {
   Stats,
   StorageRouter,
   Vdisk,
+  VdiskChange,
   Vpool,
 } from './schemas.js';
 
@@ -106,7 +107,8 @@ export class ApiClient {
   async listVdisks(): Promise<Vdisk[]> {
     return (await this.call<{ vdisks: Vdisk[] }>('GET', '/api/v1/vdisks')).vdisks;
   }
-  createVdisk(body: CreateVdiskBody): Promise<Vdisk> {
+  /** The new vDisk, with `warnings` when the vDisks now provision more than is free. */
+  createVdisk(body: CreateVdiskBody): Promise<VdiskChange> {
     return this.call('POST', '/api/v1/vdisks', body);
   }
   getVdisk(name: string): Promise<Vdisk> {
@@ -116,7 +118,8 @@ export class ApiClient {
   deleteVdisk(name: string): Promise<Operation> {
     return this.call('DELETE', `/api/v1/vdisks/${seg(name)}`);
   }
-  resizeVdisk(name: string, body: ResizeVdiskBody): Promise<Vdisk> {
+  /** The resized vDisk, with `warnings` as for createVdisk. */
+  resizeVdisk(name: string, body: ResizeVdiskBody): Promise<VdiskChange> {
     return this.call('POST', `/api/v1/vdisks/${seg(name)}/resize`, body);
   }
   async listSnapshots(name: string): Promise<Snapshot[]> {

@@ -669,6 +669,7 @@ describe('framework API contract', () => {
     assert.deepEqual(stats.backend, {
       asdCount: 2,
       asdsReachable: 0,
+      filesystemCount: 0,
       capacityBytes: 0,
       usedBytes: 0,
       freeBytes: 0,

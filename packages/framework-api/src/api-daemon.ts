@@ -1,14 +1,17 @@
 import http from 'node:http';
+import type net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { BackendRegistry } from '@shale/alba-proxy';
 import type { KvStore } from '@shale/arakoon-kv';
 import { ApiMetrics } from './api-metrics.js';
-import { ApiRequestHandler } from './api-server.js';
+import { ApiRequestHandler, clientErrorAnswer } from './api-server.js';
 import { type AsdClientFactory, AsdProbe } from './asd-probe.js';
+import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS } from './connection-guard.js';
 import {
-  API_CONNECTIONS_MAX,
+  API_CONNECTIONS_CHECK_INTERVAL_MS,
   API_DEFAULT_PORT,
   API_HEADERS_TIMEOUT_MS,
+  API_KEEP_ALIVE_TIMEOUT_MS,
   API_PROBE_DEADLINE_MS,
   API_REQUEST_RECEIVE_TIMEOUT_MS,
   API_SHUTDOWN_GRACE_MS,
@@ -37,12 +40,19 @@ export interface ApiDaemonOptions {
   readonly volumeClientFactory?: VolumeClientFactory;
   readonly asdClientFactory?: AsdClientFactory;
   readonly probeDeadlineMs?: number;
+  /** Connection limits (defaults: the constants of the same names, see constants.ts). */
+  readonly connectionsMax?: number;
+  readonly connectionsPerClientMax?: number;
+  readonly headersTimeoutMs?: number;
+  readonly connectionsCheckIntervalMs?: number;
+  readonly closeLingerMs?: number;
 }
 
 /** `shale api serve`: the REST API on node:http, in front of the volumedrivers and the registry. */
 export class ApiDaemon {
   private constructor(
     private readonly server: http.Server,
+    private readonly guard: ConnectionGuard,
     private readonly pool: VolumedriverPool,
     private readonly asds: AsdProbe,
     private readonly operations: OperationStore,
@@ -52,6 +62,11 @@ export class ApiDaemon {
     /** True when this start generated the token (the file did not exist). */
     readonly tokenCreated: boolean,
   ) {}
+
+  /** TCP connections held now (closing ones included). */
+  get connectionCount(): number {
+    return this.guard.openCount;
+  }
 
   /** `http://host:port`, for an ApiClient. */
   get url(): string {
@@ -73,7 +88,21 @@ export class ApiDaemon {
       log,
       onFinished: (operation) => metrics.observeOperation(operation),
     });
-    const metrics = new ApiMetrics(() => operations.runningCount);
+    const metrics: ApiMetrics = new ApiMetrics(
+      () => operations.runningCount,
+      (): number => guard.openCount,
+    );
+    const guard: ConnectionGuard = new ConnectionGuard(
+      {
+        ...DEFAULT_CONNECTION_LIMITS,
+        ...(options.connectionsMax === undefined ? {} : { connectionsMax: options.connectionsMax }),
+        ...(options.connectionsPerClientMax === undefined
+          ? {}
+          : { connectionsPerClientMax: options.connectionsPerClientMax }),
+        ...(options.closeLingerMs === undefined ? {} : { closeLingerMs: options.closeLingerMs }),
+      },
+      metrics.connections,
+    );
     const resources = new ApiResources({
       volumedrivers: pool,
       registry,
@@ -84,6 +113,7 @@ export class ApiDaemon {
         ? {}
         : { probeDeadlineMs: options.probeDeadlineMs }),
     });
+    metrics.observeCapacity(() => resources.capacity());
     let document: OpenApiDocument | undefined;
     const handler = new ApiRequestHandler({
       routes: ROUTES,
@@ -99,18 +129,28 @@ export class ApiDaemon {
         metrics: () => metrics.text(),
       },
     });
+    const deadlines = {
+      headersTimeoutMs: options.headersTimeoutMs ?? API_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: API_REQUEST_RECEIVE_TIMEOUT_MS,
+    };
     const server = http.createServer(
       {
-        requestTimeout: API_REQUEST_RECEIVE_TIMEOUT_MS,
-        headersTimeout: API_HEADERS_TIMEOUT_MS,
+        requestTimeout: deadlines.requestTimeoutMs,
+        headersTimeout: deadlines.headersTimeoutMs,
+        connectionsCheckingInterval:
+          options.connectionsCheckIntervalMs ?? API_CONNECTIONS_CHECK_INTERVAL_MS,
       },
       handler.listener,
     );
-    server.maxConnections = API_CONNECTIONS_MAX;
+    server.on('checkContinue', handler.continueListener);
+    server.keepAliveTimeout = API_KEEP_ALIVE_TIMEOUT_MS;
+    // No server.maxConnections: Node would refuse the newest connection; the guard evicts a
+    // stalled or idle one instead (connection-guard.ts).
+    guard.attach(server);
     server.on('clientError', (err, socket) => {
-      // Malformed HTTP: answer once and close, as Node's default does, without a stack trace.
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
-      else socket.destroy(err);
+      // Malformed HTTP or a missed deadline: answer once with {code, message} and close
+      // (lingering, never half-open forever), without a stack trace.
+      guard.clientError(socket as net.Socket, clientErrorAnswer(err, deadlines));
     });
     try {
       await new Promise<void>((resolve, reject) => {
@@ -126,7 +166,17 @@ export class ApiDaemon {
       throw err;
     }
     const port = (server.address() as AddressInfo).port;
-    return new ApiDaemon(server, pool, asds, operations, host, port, options.tokenFile, created);
+    return new ApiDaemon(
+      server,
+      guard,
+      pool,
+      asds,
+      operations,
+      host,
+      port,
+      options.tokenFile,
+      created,
+    );
   }
 
   /**

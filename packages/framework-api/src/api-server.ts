@@ -7,7 +7,9 @@
  *   3. route match (answer held)    -
  *   4. bearer token                 401 API_UNAUTHORIZED (WWW-Authenticate); not GET /health
  *   5. no route / wrong method      404 API_ROUTE_NOT_FOUND, 405 API_METHOD_NOT_ALLOWED (Allow)
- *   6. body size                    413 API_BODY_TOO_LARGE
+ *   6. body size                    413 API_BODY_TOO_LARGE: by Content-Length before any byte
+ *                                   is read (Expect: 100-continue gets no 100 then), else as
+ *                                   soon as the body passes the limit; the connection closes
  *   7. content type                 415 API_UNSUPPORTED_MEDIA_TYPE
  *   8. JSON                         400 API_BAD_JSON
  *   9. path, query, body schemas    400 API_BAD_REQUEST (the failing field in the message)
@@ -16,11 +18,10 @@
  *
  * The token is checked before the route is revealed: without it, every path is a 401.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
 import { AssertionFailure, errorMessage, ShaleError } from '@shale/common';
 import { type ApiMetrics, UNMATCHED_ROUTE } from './api-metrics.js';
 import {
-  API_BODY_DRAIN_MAX_BYTES,
   API_BODY_MAX_BYTES,
   API_BUSY_RETRY_AFTER_S,
   API_REQUESTS_IN_FLIGHT_MAX,
@@ -33,6 +34,40 @@ import { matchPath, splitPath } from './router.js';
 import type { Route, RouteServices } from './routes.js';
 import { ErrorSchema } from './schemas.js';
 import { bearerMatches } from './token-file.js';
+
+/**
+ * The raw answer to a Node 'clientError': malformed HTTP (400 API_BAD_REQUEST), a request
+ * past its headers or request deadline (408 API_REQUEST_TIMEOUT), headers past Node's size
+ * limit (431 API_HEADERS_TOO_LARGE). A whole HTTP/1.1 response with a `{code, message}`
+ * body and `Connection: close`: no request object exists to answer through.
+ */
+export function clientErrorAnswer(
+  err: unknown,
+  deadlines: { readonly headersTimeoutMs: number; readonly requestTimeoutMs: number },
+): string {
+  const nodeCode =
+    typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : 'unknown';
+  const [code, message] =
+    nodeCode === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [
+          ApiErrorCode.RequestTimeout,
+          `the request did not arrive in time (headers within ${deadlines.headersTimeoutMs} ms, all of it within ${deadlines.requestTimeoutMs} ms)`,
+        ]
+      : nodeCode === 'HPE_HEADER_OVERFLOW'
+        ? [ApiErrorCode.HeadersTooLarge, 'the request headers are too large']
+        : [ApiErrorCode.BadRequest, `malformed HTTP request (${nodeCode})`];
+  const body = JSON.stringify({ code, message });
+  const status = httpStatusOf(code);
+  return [
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}`,
+    `content-type: ${CONTENT_TYPE['application/json']}`,
+    `content-length: ${Buffer.byteLength(body)}`,
+    'cache-control: no-store',
+    'connection: close',
+    '',
+    body,
+  ].join('\r\n');
+}
 
 export interface ApiRequestHandlerOptions {
   readonly routes: readonly Route[];
@@ -49,6 +84,8 @@ interface Answer {
   readonly headers: Readonly<Record<string, string>>;
   readonly body: Buffer | undefined;
   readonly route: string;
+  /** The connection closes after this answer (Connection: close). */
+  readonly close: boolean;
 }
 
 type Body = { readonly kind: 'bytes'; readonly bytes: Buffer } | { readonly kind: 'too-large' };
@@ -73,8 +110,22 @@ export class ApiRequestHandler {
 
   /** The http.Server 'request' listener. */
   readonly listener = (req: IncomingMessage, res: ServerResponse): void => {
+    this.serve(req, res, false);
+  };
+
+  /**
+   * The http.Server 'checkContinue' listener (a request with Expect: 100-continue): the
+   * same pipeline, with 100 Continue sent only once the body is going to be read, so that a
+   * refused request (401, 404, 413, ...) never has its body sent at all.
+   */
+  readonly continueListener = (req: IncomingMessage, res: ServerResponse): void => {
+    this.serve(req, res, true);
+  };
+
+  private serve(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
     const startedNs = process.hrtime.bigint();
-    this.answer(req).then(
+    const beforeBody = expectsContinue ? () => res.writeContinue() : () => undefined;
+    this.answer(req, beforeBody).then(
       (answer) => {
         const seconds = Number(process.hrtime.bigint() - startedNs) / 1e9;
         this.options.metrics.observeRequest(
@@ -84,10 +135,14 @@ export class ApiRequestHandler {
           seconds,
         );
         if (res.destroyed) return;
+        // A body that was not read (a refusal before step 6, a 413) cannot be skipped to
+        // reach a next request: the connection closes (lingering, see connection-guard.ts).
+        const close = answer.close || !req.complete;
         try {
           res.writeHead(answer.status, {
             'cache-control': 'no-store',
             ...answer.headers,
+            ...(close ? { connection: 'close' } : {}),
             ...(answer.body === undefined ? {} : { 'content-length': String(answer.body.length) }),
           });
           res.end(answer.body);
@@ -107,9 +162,9 @@ export class ApiRequestHandler {
         });
       },
     );
-  };
+  }
 
-  private async answer(req: IncomingMessage): Promise<Answer> {
+  private async answer(req: IncomingMessage, beforeBody: () => void): Promise<Answer> {
     let routeLabel = UNMATCHED_ROUTE;
     let counted = false;
     try {
@@ -193,7 +248,15 @@ export class ApiRequestHandler {
       }
       const { route, params } = matched;
 
-      // 6. body size (a too-large body is read and dropped, up to a limit, so the client reads the 413)
+      // 6. body size: by Content-Length before anything is read, else while reading
+      const declared = Number(req.headers['content-length'] ?? '0');
+      if (declared > this.bodyMaxBytes) {
+        throw apiError(
+          ApiErrorCode.BodyTooLarge,
+          `the request body (Content-Length ${declared}) is larger than ${this.bodyMaxBytes} bytes`,
+        );
+      }
+      beforeBody();
       const body = await this.readBody(req);
       if (body.kind === 'too-large') {
         throw apiError(
@@ -294,6 +357,7 @@ export class ApiRequestHandler {
         },
         body: text === undefined ? undefined : Buffer.from(text, 'utf8'),
         route: routeLabel,
+        close: false,
       };
     } catch (err) {
       return this.errorAnswer(err, routeLabel, req);
@@ -345,41 +409,44 @@ export class ApiRequestHandler {
     if (body.code === ApiErrorCode.MethodNotAllowed && details.allow !== undefined)
       headers.allow = details.allow;
     if (body.code === ApiErrorCode.Busy) headers['retry-after'] = String(API_BUSY_RETRY_AFTER_S);
-    if (body.code === ApiErrorCode.BodyTooLarge) headers.connection = 'close';
-    return { status, headers, body: Buffer.from(JSON.stringify(body), 'utf8'), route };
+    // The rest of a too-large body is never read: the connection cannot carry another request.
+    const close = body.code === ApiErrorCode.BodyTooLarge;
+    return { status, headers, body: Buffer.from(JSON.stringify(body), 'utf8'), route, close };
   }
 
   /**
-   * The whole body, or 'too-large' past bodyMaxBytes: the rest is read and dropped (so the
-   * client gets to read the 413) up to API_BODY_DRAIN_MAX_BYTES more, then the connection
-   * is cut.
+   * The whole body, or 'too-large' as soon as it passes bodyMaxBytes (a chunked body, or one
+   * longer than its Content-Length said): the rest is not kept, and the connection closes
+   * after the 413 (the guard reads and drops what still comes, up to a limit).
    */
   private readBody(req: IncomingMessage): Promise<Body> {
-    const declared = Number(req.headers['content-length'] ?? '0');
     const max = this.bodyMaxBytes;
     return new Promise<Body>((resolve, reject) => {
       const chunks: Buffer[] = [];
       let sizeBytes = 0;
-      let tooLarge = Number.isFinite(declared) && declared > max;
+      let settled = false;
+      const settle = (body: Body): void => {
+        settled = true;
+        resolve(body);
+      };
       req.on('data', (chunk: Buffer) => {
+        if (settled) return;
         sizeBytes += chunk.length;
-        if (sizeBytes > max) tooLarge = true;
-        if (tooLarge) {
+        if (sizeBytes > max) {
           chunks.length = 0;
-          if (sizeBytes > max + API_BODY_DRAIN_MAX_BYTES) {
-            req.destroy();
-            resolve({ kind: 'too-large' });
-          }
+          settle({ kind: 'too-large' });
           return;
         }
         chunks.push(chunk);
       });
-      req.on('end', () =>
-        resolve(tooLarge ? { kind: 'too-large' } : { kind: 'bytes', bytes: Buffer.concat(chunks) }),
-      );
-      req.on('error', reject);
+      req.on('end', () => {
+        if (!settled) settle({ kind: 'bytes', bytes: Buffer.concat(chunks) });
+      });
+      req.on('error', (err) => {
+        if (!settled) reject(err);
+      });
       req.on('close', () => {
-        if (!req.complete)
+        if (!settled && !req.complete)
           reject(apiError(ApiErrorCode.BadRequest, 'the client went away mid-request'));
       });
     });

@@ -12,6 +12,11 @@ export interface AsdProbeClient {
     usedBytes: number;
     freeBytes: number;
     objectCount: number;
+    /**
+     * The file system the ASD's directory is on (its node id and device), so that ASDs
+     * sharing one count its space once. Not reported by the ASD yet (see capacity.ts).
+     */
+    filesystemId?: string;
   }>;
   health(options: { deadlineMs?: number }): Promise<{ status: string; reason: string }>;
   close(): void;
@@ -87,6 +92,9 @@ export class AsdProbe {
       usedBytes: stats.value.usedBytes,
       freeBytes: stats.value.freeBytes,
       objectCount: stats.value.objectCount,
+      ...(stats.value.filesystemId === undefined || stats.value.filesystemId === ''
+        ? {}
+        : { filesystemId: stats.value.filesystemId.slice(0, 1024) }),
     };
   }
 

@@ -6,16 +6,44 @@ export const API_DEFAULT_PORT = 8080;
 /** Largest request body accepted (bytes); past it the answer is 413 API_BODY_TOO_LARGE. */
 export const API_BODY_MAX_BYTES = 1024 * 1024;
 /**
- * After a body grew past API_BODY_MAX_BYTES, up to this many more bytes are read and dropped
- * so the client can read its 413; a client that sends more has its connection cut.
+ * After an answer that closes the connection (a body past API_BODY_MAX_BYTES, malformed
+ * HTTP), up to this many more bytes are read and dropped while the answer is delivered; a
+ * client that sends more has its connection cut.
  */
 export const API_BODY_DRAIN_MAX_BYTES = 16 * 1024 * 1024;
 /** Longest time to receive a whole request, headers and body (Node's requestTimeout), ms. */
 export const API_REQUEST_RECEIVE_TIMEOUT_MS = 60_000;
-/** Longest time to receive the request headers, ms. */
-export const API_HEADERS_TIMEOUT_MS = 20_000;
-/** TCP connections served at once; more are refused by the server (server.maxConnections). */
+/**
+ * Longest time from a connection's start (or a request's first byte) to the end of its
+ * headers (Node's headersTimeout), ms. A real client sends its headers in one packet; a
+ * connection that has not within this is answered 408 and closed.
+ */
+export const API_HEADERS_TIMEOUT_MS = 5_000;
+/**
+ * How often the server looks for connections past their headers or request deadline
+ * (Node's connectionsCheckingInterval; its default, 30 s, would let a stalled connection
+ * live up to 35 s), ms.
+ */
+export const API_CONNECTIONS_CHECK_INTERVAL_MS = 1_000;
+/** An idle keep-alive connection is closed after this, ms (Node's keepAliveTimeout). */
+export const API_KEEP_ALIVE_TIMEOUT_MS = 5_000;
+/**
+ * TCP connections held at once. At the cap a new connection evicts the oldest one that is
+ * not serving a request (see connection-guard.ts); if every one is, it is refused.
+ */
 export const API_CONNECTIONS_MAX = 512;
+/**
+ * TCP connections held at once by one remote address: one client cannot take every slot.
+ * Past it the client's own oldest connection that is not serving a request goes. Behind a
+ * reverse proxy every client is the proxy: raise it (`--connections-per-client`).
+ */
+export const API_CONNECTIONS_PER_CLIENT_MAX = 64;
+/**
+ * After an answer that closes the connection (413, 408, 400 for malformed HTTP), what the
+ * client still sends is read and dropped for up to this long before the connection is cut,
+ * so that the answer reaches it rather than a reset, ms.
+ */
+export const API_CLOSE_LINGER_MS = 2_000;
 /** Requests being handled at once; past it the answer is 503 API_BUSY (Retry-After). */
 export const API_REQUESTS_IN_FLIGHT_MAX = 256;
 /** Seconds a 503 API_BUSY asks the client to wait (Retry-After). */

@@ -14,10 +14,14 @@ export const ApiErrorCode = {
   RouteNotFound: 'API_ROUTE_NOT_FOUND',
   /** No operation with this id (never started, or dropped from the bounded list). */
   OperationNotFound: 'API_OPERATION_NOT_FOUND',
+  /** The request (its headers, or all of it) did not arrive within its deadline. */
+  RequestTimeout: 'API_REQUEST_TIMEOUT',
   /** The path exists, not with this method (the Allow header lists those it has). */
   MethodNotAllowed: 'API_METHOD_NOT_ALLOWED',
   /** The request body is larger than API_BODY_MAX_BYTES. */
   BodyTooLarge: 'API_BODY_TOO_LARGE',
+  /** The request headers are larger than Node's limit (16 KiB). */
+  HeadersTooLarge: 'API_HEADERS_TOO_LARGE',
   /** A request body that is not application/json. */
   UnsupportedMediaType: 'API_UNSUPPORTED_MEDIA_TYPE',
   /** A bug in the API (an answer that fails its own schema, an unexpected exception). */

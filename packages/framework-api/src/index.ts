@@ -6,6 +6,7 @@ export {
 } from './api-client.js';
 export { ApiDaemon, type ApiDaemonOptions } from './api-daemon.js';
 export type { AsdClientFactory, AsdProbeClient } from './asd-probe.js';
+export { ApiWarningCode } from './capacity.js';
 export * from './constants.js';
 export { ERROR_STATUS, httpStatusOf, UNLISTED_ERROR_STATUS } from './error-table.js';
 export { ApiErrorCode, apiError } from './errors.js';

@@ -131,6 +131,23 @@ export const s = {
       ...(options.open === true ? {} : { additionalProperties: false as const }),
     };
   },
+  /**
+   * `base` with more optional fields, for an answer that is a resource plus something about
+   * it: fields added to `base` later are in it too.
+   */
+  extend<P extends Properties, R extends string, Opt extends Properties>(
+    base: ObjectSchema<P, R>,
+    optional: Opt,
+    options: { description?: string } = {},
+  ): ObjectSchema<P & Opt, R> {
+    return {
+      type: 'object',
+      ...(options.description === undefined ? {} : { description: options.description }),
+      properties: { ...base.properties, ...optional },
+      required: [...base.required],
+      ...(base.additionalProperties === false ? { additionalProperties: false as const } : {}),
+    };
+  },
   anyOf<const A extends readonly Schema[]>(alternatives: A, description?: string): AnyOfSchema<A> {
     return { ...(description === undefined ? {} : { description }), anyOf: alternatives };
   },

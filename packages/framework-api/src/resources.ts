@@ -17,6 +17,13 @@ import {
 } from './api-views.js';
 import type { AsdProbe } from './asd-probe.js';
 import { mapBounded } from './bounded-map.js';
+import {
+  ApiWarningCode,
+  type BackendCapacity,
+  backendCapacity,
+  overcommitRatio,
+  thinProvisioningWarnings,
+} from './capacity.js';
 import { API_PROBE_CONCURRENCY, API_PROBE_DEADLINE_MS, API_TEXT_MAX_CHARS } from './constants.js';
 import { ApiErrorCode, apiError } from './errors.js';
 import type { OperationStore } from './operations.js';
@@ -35,7 +42,9 @@ import type {
   Stats,
   StorageRouter,
   Vdisk,
+  VdiskChange,
   Vpool,
+  Warning,
 } from './schemas.js';
 import type { VolumedriverPool } from './volumedriver-pool.js';
 
@@ -204,8 +213,11 @@ export class ApiResources {
       .sort((a, b) => a.name.localeCompare(b.name));
   }
 
-  /** Without a vpool: the only vPool, or API_VPOOL_REQUIRED. Owned by the answering node. */
-  async createVdisk(body: CreateVdiskBody): Promise<Vdisk> {
+  /**
+   * Without a vpool: the only vPool, or API_VPOOL_REQUIRED. Owned by the answering node.
+   * Thin: it may provision more than the backend has free; the answer's warnings say so.
+   */
+  async createVdisk(body: CreateVdiskBody): Promise<VdiskChange> {
     let vpoolName = body.vpool;
     if (vpoolName === undefined) {
       const vpools = await this.listVpools();
@@ -226,18 +238,69 @@ export class ApiResources {
       (c) => c.createVdisk({ name: body.name, vpoolName: vpool, sizeBytes: body.sizeBytes }),
       { mutation: true },
     );
-    return vdiskView(info);
+    return this.withWarnings(vdiskView(info));
   }
 
   async getVdisk(name: string): Promise<Vdisk> {
     return vdiskView(await this.pool.onOwner(name, (c) => c.vdiskInfo(name)));
   }
 
-  async resizeVdisk(name: string, body: ResizeVdiskBody): Promise<Vdisk> {
+  async resizeVdisk(name: string, body: ResizeVdiskBody): Promise<VdiskChange> {
     const info = await this.pool.onOwner(name, (c) =>
       c.resizeVdisk(name, body.sizeBytes, { force: body.force ?? false }),
     );
-    return vdiskView(info);
+    return this.withWarnings(vdiskView(info));
+  }
+
+  /** The vDisk with what to know about thin provisioning now that it exists at its size. */
+  private async withWarnings(vdisk: Vdisk): Promise<VdiskChange> {
+    const warnings = await this.thinProvisioningWarnings();
+    return warnings.length === 0 ? vdisk : { ...vdisk, warnings };
+  }
+
+  /**
+   * Never fails the request that made the change (it is done): a failed check is itself a
+   * warning.
+   */
+  private async thinProvisioningWarnings(): Promise<Warning[]> {
+    try {
+      const { provisionedBytes, vdiskCount, backend } = await this.capacity();
+      return thinProvisioningWarnings(provisionedBytes, vdiskCount, backend);
+    } catch (err) {
+      return [
+        {
+          code: ApiWarningCode.CapacityUnknown,
+          message: `thin provisioning could not be checked: ${detailOf(err)}`.slice(
+            0,
+            API_TEXT_MAX_CHARS,
+          ),
+        },
+      ];
+    }
+  }
+
+  /**
+   * The sum of every vDisk's size (one list call: the registry knows every size, open or
+   * not) and the backend's capacity (one probe of each ASD), for warnings and metrics.
+   */
+  async capacity(): Promise<{
+    provisionedBytes: number;
+    vdiskCount: number;
+    backend: BackendCapacity;
+    overcommitRatio: number | undefined;
+  }> {
+    const [vdisks, asds] = await Promise.all([
+      this.pool.ask('list vDisks', (c) => c.listVdisks()),
+      this.asds.probeAll(),
+    ]);
+    const provisionedBytes = vdisks.reduce((sum, v) => sum + v.sizeBytes, 0);
+    const backend = backendCapacity(asds);
+    return {
+      provisionedBytes,
+      vdiskCount: vdisks.length,
+      backend,
+      overcommitRatio: overcommitRatio(provisionedBytes, backend),
+    };
   }
 
   /**
@@ -409,7 +472,10 @@ export class ApiResources {
 
   // ------------------------------------------------------------------ stats
 
-  /** Per vDisk its owner's stats; totals over them; backend capacity over the active ASDs. */
+  /**
+   * Per vDisk its owner's stats; totals over them, with the over-commit ratio; backend
+   * capacity over the active ASDs, once per file system.
+   */
   async stats(): Promise<Stats> {
     const [vdisks, asds] = await Promise.all([this.listVdisks(), this.asds.probeAll()]);
     const entries = vdisks.map((v) => ({
@@ -421,24 +487,20 @@ export class ApiResources {
       ...(v.stats === undefined ? {} : { stats: v.stats }),
     }));
     const sum = (values: readonly number[]): number => values.reduce((a, b) => a + b, 0);
-    const active = asds.filter((asd) => asd.state === 'active');
-    const reachable = active.filter((asd) => asd.capacityBytes !== undefined);
+    const provisionedBytes = sum(vdisks.map((v) => v.sizeBytes));
+    const backend = backendCapacity(asds);
+    const ratio = overcommitRatio(provisionedBytes, backend);
     return {
       vdisks: entries,
       totals: {
         vdiskCount: vdisks.length,
         vdisksOpen: vdisks.filter((v) => v.stats !== undefined).length,
-        provisionedBytes: sum(vdisks.map((v) => v.sizeBytes)),
+        provisionedBytes,
         writeBufferDirtyBytes: sum(vdisks.map((v) => v.stats?.writeBufferDirtyBytes ?? 0)),
         uploadBacklogObjects: sum(vdisks.map((v) => v.stats?.uploadBacklogObjects ?? 0)),
+        ...(ratio === undefined ? {} : { overcommitRatio: ratio }),
       },
-      backend: {
-        asdCount: active.length,
-        asdsReachable: reachable.length,
-        capacityBytes: sum(reachable.map((asd) => asd.capacityBytes ?? 0)),
-        usedBytes: sum(reachable.map((asd) => asd.usedBytes ?? 0)),
-        freeBytes: sum(reachable.map((asd) => asd.freeBytes ?? 0)),
-      },
+      backend,
     };
   }
 }

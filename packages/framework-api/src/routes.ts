@@ -38,6 +38,7 @@ import {
   StatsSchema,
   StorageRouterListSchema,
   SyncBodySchema,
+  VdiskChangeSchema,
   VdiskListSchema,
   VdiskSchema,
   VpoolListSchema,
@@ -277,10 +278,11 @@ export const ROUTES: readonly Route[] = [
     path: '/api/v1/vdisks',
     operationId: 'createVdisk',
     tag: 'vdisks',
-    summary: 'Create a vDisk (vpool defaults to the only vPool when there is exactly one)',
+    summary:
+      'Create a thin vDisk (vpool defaults to the only vPool when there is exactly one); warnings say when the vDisks provision more than the backend has free',
     body: CreateVdiskBodySchema,
     status: 201,
-    response: VdiskSchema,
+    response: VdiskChangeSchema,
     responseHeaders: ['Location'],
   }).handle(async ({ resources }, { body }) => {
     const vdisk = await resources.createVdisk(body);
@@ -314,11 +316,12 @@ export const ROUTES: readonly Route[] = [
     path: '/api/v1/vdisks/{name}/resize',
     operationId: 'resizeVdisk',
     tag: 'vdisks',
-    summary: 'Grow a vDisk (shrinking needs force: the tail is discarded)',
+    summary:
+      'Grow a vDisk (shrinking needs force: the tail is discarded); warnings as for a create',
     params: { name: nameParam },
     body: ResizeVdiskBodySchema,
     status: 200,
-    response: VdiskSchema,
+    response: VdiskChangeSchema,
   }).handle(async ({ resources }, { params, body }) =>
     ok(await resources.resizeVdisk(params.name, body)),
   ),

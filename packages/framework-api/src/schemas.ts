@@ -60,6 +60,18 @@ export const ErrorSchema = s.object(
   { description: 'Every error answer' },
 );
 
+export const WarningSchema = s.object(
+  {
+    code: s.string({
+      pattern: '^API_[A-Z0-9_]+$',
+      description: 'stable: API_THIN_OVERCOMMITTED, API_CAPACITY_UNKNOWN',
+    }),
+    message: text,
+  },
+  {},
+  { description: 'Something to know about an answer that succeeded' },
+);
+
 export const HealthSchema = s.object({
   status: s.string({ enum: ['ok', 'degraded'] }),
   components: s.array(s.object({ name: label, ok: s.boolean(), detail: text }), {
@@ -177,6 +189,18 @@ export const VdiskSchema = s.object(
 );
 
 export const VdiskListSchema = s.object({ vdisks: s.array(VdiskSchema) });
+
+/** The answer to a create or a resize: the vDisk, and what to know about thin provisioning. */
+export const VdiskChangeSchema = s.extend(
+  VdiskSchema,
+  {
+    warnings: s.array(WarningSchema, {
+      description:
+        'API_THIN_OVERCOMMITTED: the vDisks now provision more than the backend has free; API_CAPACITY_UNKNOWN: that could not be checked. Absent: nothing to say',
+    }),
+  },
+  { description: 'A vDisk just created or resized' },
+);
 
 export const CreateVdiskBodySchema = s.object(
   {
@@ -304,6 +328,11 @@ export const AsdSchema = s.object(
     usedBytes: bytes(),
     freeBytes: bytes(),
     objectCount: count(),
+    filesystemId: s.string({
+      minLength: 1,
+      maxLength: 1024,
+      description: 'the file system its directory is on, when the ASD reports it',
+    }),
   },
 );
 
@@ -330,19 +359,29 @@ export const StatsSchema = s.object({
       { stats: VdiskStatsSchema },
     ),
   ),
-  totals: s.object({
-    vdiskCount: count(),
-    vdisksOpen: count('vDisks whose owner answered with stats'),
-    provisionedBytes: bytes('sum of vDisk sizes'),
-    writeBufferDirtyBytes: bytes(),
-    uploadBacklogObjects: count(),
-  }),
+  totals: s.object(
+    {
+      vdiskCount: count(),
+      vdisksOpen: count('vDisks whose owner answered with stats'),
+      provisionedBytes: bytes('sum of vDisk sizes'),
+      writeBufferDirtyBytes: bytes(),
+      uploadBacklogObjects: count(),
+    },
+    {
+      overcommitRatio: s.number({
+        minimum: 0,
+        description:
+          'provisionedBytes / backend.freeBytes (above 1: over-committed); absent when nothing is free or no ASD answered',
+      }),
+    },
+  ),
   backend: s.object({
     asdCount: count('active OSDs of every backend'),
     asdsReachable: count(),
-    capacityBytes: bytes('summed over the reachable active ASDs'),
+    filesystemCount: count('file systems of the reachable ASDs, each counted once'),
+    capacityBytes: bytes('over the reachable active ASDs, once per file system'),
     usedBytes: bytes(),
-    freeBytes: bytes(),
+    freeBytes: bytes('over the reachable active ASDs, once per file system'),
   }),
 });
 
@@ -359,6 +398,8 @@ export const NAMED_SCHEMAS: Readonly<Record<string, Schema>> = {
   VdiskParent: VdiskParentSchema,
   Vdisk: VdiskSchema,
   VdiskList: VdiskListSchema,
+  Warning: WarningSchema,
+  VdiskChange: VdiskChangeSchema,
   CreateVdisk: CreateVdiskBodySchema,
   ResizeVdisk: ResizeVdiskBodySchema,
   CreateSnapshot: CreateSnapshotBodySchema,
@@ -387,6 +428,8 @@ export type CreateVpoolBody = Infer<typeof CreateVpoolBodySchema>;
 export type Snapshot = Infer<typeof SnapshotSchema>;
 export type VdiskStats = Infer<typeof VdiskStatsSchema>;
 export type Vdisk = Infer<typeof VdiskSchema>;
+export type Warning = Infer<typeof WarningSchema>;
+export type VdiskChange = Infer<typeof VdiskChangeSchema>;
 export type CreateVdiskBody = Infer<typeof CreateVdiskBodySchema>;
 export type ResizeVdiskBody = Infer<typeof ResizeVdiskBodySchema>;
 export type CloneBody = Infer<typeof CloneBodySchema>;

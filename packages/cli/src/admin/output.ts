@@ -36,6 +36,12 @@ export async function runVerb(work: () => Promise<number>): Promise<number> {
   }
 }
 
+/** Warnings of an answer that succeeded (thin over-commitment, ...): on stderr, one a line. */
+export function printWarnings(warnings: readonly { code: string; message: string }[] = []): void {
+  for (const warning of warnings)
+    process.stderr.write(`shale: warning: ${warning.code}: ${warning.message}\n`);
+}
+
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }

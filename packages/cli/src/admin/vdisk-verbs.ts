@@ -7,6 +7,7 @@ import {
   printFields,
   printJson,
   printTable,
+  printWarnings,
   runVerb,
   size,
   time,
@@ -167,6 +168,7 @@ const create: Command = {
         sizeBytes,
         ...(typeof values.vpool === 'string' ? { vpool: values.vpool } : {}),
       });
+      printWarnings(vdisk.warnings);
       if (asJson(values)) printJson(vdisk);
       else
         process.stdout.write(
@@ -227,6 +229,7 @@ const resize: Command = {
         sizeBytes,
         ...(values.force === true ? { force: true } : {}),
       });
+      printWarnings(vdisk.warnings);
       if (asJson(values)) printJson(vdisk);
       else process.stdout.write(`vDisk ${vdisk.name} is now ${size(vdisk.sizeBytes)}\n`);
       return EXIT_OK;
@@ -361,6 +364,18 @@ export const rollbackCommand: Command = {
     }),
 };
 
+/** Provisioned against free: the over-commit ratio, or why there is none. */
+function thinLine(
+  provisionedBytes: number,
+  backend: { asdsReachable: number; freeBytes: number },
+  ratio: number | undefined,
+): string {
+  const head = `${size(provisionedBytes)} provisioned, ${size(backend.freeBytes)} free`;
+  if (backend.asdsReachable === 0) return `${head}: over-commitment unknown (no ASD answered)`;
+  if (ratio === undefined) return `${head}: nothing free`;
+  return `${head}: ${ratio.toFixed(2)} x${ratio > 1 ? ' (OVER-COMMITTED: writes fail once the backend is full)' : ''}`;
+}
+
 export const statusCommand: Command = {
   name: 'status',
   summary: 'health of every component, capacity and upload backlog (exit 1 when degraded)',
@@ -410,8 +425,9 @@ export const statusCommand: Command = {
         ],
         [
           'capacity',
-          `${size(backend.usedBytes)} used of ${size(backend.capacityBytes)} (${size(backend.freeBytes)} free) on ${backend.asdsReachable}/${backend.asdCount} ASDs`,
+          `${size(backend.usedBytes)} used of ${size(backend.capacityBytes)} (${size(backend.freeBytes)} free) on ${backend.asdsReachable}/${backend.asdCount} ASDs, ${backend.filesystemCount} file systems`,
         ],
+        ['thin provisioning', thinLine(totals.provisionedBytes, backend, totals.overcommitRatio)],
         [
           'upload backlog',
           `${totals.uploadBacklogObjects} objects, ${size(totals.writeBufferDirtyBytes)} in write buffers`,

@@ -1,4 +1,9 @@
-import { API_DEFAULT_PORT, ApiDaemon } from '@shale/framework-api';
+import {
+  API_CONNECTIONS_MAX,
+  API_CONNECTIONS_PER_CLIENT_MAX,
+  API_DEFAULT_PORT,
+  ApiDaemon,
+} from '@shale/framework-api';
 import {
   type Command,
   EXIT_OK,
@@ -32,7 +37,7 @@ const serve: Command = {
   name: 'serve',
   summary: 'run the framework API: REST (JSON, bearer token, OpenAPI) over the cluster',
   usage:
-    'shale api serve (--kv etcd://HOST:PORT,...|kv://HOST:PORT | --kv-dir DIR) --volumedriver HOST:PORT[,HOST:PORT...] --token-file FILE [--port 8080] [--host 127.0.0.1]',
+    'shale api serve (--kv etcd://HOST:PORT,...|kv://HOST:PORT | --kv-dir DIR) --volumedriver HOST:PORT[,HOST:PORT...] --token-file FILE [--port 8080] [--host 127.0.0.1] [--connections-per-client N]',
   options: {
     ...KV_OPTIONS,
     volumedriver: {
@@ -59,6 +64,12 @@ const serve: Command = {
       description: 'address to listen on',
       default: '127.0.0.1',
     },
+    'connections-per-client': {
+      type: 'string',
+      valueName: 'N',
+      description: `TCP connections one remote address may hold, 1..${API_CONNECTIONS_MAX} (behind a reverse proxy every client is the proxy: raise it)`,
+      default: String(API_CONNECTIONS_PER_CLIENT_MAX),
+    },
   },
   details: [
     'Prints {"event":"listening","service":"api",...} on stdout when ready. Every route but',
@@ -70,6 +81,17 @@ const serve: Command = {
     const volumedrivers = volumedriverAddresses(values);
     const tokenFile = requireString(values, 'token-file');
     const port = parsePort(optionalString(values, 'port') ?? String(API_DEFAULT_PORT), 'port');
+    const perClient = optionalString(values, 'connections-per-client') ?? '';
+    const connectionsPerClientMax = Number(perClient);
+    if (
+      !/^\d+$/.test(perClient) ||
+      connectionsPerClientMax < 1 ||
+      connectionsPerClientMax > API_CONNECTIONS_MAX
+    ) {
+      throw new UsageError(
+        `--connections-per-client must be a whole number 1..${API_CONNECTIONS_MAX}, not "${perClient}"`,
+      );
+    }
     const kv = await openKv(values);
     try {
       const daemon = await ApiDaemon.start({
@@ -78,6 +100,7 @@ const serve: Command = {
         tokenFile,
         host: optionalString(values, 'host') ?? '127.0.0.1',
         port,
+        connectionsPerClientMax,
       });
       process.stdout.write(
         `${JSON.stringify({ event: 'listening', service: 'api', address: daemon.host, port: daemon.port, tokenFile: daemon.tokenFile })}\n`,
