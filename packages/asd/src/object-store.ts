@@ -1,3 +1,4 @@
+import nodeFs from 'node:fs/promises';
 import path from 'node:path';
 import { assert, crc32c, errorMessage, ShaleError, systemErrorCode } from '@shale/common';
 import { ClassicLevel } from 'classic-level';
@@ -99,6 +100,8 @@ export interface AsdStats {
   readonly objectCount: number;
   readonly reserveBytes: number;
   readonly createdAtMs: number;
+  /** `dev-<device>` of the directory's file system; '' when --capacity-bytes caps this ASD. */
+  readonly filesystemId: string;
 }
 
 interface PendingPut {
@@ -158,6 +161,7 @@ export class AsdStore {
   private readonly capacityLimitBytes: number | undefined;
   private readonly reserveBytes: number;
   private fsTotalBytes: number;
+  private readonly filesystemId: string;
 
   private objectCount: number;
   private usedBytes: number;
@@ -188,6 +192,7 @@ export class AsdStore {
     db: ClassicLevel<Buffer, Buffer>;
     disk: Disk;
     fsTotalBytes: number;
+    filesystemId: string;
     stats: { objectCount: number; usedBytes: number };
     fileIdHigh: number;
   }) {
@@ -198,6 +203,7 @@ export class AsdStore {
     this.log = init.options.log ?? ((line) => process.stderr.write(`${line}\n`));
     this.capacityLimitBytes = init.options.capacityBytes;
     this.fsTotalBytes = init.fsTotalBytes;
+    this.filesystemId = init.options.capacityBytes === undefined ? init.filesystemId : '';
     this.reserveBytes =
       init.options.reserveBytes ??
       Math.min(
@@ -268,6 +274,7 @@ export class AsdStore {
         db,
         disk,
         fsTotalBytes: fs.totalBytes,
+        filesystemId: `dev-${(await nodeFs.stat(dir)).dev}`,
         stats,
         fileIdHigh,
       });
@@ -801,6 +808,7 @@ export class AsdStore {
       objectCount: this.objectCount,
       reserveBytes: this.reserveBytes,
       createdAtMs: this.identity.createdAtMs,
+      filesystemId: this.filesystemId,
     };
   }
 

@@ -70,6 +70,7 @@ export interface WireStatsResponse {
   reserveBytes: number;
   createdAtMs: number;
   version: string;
+  filesystemId: string;
 }
 export interface WireHealthResponse {
   status: string;
