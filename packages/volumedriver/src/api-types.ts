@@ -71,6 +71,25 @@ export interface VdiskStats {
    */
   readonly dataAtRiskBytes: number;
   readonly dataAtRiskAgeMs: number;
+  /** The bound on dataAtRiskAgeMs this volumedriver keeps (when the backend keeps up). */
+  readonly dataAtRiskBoundMs: number;
+  /** Why the last upload failed (retried with backoff); empty when uploads go through. */
+  readonly uploadError: string;
+  /** Why the write lane stopped (a disk error: writes fail until reopened); empty: fine. */
+  readonly writeLaneError: string;
+}
+
+/** A volumedriver's write buffer file system, as Health reports it. */
+export interface WriteBufferSpaceStatus {
+  readonly totalBytes: number;
+  readonly availableBytes: number;
+  readonly reserveBytes: number;
+  /** The reserve file is in place (false: it could not be made again: the disk is full). */
+  readonly reserveHeld: boolean;
+  /** Writes are being refused for lack of space. */
+  readonly low: boolean;
+  /** Writes refused for lack of space since start. */
+  readonly refusedWrites: number;
 }
 
 /**

@@ -102,3 +102,14 @@ export const REGISTRY_LIST_PAGE_KEYS = 1000;
 export const CHECKPOINT_MAX_TLOGS = 256;
 /** A clean close waits this long for the last uploads (then leaves them for the next open). */
 export const VOLUME_CLOSE_UPLOAD_WAIT_MS = 30_000;
+/**
+ * The write buffer's reserve: a file of this size, released before vDisks open (so LevelDB
+ * and the state files open on a full file system) and made again once there is room.
+ */
+export const WRITE_BUFFER_RESERVE_BYTES = 64 * MiB;
+/** Writes are refused (VD_NO_SPACE, before anything is written) below this much free space. */
+export const WRITE_BUFFER_MARGIN_BYTES = 32 * MiB;
+/** How often the write buffer's free space is read (statfs, off the lane). */
+export const WRITE_BUFFER_SPACE_REFRESH_MS = 250;
+/** Uploaded SCOs cached in the write buffer are dropped when free space is under this many margins. */
+export const WRITE_BUFFER_CACHE_EVICT_MARGINS = 4;

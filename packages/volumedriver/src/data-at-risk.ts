@@ -109,6 +109,10 @@ export class DataAtRisk {
     this.afterDrop();
   }
 
+  get boundMs(): number {
+    return this.options.maxMs;
+  }
+
   get bytes(): number {
     let total = 0;
     for (const risk of this.byTlog.values()) total += risk.bytes;

@@ -22,6 +22,7 @@ import type {
   VdiskState,
   VdiskStats,
   VpoolInfo,
+  WriteBufferSpaceStatus,
 } from './api-types.js';
 import { VdErrorCode, vdError } from './errors.js';
 import { IO_REQUEST_MAX_BYTES } from './service-constants.js';
@@ -171,6 +172,7 @@ export interface ProtoHealthReply {
   nodeId: string;
   vdisksOpen: number;
   vdisksFailed: number;
+  writeBuffer: WriteBufferSpaceStatus | null;
 }
 
 const VDISK_STATES: readonly VdiskState[] = [
@@ -238,6 +240,9 @@ function statsCopy(stats: VdiskStats): VdiskStats {
     tlogCount: stats.tlogCount,
     dataAtRiskBytes: stats.dataAtRiskBytes,
     dataAtRiskAgeMs: stats.dataAtRiskAgeMs,
+    dataAtRiskBoundMs: stats.dataAtRiskBoundMs,
+    uploadError: stats.uploadError,
+    writeLaneError: stats.writeLaneError,
   };
 }
 

@@ -46,6 +46,11 @@ import {
 import type { VolumeBackend } from './volume-backend.js';
 import { registerVolumeMetrics } from './volume-metrics.js';
 import { type SnapshotRecord, STATE_FORMAT, type VolumeConfig } from './volume-state.js';
+import {
+  type SpaceStatus,
+  WriteBufferSpace,
+  type WriteBufferSpaceOptions,
+} from './write-buffer-space.js';
 
 /**
  * The volumedriver's vDisks: the registry (vdisk-registry.ts), the volumes open on this
@@ -90,6 +95,11 @@ export interface VolumeManagerOptions {
   readonly dataAtRiskMaxMs?: number;
   /** How often vDisks that failed to open are tried again; default OPEN_RETRY_MS. */
   readonly openRetryMs?: number;
+  /** The write buffer's reserve file and free-space margin (write-buffer-space.ts). */
+  readonly writeBufferReserveBytes?: number;
+  readonly writeBufferMarginBytes?: number;
+  /** The file-system seam of the space guard (tests: a disk that fills up on demand). */
+  readonly writeBufferStatfs?: WriteBufferSpaceOptions['statfs'];
 }
 
 interface FailedOpen {
@@ -113,6 +123,7 @@ export class VolumeManager implements VolumeManagerApi {
   private readonly locks = new AdminLocks();
   private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  private readonly space: WriteBufferSpace;
 
   private constructor(options: VolumeManagerOptions) {
     this.registry = new VdiskRegistry(options.kv);
@@ -123,6 +134,20 @@ export class VolumeManager implements VolumeManagerApi {
     this.tlogScos = options.tlogScos ?? TLOG_SCOS_PER_TLOG;
     this.dataAtRiskMaxMs = options.dataAtRiskMaxMs ?? DATA_AT_RISK_MAX_MS;
     this.openRetryMs = options.openRetryMs ?? OPEN_RETRY_MS;
+    this.space = new WriteBufferSpace({
+      dir: options.dir,
+      log: this.log,
+      onLow: () => {
+        for (const volume of this.volumes.values()) void volume.dropCachedScos();
+      },
+      ...(options.writeBufferReserveBytes === undefined
+        ? {}
+        : { reserveBytes: options.writeBufferReserveBytes }),
+      ...(options.writeBufferMarginBytes === undefined
+        ? {}
+        : { marginBytes: options.writeBufferMarginBytes }),
+      ...(options.writeBufferStatfs === undefined ? {} : { statfs: options.writeBufferStatfs }),
+    });
   }
 
   /**
@@ -140,10 +165,13 @@ export class VolumeManager implements VolumeManagerApi {
       );
     }
     await fs.mkdir(path.join(options.dir, 'vdisks'), { recursive: true });
+    // The reserve makes room for the metadata of a write buffer that filled its disk.
+    await manager.space.releaseReserve();
     for (const record of await manager.registry.records()) {
       if (record.ownerNodeId !== options.nodeId) continue;
       await manager.openOwned(record);
     }
+    await manager.space.restoreReserve();
     manager.scheduleRetry();
     return manager;
   }
@@ -152,8 +180,14 @@ export class VolumeManager implements VolumeManagerApi {
     this.closed = true;
     clearTimeout(this.retryTimer);
     await this.locks.drain();
-    for (const volume of this.volumes.values()) await volume.close();
+    await Promise.all([...this.volumes.values()].map((volume) => volume.close()));
     this.volumes.clear();
+    await this.space.close();
+  }
+
+  /** The write buffer's file system: free space, the reserve, whether writes are refused. */
+  spaceStatus(): SpaceStatus {
+    return this.space.status();
   }
 
   get openVdiskCount(): number {
@@ -180,6 +214,7 @@ export class VolumeManager implements VolumeManagerApi {
       backend: this.backend,
       log: this.log,
       dataAtRiskMaxMs: this.dataAtRiskMaxMs,
+      space: this.space,
       onDataAtRisk: (marker) => this.reportAtRisk(record, marker),
       ...(this.observeLatency === undefined ? {} : { observeLatency: this.observeLatency }),
     };
@@ -233,8 +268,23 @@ export class VolumeManager implements VolumeManagerApi {
     this.retryTimer.unref();
   }
 
-  /** Tries again every vDisk that failed to open (also on a timer). */
+  /**
+   * Tries again every vDisk that failed to open, and reopens the ones whose write lane
+   * stopped for lack of space once there is space again (also on a timer).
+   */
   async retryFailedOpens(): Promise<void> {
+    for (const [name, volume] of [...this.volumes]) {
+      if (volume.laneFailureCode !== VdErrorCode.NoSpace || this.space.status().low) continue;
+      const current = await this.registry.byName(name).catch(() => undefined);
+      if (current === undefined) continue;
+      await this.locks.with(current.record.id, async () => {
+        if (this.volumes.get(name) !== volume) return;
+        this.log(`vDisk ${name}: space is back; reopening it to recover its write lane`);
+        this.volumes.delete(name);
+        await volume.closeFiles();
+        await this.openOwned(current.record);
+      });
+    }
     for (const { record } of [...this.failed.values()]) {
       if (this.closed) return;
       await this.locks.with(record.id, async () => {

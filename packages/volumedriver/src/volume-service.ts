@@ -15,6 +15,7 @@ import type {
   VolumeIo,
   VolumeManagerApi,
   VpoolInfo,
+  WriteBufferSpaceStatus,
 } from './api-types.js';
 import { VdErrorCode, vdError } from './errors.js';
 import {
@@ -96,6 +97,8 @@ export interface VolumeHealth {
   readonly vdisksOpen: number;
   /** vDisks owned there that could not be opened (state 'failed'; retried). */
   readonly vdisksFailed: number;
+  /** The write buffer's file system (absent from a service that does not say). */
+  readonly writeBuffer?: WriteBufferSpaceStatus;
 }
 
 export interface VolumeServiceOptions {
@@ -110,6 +113,8 @@ export interface VolumeServiceOptions {
   readonly vdisksOpen?: () => Promise<number>;
   /** How many vDisks owned here could not be opened. Default: the listed ones in state 'failed'. */
   readonly vdisksFailed?: () => Promise<number>;
+  /** The write buffer's space, for Health (absent: not reported). */
+  readonly writeBufferSpace?: () => WriteBufferSpaceStatus;
 }
 
 /** Binds a VolumeManagerApi to the VolumeService: decoding and the error table, nothing else. */
@@ -217,6 +222,7 @@ export function createVolumeGrpcServer(
         nodeId: options.nodeId,
         vdisksOpen: await vdisksOpen(),
         vdisksFailed: await vdisksFailed(),
+        writeBuffer: options.writeBufferSpace?.() ?? null,
       }),
     ),
     listStorageRouters: unary(async () => ({
@@ -583,6 +589,7 @@ export class VolumeClient {
       nodeId: reply.nodeId,
       vdisksOpen: reply.vdisksOpen,
       vdisksFailed: reply.vdisksFailed,
+      ...(reply.writeBuffer === null ? {} : { writeBuffer: { ...reply.writeBuffer } }),
     };
   }
 

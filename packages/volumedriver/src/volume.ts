@@ -136,6 +136,8 @@ export interface VolumeOptions {
   readonly onDataAtRisk?: (marker: DataAtRiskMarker | undefined) => Promise<void>;
   /** How long a clean close waits for the last uploads; default VOLUME_CLOSE_UPLOAD_WAIT_MS. */
   readonly closeUploadWaitMs?: number;
+  /** The write buffer's space guard (write-buffer-space.ts): throws VD_NO_SPACE to refuse. */
+  readonly space?: { admit(bytes: number): void };
 }
 
 export type { DataAtRiskMarker } from './data-at-risk.js';
@@ -217,6 +219,7 @@ export class Volume implements VolumeIo {
   private tlogEntriesSinceCheckpoint = 0;
   private readonly risk: DataAtRisk;
   private readonly closeUploadWaitMs: number;
+  private readonly space: VolumeOptions['space'];
   lastUploadError: string | undefined;
 
   private constructor(
@@ -236,6 +239,7 @@ export class Volume implements VolumeIo {
     this.lba = lba;
     this.tlog = tlog;
     this.closeUploadWaitMs = options.closeUploadWaitMs ?? VOLUME_CLOSE_UPLOAD_WAIT_MS;
+    this.space = options.space;
     const maxMs = options.dataAtRiskMaxMs ?? DATA_AT_RISK_MAX_MS;
     assert(
       Number.isFinite(maxMs) && maxMs >= DATA_AT_RISK_MIN_MS,
@@ -634,18 +638,26 @@ export class Volume implements VolumeIo {
         batch.push(this.lane.shift() as LaneItem);
         bytes += size;
       }
+      let started = false;
       try {
         if (this.laneFailure !== undefined) throw this.laneFailure;
         if (this.fencedBy !== undefined) this.checkOpen();
         await this.waitForWriteBuffer();
+        // A full write buffer refuses the batch before anything of it is written.
+        this.space?.admit(bytes);
+        started = true;
         await this.processBatch(batch.map((item) => item.op));
         for (const item of batch) item.resolve();
       } catch (err) {
         const error = err instanceof Error ? err : new Error(String(err));
         // A disk failure mid-batch leaves the SCO or TLog tail unknown: nothing more is
         // acknowledged on this volume until it is reopened (which recovers the tail).
-        if (isShaleError(error, VdErrorCode.IoError) || isShaleError(error, VdErrorCode.NoSpace)) {
+        if (
+          started &&
+          (isShaleError(error, VdErrorCode.IoError) || isShaleError(error, VdErrorCode.NoSpace))
+        ) {
           this.laneFailure = error;
+          this.log(`${this.name}: the write lane stopped: ${error.message}; reopen to recover`);
         }
         for (const item of batch) item.reject(error);
       }
@@ -1659,11 +1671,23 @@ export class Volume implements VolumeIo {
     void this.enqueueUpload({ kind: 'root' });
   }
 
-  private async evictScoCache(): Promise<void> {
+  /** The write buffer is short of space: uploaded SCOs kept as a read cache go first. */
+  async dropCachedScos(): Promise<void> {
+    if (!this.closed) await this.evictScoCache(0);
+  }
+
+  /** The write lane stopped on a disk failure (IO or space); reads still work. */
+  get laneFailureCode(): string | undefined {
+    return this.laneFailure === undefined
+      ? undefined
+      : ((this.laneFailure as { code?: string }).code ?? 'VD_IO_ERROR');
+  }
+
+  private async evictScoCache(limitBytes = this.scoCacheBytes): Promise<void> {
     let cached = 0;
     for (const [n, size] of this.localScos) if (this.uploadedScos.has(n)) cached += size;
     for (const [n, size] of this.localScos) {
-      if (cached <= this.scoCacheBytes) return;
+      if (cached <= limitBytes) return;
       if (!this.uploadedScos.has(n)) continue;
       await this.dropLocalSco(n);
       cached -= size;
@@ -2012,6 +2036,9 @@ export class Volume implements VolumeIo {
       tlogCount: this.state.chain.length + 1,
       dataAtRiskBytes: this.risk.bytes,
       dataAtRiskAgeMs: this.risk.ageMs(),
+      dataAtRiskBoundMs: this.risk.boundMs,
+      uploadError: this.lastUploadError ?? '',
+      writeLaneError: this.laneFailure?.message ?? '',
     };
   }
 

@@ -36,6 +36,11 @@ export interface VolumedriverDaemonOptions {
   readonly advertiseAddress?: string | undefined;
   /** Serve Prometheus /metrics and /health here. */
   readonly metricsPort?: number | undefined;
+  /** The bound on data at risk (default DATA_AT_RISK_MAX_MS). */
+  readonly dataAtRiskMaxMs?: number | undefined;
+  /** The write buffer's reserve file and free-space margin (write-buffer-space.ts). */
+  readonly writeBufferReserveBytes?: number | undefined;
+  readonly writeBufferMarginBytes?: number | undefined;
 }
 
 /** The VolumeService's own counters, as Prometheus counters. */
@@ -95,6 +100,15 @@ export class VolumedriverDaemon {
         dir: options.dir,
         nodeId: options.nodeId,
         metricsRegistry,
+        ...(options.dataAtRiskMaxMs === undefined
+          ? {}
+          : { dataAtRiskMaxMs: options.dataAtRiskMaxMs }),
+        ...(options.writeBufferReserveBytes === undefined
+          ? {}
+          : { writeBufferReserveBytes: options.writeBufferReserveBytes }),
+        ...(options.writeBufferMarginBytes === undefined
+          ? {}
+          : { writeBufferMarginBytes: options.writeBufferMarginBytes }),
       });
     } catch (err) {
       backend.close();
@@ -105,6 +119,7 @@ export class VolumedriverDaemon {
       counters,
       vdisksOpen: async () => manager.openVolumes().length,
       vdisksFailed: async () => manager.failedVdiskCount,
+      writeBufferSpace: () => manager.spaceStatus(),
     });
     let metricsServer: MetricsServer | undefined;
     try {

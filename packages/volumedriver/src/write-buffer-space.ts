@@ -1,0 +1,203 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { errorMessage } from '@shale/common';
+import type { WriteBufferSpaceStatus as SpaceStatus } from './api-types.js';
+import {
+  WRITE_BUFFER_CACHE_EVICT_MARGINS,
+  WRITE_BUFFER_MARGIN_BYTES,
+  WRITE_BUFFER_RESERVE_BYTES,
+  WRITE_BUFFER_SPACE_REFRESH_MS,
+} from './constants.js';
+import { VdErrorCode, vdError } from './errors.js';
+
+/**
+ * The write buffer's file system, kept from filling up so that the volumedriver can always
+ * open its metadata (LevelDB, state files) and drain its backlog:
+ *
+ * - A **reserve**: a file of `reserveBytes` in the write buffer, released before vDisks are
+ *   opened (so a full file system still opens) and made again once they are, when there is
+ *   room. A volumedriver without it says so (status, log).
+ * - A **margin**: writes are refused with VD_NO_SPACE before they start, not half-way, once
+ *   the file system's free space (refreshed every WRITE_BUFFER_SPACE_REFRESH_MS, minus what
+ *   was admitted since) would drop below the margin. Nothing is written; the vDisk stays
+ *   healthy; writes go through again when uploads (or an operator) free space.
+ *
+ *   free ──admit(bytes)──> free - bytes >= margin ? yes: the lane writes : VD_NO_SPACE
+ *     ^                                                                     │
+ *     └────── statfs every WRITE_BUFFER_SPACE_REFRESH_MS (in the background) ┘
+ */
+
+export type { SpaceStatus };
+
+export interface WriteBufferSpaceOptions {
+  readonly dir: string;
+  readonly reserveBytes?: number;
+  readonly marginBytes?: number;
+  readonly log?: (message: string) => void;
+  /**
+   * Asked to free space (drop cached SCOs) when free space is within
+   * WRITE_BUFFER_CACHE_EVICT_MARGINS margins, and on every refusal; cheap to call often.
+   */
+  readonly onLow?: () => void;
+  /** The file-system seam (tests). */
+  readonly statfs?: (dir: string) => Promise<{ totalBytes: number; availableBytes: number }>;
+}
+
+const RESERVE_FILE = 'space-reserve';
+const RESERVE_WRITE_CHUNK_BYTES = 1024 * 1024;
+
+async function nodeStatfs(dir: string): Promise<{ totalBytes: number; availableBytes: number }> {
+  const s = await fs.statfs(dir);
+  return { totalBytes: s.blocks * s.bsize, availableBytes: s.bavail * s.bsize };
+}
+
+export class WriteBufferSpace {
+  readonly reserveBytes: number;
+  readonly marginBytes: number;
+  private readonly dir: string;
+  private readonly log: (message: string) => void;
+  private readonly statfs: NonNullable<WriteBufferSpaceOptions['statfs']>;
+  private readonly onLow: (() => void) | undefined;
+  private totalBytes = 0;
+  private availableBytes = Number.MAX_SAFE_INTEGER;
+  /** Bytes admitted since the last refresh (not yet seen by statfs). */
+  private admittedBytes = 0;
+  private reserveHeld = false;
+  private low = false;
+  private refusedWrites = 0;
+  private refreshing: Promise<void> | undefined;
+  private restoring: Promise<void> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(options: WriteBufferSpaceOptions) {
+    this.dir = options.dir;
+    this.reserveBytes = options.reserveBytes ?? WRITE_BUFFER_RESERVE_BYTES;
+    this.marginBytes = options.marginBytes ?? WRITE_BUFFER_MARGIN_BYTES;
+    this.log = options.log ?? (() => undefined);
+    this.statfs = options.statfs ?? nodeStatfs;
+    this.onLow = options.onLow;
+  }
+
+  private get reservePath(): string {
+    return path.join(this.dir, RESERVE_FILE);
+  }
+
+  /** Before opening vDisks: releases the reserve, so metadata can open on a full disk. */
+  async releaseReserve(): Promise<void> {
+    await fs.rm(this.reservePath, { force: true });
+    this.reserveHeld = false;
+    await this.refresh();
+    this.timer = setInterval(() => void this.refresh(), WRITE_BUFFER_SPACE_REFRESH_MS);
+    this.timer.unref();
+  }
+
+  /** After opening: makes the reserve again if the space is there (else says so). */
+  async restoreReserve(): Promise<void> {
+    if (this.reserveBytes === 0 || this.reserveHeld) return;
+    await this.refresh();
+    if (this.availableBytes < this.reserveBytes + this.marginBytes) {
+      this.log(
+        `write buffer ${this.dir}: ${this.availableBytes} B free, too little for its ${this.reserveBytes} B reserve; running without it until space is freed`,
+      );
+      return;
+    }
+    const handle = await fs.open(this.reservePath, 'w', 0o600);
+    try {
+      const zeros = Buffer.alloc(Math.min(RESERVE_WRITE_CHUNK_BYTES, this.reserveBytes));
+      for (let at = 0; at < this.reserveBytes; at += zeros.length) {
+        await handle.write(zeros, 0, Math.min(zeros.length, this.reserveBytes - at), at);
+      }
+      await handle.sync();
+      this.reserveHeld = true;
+    } catch (err) {
+      this.log(`write buffer ${this.dir}: cannot make its reserve: ${errorMessage(err)}`);
+    } finally {
+      await handle.close();
+      if (!this.reserveHeld) await fs.rm(this.reservePath, { force: true });
+    }
+    await this.refresh();
+  }
+
+  /**
+   * On the lane, before a batch that writes `bytes` of payload: throws VD_NO_SPACE (nothing
+   * written) when the write buffer would drop below its margin.
+   */
+  admit(bytes: number): void {
+    if (bytes === 0) return;
+    if (this.availableBytes - this.admittedBytes - bytes < this.marginBytes) {
+      this.refusedWrites += 1;
+      if (!this.low) {
+        this.low = true;
+        this.log(
+          `write buffer ${this.dir}: ${Math.max(0, this.availableBytes - this.admittedBytes)} B free (margin ${this.marginBytes} B): refusing writes with VD_NO_SPACE until uploads free space`,
+        );
+      }
+      this.onLow?.();
+      void this.refresh();
+      throw vdError(
+        VdErrorCode.NoSpace,
+        `the write buffer's file system is full (${Math.max(0, this.availableBytes - this.admittedBytes)} B free, ${this.marginBytes} B kept for metadata); writes go through again once uploads free space`,
+      );
+    }
+    this.admittedBytes += bytes;
+  }
+
+  status(): SpaceStatus {
+    return {
+      totalBytes: this.totalBytes,
+      availableBytes: Math.max(0, this.availableBytes - this.admittedBytes),
+      reserveBytes: this.reserveBytes,
+      reserveHeld: this.reserveHeld,
+      low: this.low,
+      refusedWrites: this.refusedWrites,
+    };
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.restoring;
+  }
+
+  /** Reads the file system's free space (one at a time); the reserve is retried when low. */
+  async refresh(): Promise<void> {
+    if (this.refreshing !== undefined) return this.refreshing;
+    this.refreshing = (async () => {
+      try {
+        const admittedBefore = this.admittedBytes;
+        const s = await this.statfs(this.dir);
+        this.totalBytes = s.totalBytes;
+        this.availableBytes = s.availableBytes;
+        this.admittedBytes = Math.max(0, this.admittedBytes - admittedBefore);
+        if (this.low && this.availableBytes - this.admittedBytes >= 2 * this.marginBytes) {
+          this.low = false;
+          this.log(
+            `write buffer ${this.dir}: ${this.availableBytes} B free again; writes accepted`,
+          );
+        }
+        // Near the margin, uploaded SCOs kept as a read cache go before any write is refused.
+        if (
+          this.availableBytes - this.admittedBytes <
+          WRITE_BUFFER_CACHE_EVICT_MARGINS * this.marginBytes
+        )
+          this.onLow?.();
+        // Space came back: make the reserve again (at most one attempt at a time).
+        if (
+          this.timer !== undefined &&
+          !this.reserveHeld &&
+          this.restoring === undefined &&
+          this.availableBytes - this.admittedBytes >= this.reserveBytes + 2 * this.marginBytes
+        ) {
+          this.restoring = this.restoreReserve().finally(() => {
+            this.restoring = undefined;
+          });
+        }
+      } catch (err) {
+        this.log(`write buffer ${this.dir}: cannot read its free space: ${errorMessage(err)}`);
+      } finally {
+        this.refreshing = undefined;
+      }
+    })();
+    return this.refreshing;
+  }
+}
