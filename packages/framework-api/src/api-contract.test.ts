@@ -665,7 +665,18 @@ describe('framework API contract', () => {
       provisionedBytes: 2 * MiB,
       writeBufferDirtyBytes: entries.reduce((a, e) => a + (e?.writeBufferDirtyBytes ?? 0), 0),
       uploadBacklogObjects: entries.reduce((a, e) => a + (e?.uploadBacklogObjects ?? 0), 0),
+      dataAtRiskBytes: entries.reduce((a, e) => a + (e?.dataAtRiskBytes ?? 0), 0),
+      dataAtRiskMaxAgeMs: Math.max(0, ...entries.map((e) => e?.dataAtRiskAgeMs ?? 0)),
+      vdisksFailed: 0,
     });
+    // Both ASDs are unreachable here: each is a degraded problem, named.
+    assert.deepEqual(
+      stats.problems.map((p) => [p.code, p.severity]),
+      [
+        ['ASD_UNHEALTHY', 'degraded'],
+        ['ASD_UNHEALTHY', 'degraded'],
+      ],
+    );
     assert.deepEqual(stats.backend, {
       asdCount: 2,
       asdsReachable: 0,

@@ -49,6 +49,7 @@ export function vdiskView(info: VdiskInfo): Vdisk {
     ownerNodeId: info.ownerNodeId,
     createdAtMs: info.createdAtMs,
     open: info.stats !== undefined,
+    state: info.state,
     snapshots: info.snapshots.map(snapshotView),
     ...(info.parent === undefined
       ? {}
@@ -61,6 +62,8 @@ export function vdiskView(info: VdiskInfo): Vdisk {
           },
         }),
     ...(info.stats === undefined ? {} : { stats: { ...info.stats } }),
+    ...(info.openError === undefined ? {} : { openError: { ...info.openError } }),
+    ...(info.dataLoss === undefined ? {} : { dataLoss: { ...info.dataLoss } }),
   };
 }
 

@@ -91,3 +91,6 @@ export const API_CLIENT_POLL_INITIAL_MS = 50;
 export const API_CLIENT_POLL_MAX_MS = 1_000;
 /** ApiClient.waitForOperation: default timeout, ms. */
 export const API_CLIENT_WAIT_TIMEOUT_MS = 10 * 60 * 1000;
+
+/** An active ASD with less free space than this fraction of its capacity is reported full. */
+export const API_ASD_FULL_FRACTION = 0.02;

@@ -30,6 +30,9 @@ export const ERROR_STATUS: Readonly<Record<string, number>> = {
   VD_FENCED: 409,
   VD_BAD_STATE: 409,
   VD_BUSY: 409,
+  VD_NOT_OWNER: 409,
+  /** Owned by a volumedriver that could not open it (its state says why); retried there. */
+  VD_OPEN_FAILED: 503,
   VD_UNAVAILABLE: 503,
   VD_DEADLINE_EXCEEDED: 503,
   /** A vDisk closing under the call (its volumedriver is stopping): retry elsewhere or later. */

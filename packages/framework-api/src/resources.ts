@@ -27,6 +27,7 @@ import {
 import { API_PROBE_CONCURRENCY, API_PROBE_DEADLINE_MS, API_TEXT_MAX_CHARS } from './constants.js';
 import { ApiErrorCode, apiError } from './errors.js';
 import type { OperationStore } from './operations.js';
+import { clusterProblems } from './problems.js';
 import type {
   Asd,
   Backend,
@@ -189,7 +190,8 @@ export class ApiResources {
    */
   async listVdisks(): Promise<Vdisk[]> {
     const all = await this.pool.ask('list vDisks', (c) => c.listVdisks());
-    const missing = new Set(all.filter((v) => v.stats === undefined).map((v) => v.ownerNodeId));
+    // The answering volumedriver knows its own vDisks; each other owner is asked for its own.
+    const missing = new Set(all.filter((v) => v.state === 'elsewhere').map((v) => v.ownerNodeId));
     const fromOwners = new Map<string, VdiskInfo>();
     if (missing.size > 0) {
       const routers = await this.pool.ask('list storage routers', (c) => c.listStorageRouters());
@@ -198,7 +200,7 @@ export class ApiResources {
         try {
           const list = await this.pool.at(router.address, (c) => c.listVdisks());
           for (const info of list) {
-            if (info.ownerNodeId === router.nodeId && info.stats !== undefined)
+            if (info.ownerNodeId === router.nodeId && info.state !== 'elsewhere')
               fromOwners.set(info.name, info);
           }
         } catch (err) {
@@ -208,7 +210,7 @@ export class ApiResources {
     }
     return all
       .map((info) =>
-        vdiskView(info.stats === undefined ? (fromOwners.get(info.name) ?? info) : info),
+        vdiskView(info.state === 'elsewhere' ? (fromOwners.get(info.name) ?? info) : info),
       )
       .sort((a, b) => a.name.localeCompare(b.name));
   }
@@ -463,7 +465,13 @@ export class ApiResources {
         return { ...base, healthy: false, detail: 'no address registered' };
       try {
         const health = await this.pool.at(router.address, (c) => c.health(), 'probe');
-        return { ...base, healthy: health.ok, vdisksOpen: health.vdisksOpen };
+        return {
+          ...base,
+          healthy: health.ok,
+          vdisksOpen: health.vdisksOpen,
+          vdisksFailed: health.vdisksFailed,
+          ...(health.writeBuffer === undefined ? {} : { writeBuffer: { ...health.writeBuffer } }),
+        };
       } catch (err) {
         return { ...base, healthy: false, detail: detailOf(err) };
       }
@@ -477,13 +485,18 @@ export class ApiResources {
    * capacity over the active ASDs, once per file system.
    */
   async stats(): Promise<Stats> {
-    const [vdisks, asds] = await Promise.all([this.listVdisks(), this.asds.probeAll()]);
+    const [vdisks, asds, storageRouters] = await Promise.all([
+      this.listVdisks(),
+      this.asds.probeAll(),
+      this.listStorageRouters(),
+    ]);
     const entries = vdisks.map((v) => ({
       name: v.name,
       vpool: v.vpool,
       ownerNodeId: v.ownerNodeId,
       sizeBytes: v.sizeBytes,
       open: v.open,
+      state: v.state,
       ...(v.stats === undefined ? {} : { stats: v.stats }),
     }));
     const sum = (values: readonly number[]): number => values.reduce((a, b) => a + b, 0);
@@ -498,9 +511,13 @@ export class ApiResources {
         provisionedBytes,
         writeBufferDirtyBytes: sum(vdisks.map((v) => v.stats?.writeBufferDirtyBytes ?? 0)),
         uploadBacklogObjects: sum(vdisks.map((v) => v.stats?.uploadBacklogObjects ?? 0)),
+        dataAtRiskBytes: sum(vdisks.map((v) => v.stats?.dataAtRiskBytes ?? 0)),
+        dataAtRiskMaxAgeMs: Math.max(0, ...vdisks.map((v) => v.stats?.dataAtRiskAgeMs ?? 0)),
+        vdisksFailed: vdisks.filter((v) => v.state === 'failed').length,
         ...(ratio === undefined ? {} : { overcommitRatio: ratio }),
       },
       backend,
+      problems: clusterProblems({ vdisks, asds, storageRouters, overcommitRatio: ratio }),
     };
   }
 }

@@ -156,7 +156,36 @@ export const VdiskStatsSchema = s.object({
   bytesUploaded: bytes(),
   currentScoNumber: count(),
   tlogCount: count(),
+  dataAtRiskBytes: bytes(
+    'acknowledged write bytes whose TLog is not in the backend yet: lost if the write buffer is',
+  ),
+  dataAtRiskAgeMs: count('age of the oldest such write in ms; 0: nothing at risk'),
+  dataAtRiskBoundMs: count(
+    'the bound the volumedriver keeps on that age while the backend keeps up',
+  ),
+  uploadError: text,
+  writeLaneError: text,
 });
+
+export const VDISK_STATES = [
+  'open',
+  'failed',
+  'closed',
+  'elsewhere',
+  'creating',
+  'deleting',
+] as const;
+
+export const VdiskOpenErrorSchema = s.object({ code: label, message: text, atMs: timeMs });
+
+export const VdiskDataLossSchema = s.object(
+  { sinceMs: timeMs, nodeId: label, detectedAtMs: timeMs },
+  {},
+  {
+    description:
+      'a restore from the backend found that writes held only in a lost write buffer (since sinceMs, on nodeId) are gone',
+  },
+);
 
 export const VdiskParentSchema = s.object({
   vdiskId: hexId,
@@ -180,11 +209,18 @@ export const VdiskSchema = s.object(
       description:
         'its owner answered and has it open; when false, snapshots and stats are unknown (empty, absent)',
     }),
+    state: s.string({
+      enum: VDISK_STATES,
+      description:
+        'as its owner knows it: open; failed (could not be opened: see openError; retried); closed; elsewhere (its owner did not answer); creating, deleting',
+    }),
     snapshots: s.array(SnapshotSchema),
   },
   {
     parent: VdiskParentSchema,
     stats: VdiskStatsSchema,
+    openError: VdiskOpenErrorSchema,
+    dataLoss: VdiskDataLossSchema,
   },
 );
 
@@ -345,17 +381,60 @@ export const StorageRouterSchema = s.object(
     startedAtMs: timeMs,
     healthy: s.boolean(),
   },
-  { vdisksOpen: count(), detail: text },
+  {
+    vdisksOpen: count(),
+    vdisksFailed: count('vDisks it owns but could not open (retried)'),
+    writeBuffer: s.object({
+      totalBytes: bytes(),
+      availableBytes: bytes(),
+      reserveBytes: bytes(),
+      reserveHeld: s.boolean({ description: 'false: the reserve file could not be made again' }),
+      low: s.boolean({ description: 'writes are being refused (ENOSPC) for lack of space' }),
+      refusedWrites: count(),
+    }),
+    detail: text,
+  },
 );
 
 export const StorageRouterListSchema = s.object({ storageRouters: s.array(StorageRouterSchema) });
 
 // ------------------------------------------------------------------ stats
 
+export const PROBLEM_CODES = [
+  'VDISK_OPEN_FAILED',
+  'VDISK_WRITES_STOPPED',
+  'VDISK_UPLOADS_FAILING',
+  'VDISK_DATA_AT_RISK_OVERDUE',
+  'VDISK_DATA_LOST',
+  'ASD_FULL',
+  'ASD_UNHEALTHY',
+  'STORAGE_ROUTER_UNHEALTHY',
+  'WRITE_BUFFER_FULL',
+  'WRITE_BUFFER_NO_RESERVE',
+  'THIN_OVERCOMMITTED',
+] as const;
+
+export const ProblemSchema = s.object({
+  code: s.string({ enum: PROBLEM_CODES }),
+  severity: s.string({
+    enum: ['degraded', 'warning'],
+    description: 'degraded: the cluster is not serving as it should; warning: worth knowing',
+  }),
+  subject: label,
+  message: text,
+});
+
 export const StatsSchema = s.object({
   vdisks: s.array(
     s.object(
-      { name, vpool: name, ownerNodeId: label, sizeBytes: bytes(), open: s.boolean() },
+      {
+        name,
+        vpool: name,
+        ownerNodeId: label,
+        sizeBytes: bytes(),
+        open: s.boolean(),
+        state: s.string({ enum: VDISK_STATES }),
+      },
       { stats: VdiskStatsSchema },
     ),
   ),
@@ -366,6 +445,9 @@ export const StatsSchema = s.object({
       provisionedBytes: bytes('sum of vDisk sizes'),
       writeBufferDirtyBytes: bytes(),
       uploadBacklogObjects: count(),
+      dataAtRiskBytes: bytes('over the open vDisks'),
+      dataAtRiskMaxAgeMs: count('the oldest write not in the backend, over the open vDisks'),
+      vdisksFailed: count('vDisks whose owner could not open them'),
     },
     {
       overcommitRatio: s.number({
@@ -382,6 +464,9 @@ export const StatsSchema = s.object({
     capacityBytes: bytes('over the reachable active ASDs, once per file system'),
     usedBytes: bytes(),
     freeBytes: bytes('over the reachable active ASDs, once per file system'),
+  }),
+  problems: s.array(ProblemSchema, {
+    description: "what an operator should look at; any 'degraded' one makes shale status exit 1",
   }),
 });
 
@@ -419,6 +504,7 @@ export const NAMED_SCHEMAS: Readonly<Record<string, Schema>> = {
   StorageRouter: StorageRouterSchema,
   StorageRouterList: StorageRouterListSchema,
   Stats: StatsSchema,
+  Problem: ProblemSchema,
 };
 
 export type ErrorBody = Infer<typeof ErrorSchema>;
@@ -442,4 +528,5 @@ export type Preset = Infer<typeof PresetSchema>;
 export type Asd = Infer<typeof AsdSchema>;
 export type StorageRouter = Infer<typeof StorageRouterSchema>;
 export type Stats = Infer<typeof StatsSchema>;
+export type Problem = Infer<typeof ProblemSchema>;
 export type OpenApiDocument = Infer<typeof OpenApiDocumentSchema>;

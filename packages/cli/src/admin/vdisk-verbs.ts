@@ -98,11 +98,17 @@ function vdiskRows(vdisks: readonly Vdisk[]): string[][] {
     v.ownerNodeId,
     String(v.snapshots.length),
     v.parent === undefined ? '-' : `${v.parent.vdisk}@${v.parent.snapshot}`,
-    v.open ? 'yes' : 'no',
+    v.state === 'failed' ? 'FAILED' : v.state,
+    v.stats === undefined ? '-' : atRisk(v.stats.dataAtRiskBytes, v.stats.dataAtRiskAgeMs),
   ]);
 }
 
-const VDISK_HEADER = ['NAME', 'SIZE', 'VPOOL', 'OWNER', 'SNAPSHOTS', 'PARENT', 'OPEN'];
+/** "12.0 MiB, 4.2 s" or "-": acknowledged writes not in the backend yet, and the oldest's age. */
+function atRisk(bytes: number, ageMs: number): string {
+  return bytes === 0 && ageMs === 0 ? '-' : `${size(bytes)}, ${(ageMs / 1000).toFixed(1)} s`;
+}
+
+const VDISK_HEADER = ['NAME', 'SIZE', 'VPOOL', 'OWNER', 'SNAPSHOTS', 'PARENT', 'STATE', 'AT RISK'];
 
 function printVdisk(vdisk: Vdisk): void {
   const fields: [string, string][] = [
@@ -111,7 +117,23 @@ function printVdisk(vdisk: Vdisk): void {
     ['size', `${size(vdisk.sizeBytes)} (${vdisk.sizeBytes} B)`],
     ['vpool', vdisk.vpool],
     ['owner', vdisk.ownerNodeId],
-    ['open', vdisk.open ? 'yes' : 'no'],
+    ['state', vdisk.state],
+    ...(vdisk.openError === undefined
+      ? []
+      : [
+          ['cannot open', `${vdisk.openError.code}: ${vdisk.openError.message}`] as [
+            string,
+            string,
+          ],
+        ]),
+    ...(vdisk.dataLoss === undefined
+      ? []
+      : [
+          [
+            'DATA LOST',
+            `writes made on ${vdisk.dataLoss.nodeId} since ${time(vdisk.dataLoss.sinceMs)} (restore at ${time(vdisk.dataLoss.detectedAtMs)})`,
+          ] as [string, string],
+        ]),
     ['parent', vdisk.parent === undefined ? '-' : `${vdisk.parent.vdisk}@${vdisk.parent.snapshot}`],
     ['cluster size', size(vdisk.clusterSizeBytes)],
     ['SCO size', size(vdisk.scoSizeBytes)],
@@ -125,6 +147,16 @@ function printVdisk(vdisk: Vdisk): void {
       ['writes', `${stats.writeOps} (${size(stats.writeBytes)})`],
       ['write buffer', `${size(stats.writeBufferDirtyBytes)} not in the backend yet`],
       ['upload backlog', `${stats.uploadBacklogObjects} objects`],
+      [
+        'data at risk',
+        `${atRisk(stats.dataAtRiskBytes, stats.dataAtRiskAgeMs)} (bound ${(stats.dataAtRiskBoundMs / 1000).toFixed(0)} s)`,
+      ],
+      ...(stats.uploadError === ''
+        ? []
+        : [['upload error', stats.uploadError] as [string, string]]),
+      ...(stats.writeLaneError === ''
+        ? []
+        : [['WRITES STOPPED', stats.writeLaneError] as [string, string]]),
       [
         'uploaded',
         `${stats.scosUploaded} SCOs, ${stats.tlogsUploaded} TLogs, ${size(stats.bytesUploaded)}`,
@@ -394,7 +426,8 @@ export const statusCommand: Command = {
       const healthy =
         health.status === 'ok' &&
         routers.every((r) => r.healthy) &&
-        asds.every((a) => a.healthy || a.state !== 'active');
+        asds.every((a) => a.healthy || a.state !== 'active') &&
+        !stats.problems.some((p) => p.severity === 'degraded');
       if (asJson(values)) {
         printJson({ healthy, health, storageRouters: routers, asds, stats });
         return healthy ? EXIT_OK : 1;
@@ -432,7 +465,18 @@ export const statusCommand: Command = {
           'upload backlog',
           `${totals.uploadBacklogObjects} objects, ${size(totals.writeBufferDirtyBytes)} in write buffers`,
         ],
+        [
+          'data at risk',
+          `${size(totals.dataAtRiskBytes)} not in the backend yet${totals.dataAtRiskBytes === 0 ? '' : `, oldest ${(totals.dataAtRiskMaxAgeMs / 1000).toFixed(1)} s`}`,
+        ],
       ]);
+      if (stats.problems.length > 0) {
+        process.stdout.write('\n');
+        printTable(
+          ['PROBLEM', 'SEVERITY', 'SUBJECT', 'DETAIL'],
+          stats.problems.map((p) => [p.code, p.severity, p.subject, p.message]),
+        );
+      }
       return healthy ? EXIT_OK : 1;
     }),
 };

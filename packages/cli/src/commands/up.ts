@@ -12,12 +12,15 @@ import {
 } from '../command.js';
 import { waitForShutdownSignal } from '../signals.js';
 import {
+  asdDirOf,
   type ClusterLayout,
   defaultDataDir,
   loadOrCreateLayout,
   readStatus,
   removeStatus,
+  sharedFileSystemWarning,
   TOKEN_FILE,
+  writeBufferDirOf,
   writeStatus,
 } from '../up/cluster-layout.js';
 import { type ChildSpec, Supervisor } from '../up/supervisor.js';
@@ -76,7 +79,7 @@ export const upCommand: Command = {
   summary:
     'run a whole single-node cluster in the foreground (ASDs, proxy, maintenance, volumedriver, edge, API)',
   usage:
-    'shale up [--data-dir DIR] [--asds 6] [--nbd-port 10809] [--api-port 8080] [--kv embedded|etcd://HOST:PORT,...]',
+    'shale up [--data-dir DIR] [--asds 6] [--nbd-port 10809] [--api-port 8080] [--kv embedded|etcd://HOST:PORT,...] [--asd-dir DIR] [--write-buffer-dir DIR] [--data-at-risk-ms 30000]',
   options: {
     'data-dir': {
       type: 'string',
@@ -108,6 +111,33 @@ export const upCommand: Command = {
         'the metadata store: embedded (LevelDB under the data dir, served to the daemons) or an etcd cluster',
       default: 'embedded',
     },
+    'asd-dir': {
+      type: 'string',
+      valueName: 'DIR',
+      description:
+        'on the first start: put the ASD directories (asd<N>) here, ideally on another file system than the write buffer (default: the data dir)',
+    },
+    'write-buffer-dir': {
+      type: 'string',
+      valueName: 'DIR',
+      description: 'on the first start: the volumedriver write buffer (default: DATA/volumedriver)',
+    },
+    'data-at-risk-ms': {
+      type: 'string',
+      valueName: 'MS',
+      description:
+        'passed to the volumedriver: acknowledged writes reach the backend within this long',
+    },
+    'write-buffer-reserve': {
+      type: 'string',
+      valueName: 'SIZE',
+      description: "passed to the volumedriver: its write buffer's reserve file",
+    },
+    'write-buffer-margin': {
+      type: 'string',
+      valueName: 'SIZE',
+      description: 'passed to the volumedriver: free space below which writes are refused',
+    },
   },
   details: [
     'Every daemon is a child process, restarted (and reported) if it dies. The first start',
@@ -137,12 +167,28 @@ export const upCommand: Command = {
     if (running !== undefined) {
       throw new UsageError(`a shale up (pid ${running.pid}) already runs on ${dataDir}`);
     }
+    const absolute = (name: string) => {
+      const dir = optionalString(values, name);
+      return dir === undefined ? undefined : path.resolve(dir);
+    };
     const { layout, created } = await loadOrCreateLayout(
       dataDir,
-      { asdCount, kv, host: HOST },
+      {
+        asdCount,
+        kv,
+        host: HOST,
+        asdDir: absolute('asd-dir'),
+        writeBufferDir: absolute('write-buffer-dir'),
+      },
       log,
     );
     log(`shale up: ${created ? 'new cluster' : 'cluster'} in ${dataDir} (node ${layout.nodeId})`);
+    const sharing = await sharedFileSystemWarning(dataDir, layout);
+    if (sharing !== undefined) log(sharing);
+    const passed = (name: string) => {
+      const value = optionalString(values, name);
+      return value === undefined ? [] : [`--${name}`, value];
+    };
 
     const supervisor = new Supervisor({ log });
     const tokenFile = path.join(dataDir, TOKEN_FILE);
@@ -176,7 +222,7 @@ export const upCommand: Command = {
               'asd',
               'serve',
               '--dir',
-              path.join(dataDir, `asd${i}`),
+              asdDirOf(dataDir, layout, i),
               '--host',
               HOST,
               '--port',
@@ -230,13 +276,16 @@ export const upCommand: Command = {
             '--proxy',
             `${HOST}:${layout.ports.proxy}`,
             '--dir',
-            path.join(dataDir, 'volumedriver'),
+            writeBufferDirOf(dataDir, layout),
             '--host',
             HOST,
             '--port',
             String(layout.ports.volumedriver),
             '--node-id',
             layout.nodeId,
+            ...passed('data-at-risk-ms'),
+            ...passed('write-buffer-reserve'),
+            ...passed('write-buffer-margin'),
           ],
           { stopGraceMs: 120_000 },
         ),

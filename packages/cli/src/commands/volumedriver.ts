@@ -1,22 +1,49 @@
 import os from 'node:os';
-import { VolumeClient, VolumedriverDaemon } from '@shale/volumedriver';
+import { errorMessage, parseSizeBytes } from '@shale/common';
+import {
+  DATA_AT_RISK_MAX_MS,
+  DATA_AT_RISK_MIN_MS,
+  VolumeClient,
+  VolumedriverDaemon,
+} from '@shale/volumedriver';
 import {
   type Command,
   EXIT_FAILURE,
   EXIT_OK,
+  type OptionValues,
   optionalString,
   parsePort,
   requireString,
+  UsageError,
 } from '../command.js';
 import { waitForShutdownSignal } from '../signals.js';
 import { KV_OPTIONS, openKv } from './kv-option.js';
+
+function parseBoundMs(text: string): number {
+  const ms = Number(text);
+  if (!Number.isSafeInteger(ms) || ms < DATA_AT_RISK_MIN_MS) {
+    throw new UsageError(
+      `--data-at-risk-ms must be a whole number of milliseconds >= ${DATA_AT_RISK_MIN_MS}, not "${text}"`,
+    );
+  }
+  return ms;
+}
+
+function parseSize(values: Readonly<OptionValues>, name: string): number {
+  const text = requireString(values, name);
+  try {
+    return parseSizeBytes(text);
+  } catch (err) {
+    throw new UsageError(`--${name}: ${errorMessage(err)}`);
+  }
+}
 
 const serve: Command = {
   name: 'serve',
   summary:
     'run a volumedriver: vDisks on a local write buffer, their data in an ALBA backend, over gRPC',
   usage:
-    'shale volumedriver serve (--kv etcd://HOST:PORT,... | --kv kv://HOST:PORT | --kv-dir DIR) --proxy HOST:PORT --dir DIR --port PORT [--host 127.0.0.1] [--metrics-port PORT] [--node-id ID] [--advertise HOST:PORT]',
+    'shale volumedriver serve (--kv etcd://HOST:PORT,... | --kv kv://HOST:PORT | --kv-dir DIR) --proxy HOST:PORT --dir DIR --port PORT [--host 127.0.0.1] [--metrics-port PORT] [--node-id ID] [--advertise HOST:PORT] [--data-at-risk-ms 30000] [--write-buffer-reserve 64MiB] [--write-buffer-margin 32MiB]',
   options: {
     ...KV_OPTIONS,
     proxy: {
@@ -52,6 +79,26 @@ const serve: Command = {
       description:
         'the address edges reach this volumedriver at, registered in the metadata store (default: HOST:PORT as bound)',
     },
+    'data-at-risk-ms': {
+      type: 'string',
+      valueName: 'MS',
+      description:
+        'acknowledged writes reach the backend within this long (partial SCOs are sealed at half of it)',
+      default: String(DATA_AT_RISK_MAX_MS),
+    },
+    'write-buffer-reserve': {
+      type: 'string',
+      valueName: 'SIZE',
+      description:
+        'a file of this size kept in the write buffer, released at start so metadata opens on a full disk',
+      default: '64MiB',
+    },
+    'write-buffer-margin': {
+      type: 'string',
+      valueName: 'SIZE',
+      description: 'writes are refused (ENOSPC) before the write buffer has less free than this',
+      default: '32MiB',
+    },
   },
   details: [
     'Prints {"event":"listening",...} on stdout when ready. SIGTERM or SIGINT stops it: calls in',
@@ -70,6 +117,9 @@ const serve: Command = {
         host: optionalString(values, 'host') ?? '127.0.0.1',
         port: parsePort(requireString(values, 'port'), 'port'),
         advertiseAddress: optionalString(values, 'advertise'),
+        dataAtRiskMaxMs: parseBoundMs(requireString(values, 'data-at-risk-ms')),
+        writeBufferReserveBytes: parseSize(values, 'write-buffer-reserve'),
+        writeBufferMarginBytes: parseSize(values, 'write-buffer-margin'),
         metricsPort:
           values['metrics-port'] === undefined
             ? undefined

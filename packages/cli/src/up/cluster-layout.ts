@@ -8,9 +8,12 @@
  *   DATA/status.json     endpoints of the running cluster (written when ready, removed at stop)
  *   DATA/api-token       the API's bearer token (0600)
  *   DATA/kv/             the embedded metadata store (with --kv embedded)
- *   DATA/asd<N>/         one ASD each
+ *   DATA/asd<N>/         one ASD each (ASD_DIR/asd<N> with --asd-dir)
  *   DATA/proxy-cache/    the proxy's fragment cache
- *   DATA/volumedriver/   the write buffer (SCOs, TLogs, LBA maps)
+ *   DATA/volumedriver/   the write buffer: SCOs, TLogs, LBA maps (--write-buffer-dir)
+ *
+ * The ASDs and the write buffer should not share a file system: when the ASDs fill it, the
+ * write buffer can take no more writes and its backlog has nowhere to go.
  */
 import fs from 'node:fs/promises';
 import net from 'node:net';
@@ -35,6 +38,10 @@ export interface ClusterLayout {
   readonly asdCount: number;
   /** 'embedded', or the etcd endpoints (etcd://HOST:PORT,...). */
   readonly kv: string;
+  /** Where the ASD directories are (asd<N> under it); absent: the data dir. */
+  readonly asdDir?: string;
+  /** The write buffer; absent: DATA/volumedriver. */
+  readonly writeBufferDir?: string;
   readonly ports: {
     readonly kv: number;
     readonly asds: readonly number[];
@@ -68,7 +75,13 @@ async function freePort(host: string): Promise<number> {
 /** Loads the layout of an existing data dir, or makes (and saves) a new one. */
 export async function loadOrCreateLayout(
   dataDir: string,
-  wanted: { asdCount: number; kv: string; host: string },
+  wanted: {
+    asdCount: number;
+    kv: string;
+    host: string;
+    asdDir?: string | undefined;
+    writeBufferDir?: string | undefined;
+  },
   log: (line: string) => void,
 ): Promise<{ layout: ClusterLayout; created: boolean }> {
   const file = path.join(dataDir, LAYOUT_FILE);
@@ -102,6 +115,18 @@ export async function loadOrCreateLayout(
         `this data dir keeps its metadata in ${layout.kv}; --kv ${wanted.kv} would lose it (pass --kv ${layout.kv})`,
       );
     }
+    for (const [flag, key] of [
+      ['--asd-dir', 'asdDir'],
+      ['--write-buffer-dir', 'writeBufferDir'],
+    ] as const) {
+      const want = wanted[key];
+      if (want !== undefined && want !== layout[key]) {
+        throw new ShaleError(
+          'UP_BAD_LAYOUT',
+          `this data dir keeps its ${key === 'asdDir' ? 'ASDs' : 'write buffer'} in ${layout[key] ?? 'the data dir'}; ${flag} ${want} would not find them (move the directories and edit ${file})`,
+        );
+      }
+    }
     return { layout, created: false };
   }
   await fs.mkdir(dataDir, { recursive: true });
@@ -113,6 +138,8 @@ export async function loadOrCreateLayout(
     nodeId: os.hostname(),
     asdCount: wanted.asdCount,
     kv: wanted.kv,
+    ...(wanted.asdDir === undefined ? {} : { asdDir: wanted.asdDir }),
+    ...(wanted.writeBufferDir === undefined ? {} : { writeBufferDir: wanted.writeBufferDir }),
     ports: {
       kv: await freePort(wanted.host),
       asds,
@@ -151,4 +178,34 @@ export async function readStatus(dataDir: string): Promise<ClusterStatus | undef
     return undefined; // A status left by a shale up that died.
   }
   return status;
+}
+
+/** The directory of ASD `index` and the write buffer, as the layout places them. */
+export function asdDirOf(dataDir: string, layout: ClusterLayout, index: number): string {
+  return path.join(layout.asdDir ?? dataDir, `asd${index}`);
+}
+
+export function writeBufferDirOf(dataDir: string, layout: ClusterLayout): string {
+  return layout.writeBufferDir ?? path.join(dataDir, 'volumedriver');
+}
+
+/**
+ * A warning when the write buffer and any ASD directory are on one file system (by device
+ * number, after creating the directories); undefined when they are apart.
+ */
+export async function sharedFileSystemWarning(
+  dataDir: string,
+  layout: ClusterLayout,
+): Promise<string | undefined> {
+  const writeBuffer = writeBufferDirOf(dataDir, layout);
+  await fs.mkdir(writeBuffer, { recursive: true });
+  const device = (await fs.stat(writeBuffer)).dev;
+  const shared: string[] = [];
+  for (let i = 0; i < layout.asdCount; i += 1) {
+    const dir = asdDirOf(dataDir, layout, i);
+    await fs.mkdir(dir, { recursive: true });
+    if ((await fs.stat(dir)).dev === device) shared.push(`asd${i}`);
+  }
+  if (shared.length === 0) return undefined;
+  return `shale up: the write buffer (${writeBuffer}) shares its file system with ${shared.length === layout.asdCount ? 'every ASD' : shared.join(', ')}: when the ASDs fill it, writes fail with ENOSPC and the upload backlog cannot drain until space is added. Put them apart with --write-buffer-dir and --asd-dir on the first start.`;
 }
