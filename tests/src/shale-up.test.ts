@@ -1,115 +1,23 @@
 // Proves `shale up` runs a whole cluster that a newcomer can use with the CLI and qemu: vDisks created with `shale vdisk create`, written with qemu-io, snapshotted and cloned (the clone reads the old data, the vDisk the new), everything intact after SIGTERM and a second `shale up` on the same data dir, and every flushed write intact after the volumedriver child is SIGKILLed mid-write and restarted by shale up; by running the real processes and reading the bytes back.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { mustRun, runCommand } from './support/commands.js';
 import { SHALE_BIN } from './support/shale-process.js';
+import {
+  alive,
+  childPids,
+  daemonPids,
+  freePort,
+  killUp,
+  startUp,
+  type Up,
+} from './support/shale-up.js';
 
 const MiB = 1024 * 1024;
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-interface Up {
-  readonly child: ChildProcess;
-  stdout(): string;
-  stderr(): string;
-  /** SIGTERM, then wait for the exit code. */
-  stop(): Promise<number | null>;
-}
-
-/** Starts `shale up` and waits for its "ready" line. */
-async function startUp(dataDir: string, nbdPort: number, apiPort: number): Promise<Up> {
-  const child = spawn(
-    SHALE_BIN,
-    ['up', '--data-dir', dataDir, '--nbd-port', String(nbdPort), '--api-port', String(apiPort)],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-    stdout += chunk;
-  });
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-    stderr += chunk;
-  });
-  const exited = new Promise<number | null>((resolve) =>
-    child.once('exit', (code) => resolve(code)),
-  );
-  const deadline = Date.now() + 180_000;
-  while (!stdout.includes('shale up: ready')) {
-    if (child.exitCode !== null) {
-      throw new Error(`shale up exited ${child.exitCode}:\n${stdout}\n${stderr}`);
-    }
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`shale up not ready in 180 s:\n${stdout}\n${stderr}`);
-    }
-    await sleep(100);
-  }
-  return {
-    child,
-    stdout: () => stdout,
-    stderr: () => stderr,
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-      child.kill('SIGTERM');
-      return exited;
-    },
-  };
-}
-
-/** The pids of a data dir's daemons of one kind, from /proc (the CLI children of shale up). */
-async function daemonPids(dataDir: string, verb: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const entry of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let cmdline: string;
-    try {
-      cmdline = (await fs.readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0').join(' ');
-    } catch {
-      continue; // Gone meanwhile.
-    }
-    if (cmdline.includes(` ${verb} serve `) && cmdline.includes(dataDir)) pids.push(Number(entry));
-  }
-  return pids;
-}
-
-/** The pids whose parent is `ppid` (from /proc/PID/stat). */
-async function childPids(ppid: number): Promise<number[]> {
-  const pids: number[] = [];
-  for (const entry of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = await fs.readFile(`/proc/${entry}/stat`, 'utf8');
-      // Fields after the command (in parentheses): state, ppid, ...
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(fields[1]) === ppid) pids.push(Number(entry));
-    } catch {
-      // The process went away between readdir and readFile: not a child any more.
-    }
-  }
-  return pids;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('shale up', { timeout: 900_000 }, () => {
   let dataDir: string;
@@ -132,13 +40,7 @@ describe('shale up', { timeout: 900_000 }, () => {
   });
 
   after(async () => {
-    if (up !== undefined) {
-      up.child.kill('SIGKILL');
-      // Its children: SIGKILL whatever still runs on this data dir.
-      for (const verb of ['edge', 'api', 'volumedriver', 'maintenance', 'proxy', 'asd', 'kv']) {
-        for (const pid of await daemonPids(dataDir, verb)) process.kill(pid, 'SIGKILL');
-      }
-    }
+    if (up !== undefined) await killUp(up, dataDir);
     await fs.rm(dataDir, { recursive: true, force: true });
   });
 
