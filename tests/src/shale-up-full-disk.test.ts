@@ -1,4 +1,4 @@
-// Proves a full disk does not brick the cluster: with shale up's data dir (ASDs and write buffer together) on a small loop-mounted ext4, writes through NBD until the disk is full end in clean ENOSPC; after a clean stop shale up starts again, every acknowledged byte reads back, the API and shale status report the space state (degraded, with the problems named); and once space is freed the upload backlog drains and writes go through again; by running the real processes on a real file system.
+// Proves a full disk does not brick the cluster: with shale up's data dir (ASDs and write buffer together, which shale up warns about) on a small loop-mounted ext4, writes through NBD until the disk is full end in clean ENOSPC; after a clean stop shale up starts again, every acknowledged byte reads back, the API and shale status report the space state (degraded, with the problems named); once space is freed the upload backlog drains and writes go through again; and the write buffer and the ASDs can be put on different file systems; by running the real processes on a real file system.
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -181,5 +181,28 @@ describe('a full disk under shale up', { timeout: 900_000 }, () => {
     assert.match(more.stdout, /ACKED \d+ none/, more.stdout);
     acked += 8;
     await readAll();
+  });
+
+  test('the write buffer and the ASDs on different file systems: no warning, and it serves', async () => {
+    assert.ok(up !== undefined);
+    assert.equal(await up.stop(), 0, up.stderr());
+    up = undefined;
+    // A new cluster: its write buffer on the loop disk, its ASDs on the temp dir's file system.
+    dataDir = path.join(root, 'apart');
+    up = await startUp(dataDir, nbdPort, apiPort, [
+      '--write-buffer-dir',
+      path.join(mount, 'wb-apart'),
+      '--asd-dir',
+      path.join(root, 'asds-apart'),
+    ]);
+    api = await upApi(dataDir, apiPort);
+    assert.doesNotMatch(up.stderr(), /shares its file system/);
+    await api.createVdisk({ name: 'big', sizeBytes: 64 * MiB });
+    const wrote = await python(WRITER, [uri(), '0', '4']);
+    assert.match(wrote.stdout, /ACKED 4 none/, wrote.stdout);
+    acked = 4;
+    await readAll();
+    assert.ok((await fs.readdir(path.join(mount, 'wb-apart'))).includes('vdisks'));
+    assert.ok((await fs.readdir(path.join(root, 'asds-apart'))).includes('asd0'));
   });
 });
