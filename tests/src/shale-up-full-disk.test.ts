@@ -49,6 +49,31 @@ bad = [i for i in range(count) if h.pread(MiB, i * MiB) != bytes([i % 251 + 1]) 
 print("BAD %s" % bad)
 `;
 
+/** Writes `file` until the file system is full; the bytes it took. */
+async function fillDisk(file: string): Promise<number> {
+  const handle = await fs.open(file, 'w');
+  const chunk = Buffer.alloc(MiB, 2);
+  let taken = 0;
+  try {
+    for (let size = MiB; size >= 4096; size /= 2) {
+      for (;;) {
+        try {
+          const { bytesWritten } = await handle.write(chunk, 0, size, taken);
+          taken += bytesWritten;
+          if (bytesWritten < size) break;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+          break;
+        }
+      }
+    }
+    await handle.sync().catch(() => undefined);
+  } finally {
+    await handle.close();
+  }
+  return taken;
+}
+
 describe('a full disk under shale up', { timeout: 900_000 }, () => {
   let root: string;
   let mount: string;
@@ -68,6 +93,8 @@ describe('a full disk under shale up', { timeout: 900_000 }, () => {
   };
   const start = async () => {
     up = await startUp(dataDir, nbdPort, apiPort, [
+      '--reserve',
+      '32MiB',
       '--write-buffer-reserve',
       '32MiB',
       // Below the ASDs' 32 MiB reserve: the ASDs fill first, uploads stall, the backlog grows.
@@ -80,7 +107,12 @@ describe('a full disk under shale up', { timeout: 900_000 }, () => {
   };
   const problemCodes = async () => (await api.stats()).problems.map((p) => p.code);
   const readAll = async () => {
-    const result = await python(READER, [uri(), String(acked)]);
+    const result = await python(READER, [uri(), String(acked)]).catch((err: unknown) => {
+      // What the daemons said is the diagnosis.
+      throw new Error(
+        `${String(err)}\nshale up's log (tail):\n${(up?.stderr() ?? '').slice(-6000)}`,
+      );
+    });
     assert.match(result.stdout, /^BAD \[\]$/m, `blocks that read back wrong: ${result.stdout}`);
   };
 
@@ -128,18 +160,30 @@ describe('a full disk under shale up', { timeout: 900_000 }, () => {
     assert.match(match[2] as string, /ENOSPC/, 'the first failure is not ENOSPC');
     await readAll();
     const codes = await problemCodes();
-    assert.ok(codes.includes('WRITE_BUFFER_FULL'), `problems: ${codes}`);
+    // The ASDs refused puts (the backend is full) and the write buffer refused writes.
     assert.ok(codes.includes('ASD_FULL'), `problems: ${codes}`);
+    assert.ok(
+      codes.includes('WRITE_BUFFER_FULL') || codes.includes('VDISK_UPLOADS_FAILING'),
+      `problems: ${codes}`,
+    );
     const status = await runCommand(SHALE_BIN, ['status', '--data-dir', dataDir]);
     assert.equal(status.code, 1, `status should be degraded:\n${status.stdout}`);
     assert.match(status.stdout, /cluster: DEGRADED/);
   });
 
-  test('a clean stop and a start on the full disk: the cluster comes up, reads every byte, says why it is degraded', async () => {
+  test('a clean stop, the last free byte taken, a start: the cluster comes up, reads every byte, says why it is degraded', async () => {
     assert.ok(up !== undefined);
     assert.equal(await up.stop(), 0, up.stderr());
     up = undefined;
+    // While it is down, something else takes every free byte: only the reserves are left.
+    const filled = await fillDisk(path.join(mount, 'filler'));
+    process.stdout.write(`filler took the last ${filled} B\n`);
     await start();
+    assert.match(
+      (up as Up | undefined)?.stderr() ?? '',
+      /too little for the \d+ B reserve/,
+      'no word on the reserve',
+    );
     const vdisk = await api.getVdisk('big');
     assert.equal(vdisk.state, 'open', JSON.stringify(vdisk));
     await readAll();
@@ -162,6 +206,7 @@ describe('a full disk under shale up', { timeout: 900_000 }, () => {
 
   test('space added: the backlog drains and writes go through again', async () => {
     await fs.rm(path.join(mount, 'spacer'));
+    await fs.rm(path.join(mount, 'filler'));
     const t0 = Date.now();
     for (;;) {
       const stats = await api.stats();

@@ -231,7 +231,6 @@ const OSD_DOWN_CODES: readonly string[] = [
   AsdErrorCode.RpcFailed,
   AsdErrorCode.Closed,
   AsdErrorCode.IoError,
-  AsdErrorCode.NoSpace,
 ];
 
 export class ProxyEngine {
@@ -255,6 +254,11 @@ export class ProxyEngine {
   private osdRefresh: Promise<OsdView> | undefined;
   /** OSDs that failed a call since the last probe: not used for placement or reads. */
   private readonly downOsds = new Set<string>();
+  /**
+   * OSDs that refused a put for lack of space since the last probe: no new fragments go
+   * there, but they are read as usual (a full disk still holds its data).
+   */
+  private readonly fullOsds = new Set<string>();
   private closed = false;
   private readonly counters: ProxyStats = {
     bytesIn: 0,
@@ -1280,6 +1284,7 @@ export class ProxyEngine {
         states: probed.filter((_, i) => records[i]?.state === 'active'),
       };
       this.downOsds.clear();
+      this.fullOsds.clear();
       for (const state of view.states) if (!state.alive) this.downOsds.add(state.osdId);
       this.osdView = view;
       return view;
@@ -1324,7 +1329,13 @@ export class ProxyEngine {
   }
 
   private placementStates(view: OsdView): OsdState[] {
-    return view.states.map((s) => (this.downOsds.has(s.osdId) ? { ...s, alive: false } : s));
+    return view.states.map((s) =>
+      this.downOsds.has(s.osdId)
+        ? { ...s, alive: false }
+        : this.fullOsds.has(s.osdId)
+          ? { ...s, freeBytes: 0 }
+          : s,
+    );
   }
 
   private osdById(view: OsdView, osdId: string): Osd {
@@ -1346,7 +1357,8 @@ export class ProxyEngine {
 
   private noteOsdError(osdId: string, err: unknown): void {
     const code = isShaleError(err) ? err.code : undefined;
-    if (code === undefined || OSD_DOWN_CODES.includes(code)) this.downOsds.add(osdId);
+    if (code === AsdErrorCode.NoSpace) this.fullOsds.add(osdId);
+    else if (code === undefined || OSD_DOWN_CODES.includes(code)) this.downOsds.add(osdId);
   }
 
   private noteItemError(

@@ -33,8 +33,19 @@ async function startAsdProcess(
   dir: string,
   port: number,
   nodeId: string,
+  extraArgs: readonly string[] = [],
 ): Promise<{ running: Running; ready: Record<string, unknown> }> {
-  const args = ['asd', 'serve', '--dir', dir, '--port', String(port), '--node-id', nodeId];
+  const args = [
+    'asd',
+    'serve',
+    '--dir',
+    dir,
+    '--port',
+    String(port),
+    '--node-id',
+    nodeId,
+    ...extraArgs,
+  ];
   const child = spawn(SHALE_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr?.setEncoding('utf8');
@@ -74,14 +85,23 @@ export interface TestAsd {
 
 /** N real ASDs on one node, each in its own directory under `root`. */
 export class AsdCluster {
-  private constructor(readonly asds: TestAsd[]) {}
+  private constructor(
+    readonly asds: TestAsd[],
+    private readonly extraArgs: readonly string[],
+  ) {}
 
-  static async start(root: string, count: number, nodeId = 'node1'): Promise<AsdCluster> {
-    const cluster = new AsdCluster([]);
+  /** `extraArgs` go to every `shale asd serve` (e.g. --capacity-bytes). */
+  static async start(
+    root: string,
+    count: number,
+    nodeId = 'node1',
+    extraArgs: readonly string[] = [],
+  ): Promise<AsdCluster> {
+    const cluster = new AsdCluster([], extraArgs);
     try {
       for (let i = 0; i < count; i++) {
         const dir = path.join(root, `asd${i}`);
-        const { running, ready } = await startAsdProcess(dir, 0, nodeId);
+        const { running, ready } = await startAsdProcess(dir, 0, nodeId, extraArgs);
         cluster.asds.push({
           dir,
           port: Number(ready.port),
@@ -125,7 +145,7 @@ export class AsdCluster {
   async restart(i: number): Promise<void> {
     const asd = this.asds[i] as TestAsd;
     if (asd.running !== undefined) return;
-    const { running } = await startAsdProcess(asd.dir, asd.port, asd.nodeId);
+    const { running } = await startAsdProcess(asd.dir, asd.port, asd.nodeId, this.extraArgs);
     asd.running = running;
   }
 
@@ -181,9 +201,12 @@ export interface TestBackend {
 }
 
 /** A temp dir, N ASDs, a LevelKv and a backend over the ASDs. Close it in `after`. */
-export async function startTestBackend(count = 6): Promise<TestBackend> {
+export async function startTestBackend(
+  count = 6,
+  asdArgs: readonly string[] = [],
+): Promise<TestBackend> {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), 'shale-proxy-'));
-  const cluster = await AsdCluster.start(root, count);
+  const cluster = await AsdCluster.start(root, count, 'node1', asdArgs);
   let kv: LevelKv | undefined;
   try {
     kv = await LevelKv.open({ dir: path.join(root, 'kv'), sync: false });

@@ -102,6 +102,8 @@ export interface AsdStats {
   readonly createdAtMs: number;
   /** `dev-<device>` of the directory's file system; '' when --capacity-bytes caps this ASD. */
   readonly filesystemId: string;
+  /** When a put was last refused with ASD_NO_SPACE (0: never since start). */
+  readonly lastNoSpaceAtMs: number;
 }
 
 interface PendingPut {
@@ -162,6 +164,7 @@ export class AsdStore {
   private readonly reserveBytes: number;
   private fsTotalBytes: number;
   private readonly filesystemId: string;
+  private lastNoSpaceAtMs = 0;
 
   private objectCount: number;
   private usedBytes: number;
@@ -809,6 +812,7 @@ export class AsdStore {
       reserveBytes: this.reserveBytes,
       createdAtMs: this.identity.createdAtMs,
       filesystemId: this.filesystemId,
+      lastNoSpaceAtMs: this.lastNoSpaceAtMs,
     };
   }
 
@@ -845,6 +849,7 @@ export class AsdStore {
     if (this.capacityLimitBytes !== undefined) {
       const capFree = this.capacityLimitBytes - this.usedBytes - othersInflightBytes;
       if (neededBytes > capFree) {
+        this.lastNoSpaceAtMs = Date.now();
         throw asdError(
           AsdErrorCode.NoSpace,
           `no space: ${neededBytes} bytes asked, ${Math.max(0, capFree)} left of this ASD's capacity ${this.capacityLimitBytes}`,
@@ -859,6 +864,7 @@ export class AsdStore {
     }
     const fsFree = availableBytes - othersInflightBytes - this.reserveBytes;
     if (neededBytes > fsFree) {
+      this.lastNoSpaceAtMs = Date.now();
       throw asdError(
         AsdErrorCode.NoSpace,
         `no space: ${neededBytes} bytes asked, ${Math.max(0, fsFree)} free above the ${this.reserveBytes}-byte reserve`,

@@ -71,6 +71,7 @@ export interface WireStatsResponse {
   createdAtMs: number;
   version: string;
   filesystemId: string;
+  lastNoSpaceAtMs: number;
 }
 export interface WireHealthResponse {
   status: string;

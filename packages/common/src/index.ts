@@ -9,4 +9,5 @@ export {
   shutdownGrpcServer,
 } from './grpc-support.js';
 export { type MetricsServer, registerStatsCounters, startMetricsServer } from './metrics-server.js';
+export { SpaceReserve, type SpaceReserveOptions } from './space-reserve.js';
 export { formatBytes, parseSizeBytes } from './units.js';

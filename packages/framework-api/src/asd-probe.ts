@@ -13,10 +13,12 @@ export interface AsdProbeClient {
     freeBytes: number;
     objectCount: number;
     /**
-     * The file system the ASD's directory is on (its node id and device), so that ASDs
-     * sharing one count its space once. Not reported by the ASD yet (see capacity.ts).
+     * The file system the ASD's directory is on (its device), so that ASDs sharing one
+     * count its space once; empty when the ASD is capped by --capacity-bytes.
      */
     filesystemId?: string;
+    /** When the ASD last refused a put for lack of space (0: never). */
+    lastNoSpaceAtMs?: number;
   }>;
   health(options: { deadlineMs?: number }): Promise<{ status: string; reason: string }>;
   close(): void;
@@ -95,6 +97,9 @@ export class AsdProbe {
       ...(stats.value.filesystemId === undefined || stats.value.filesystemId === ''
         ? {}
         : { filesystemId: stats.value.filesystemId.slice(0, 1024) }),
+      ...(stats.value.lastNoSpaceAtMs === undefined || stats.value.lastNoSpaceAtMs === 0
+        ? {}
+        : { lastNoSpaceAtMs: stats.value.lastNoSpaceAtMs }),
     };
   }
 

@@ -94,3 +94,5 @@ export const API_CLIENT_WAIT_TIMEOUT_MS = 10 * 60 * 1000;
 
 /** An active ASD with less free space than this fraction of its capacity is reported full. */
 export const API_ASD_FULL_FRACTION = 0.02;
+/** An ASD that refused a put for lack of space this recently is the problem ASD_FULL too. */
+export const API_ASD_FULL_RECENT_MS = 60_000;

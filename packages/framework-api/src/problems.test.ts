@@ -75,6 +75,7 @@ test('a healthy cluster has no problems', () => {
     asds: [asd('x'), asd('old', { state: 'decommissioned', healthy: false })],
     storageRouters: [router()],
     overcommitRatio: 0.5,
+    nowMs: 100_000,
   });
   assert.deepEqual(problems, []);
   assert.equal(isDegraded(problems), false);
@@ -100,12 +101,15 @@ test('each rule names its subject, with the right severity', () => {
     asds: [
       asd('down', { healthy: false, detail: 'unreachable' }),
       asd('full', { freeBytes: 10 * MiB }),
+      asd('refusing', { lastNoSpaceAtMs: 90_000 }),
+      asd('refused-long-ago', { lastNoSpaceAtMs: 1_000 }),
     ],
     storageRouters: [
       router({ nodeId: 'gone', healthy: false, detail: 'unreachable' }),
       router({ nodeId: 'wb', writeBuffer: { ...wb, low: true, reserveHeld: false } }),
     ],
     overcommitRatio: 3,
+    nowMs: 100_000,
   });
   assert.deepEqual(
     problems.map((p) => [p.code, p.severity, p.subject]),
@@ -117,6 +121,7 @@ test('each rule names its subject, with the right severity', () => {
       ['VDISK_DATA_LOST', 'warning', 'vdisk lost'],
       ['ASD_UNHEALTHY', 'degraded', 'asd down'],
       ['ASD_FULL', 'degraded', 'asd full'],
+      ['ASD_FULL', 'degraded', 'asd refusing'],
       ['STORAGE_ROUTER_UNHEALTHY', 'degraded', 'volumedriver gone'],
       ['WRITE_BUFFER_FULL', 'degraded', 'volumedriver wb'],
       ['WRITE_BUFFER_NO_RESERVE', 'warning', 'volumedriver wb'],
@@ -130,6 +135,7 @@ test('each rule names its subject, with the right severity', () => {
     asds: [],
     storageRouters: [],
     overcommitRatio: 2,
+    nowMs: 100_000,
   });
   assert.equal(isDegraded(warningsOnly), false);
 });

@@ -5,7 +5,7 @@
  * be opened, a full ASD or write buffer); 'warning' is worth knowing (a restore lost writes,
  * thin over-commitment, a write buffer without its reserve).
  */
-import { API_ASD_FULL_FRACTION } from './constants.js';
+import { API_ASD_FULL_FRACTION, API_ASD_FULL_RECENT_MS } from './constants.js';
 import type { Asd, Problem, StorageRouter, Vdisk } from './schemas.js';
 
 export interface ProblemInputs {
@@ -13,6 +13,8 @@ export interface ProblemInputs {
   readonly asds: readonly Asd[];
   readonly storageRouters: readonly StorageRouter[];
   readonly overcommitRatio: number | undefined;
+  /** Now, for "recently" (ms since the epoch). */
+  readonly nowMs: number;
 }
 
 const MiB = 1024 * 1024;
@@ -81,16 +83,19 @@ export function clusterProblems(input: ProblemInputs): Problem[] {
       add('ASD_UNHEALTHY', 'degraded', subject, asd.detail ?? 'not healthy');
       continue;
     }
-    if (
+    const nearlyFull =
       asd.freeBytes !== undefined &&
       asd.capacityBytes !== undefined &&
-      asd.freeBytes < asd.capacityBytes * API_ASD_FULL_FRACTION
-    ) {
+      asd.freeBytes < asd.capacityBytes * API_ASD_FULL_FRACTION;
+    const refusing =
+      asd.lastNoSpaceAtMs !== undefined &&
+      input.nowMs - asd.lastNoSpaceAtMs < API_ASD_FULL_RECENT_MS;
+    if (nearlyFull || refusing) {
       add(
         'ASD_FULL',
         'degraded',
         subject,
-        `${mib(asd.freeBytes)} free of ${mib(asd.capacityBytes)}: puts fail (ASD_NO_SPACE) and uploads stall; add space or ASDs, or delete vDisks or snapshots`,
+        `${mib(asd.freeBytes ?? 0)} free of ${mib(asd.capacityBytes ?? 0)}${refusing ? ', refusing puts for lack of space' : ''}: uploads stall; add space or ASDs, or delete vDisks or snapshots`,
       );
     }
   }

@@ -517,7 +517,13 @@ export class ApiResources {
         ...(ratio === undefined ? {} : { overcommitRatio: ratio }),
       },
       backend,
-      problems: clusterProblems({ vdisks, asds, storageRouters, overcommitRatio: ratio }),
+      problems: clusterProblems({
+        vdisks,
+        asds,
+        storageRouters,
+        overcommitRatio: ratio,
+        nowMs: Date.now(),
+      }),
     };
   }
 }

@@ -364,6 +364,11 @@ export const AsdSchema = s.object(
     usedBytes: bytes(),
     freeBytes: bytes(),
     objectCount: count(),
+    lastNoSpaceAtMs: s.integer({
+      minimum: 0,
+      maximum: MAX_INT,
+      description: 'when it last refused a put for lack of space (absent: not since it started)',
+    }),
     filesystemId: s.string({
       minLength: 1,
       maxLength: 1024,

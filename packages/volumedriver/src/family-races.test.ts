@@ -1,4 +1,4 @@
-// Proves that operations racing on one vDisk family never both succeed against an invariant (a clone against a delete, a rollback or a snapshot delete of its parent; and at the metadata store's commit, where no lock is shared), that every clone reads its snapshot's data, and that a restart on an empty write buffer after the sweep opens every vDisk; by sweeping the delay between the two requests over 0..1 s against real VolumeManagers (LevelDB store, a slowed in-memory backend).
+// Proves that operations racing on one vDisk family never both succeed against an invariant (a clone against a delete, a rollback or a snapshot delete of its parent; and at the metadata store's commit, where no lock is shared), that every clone reads its snapshot's data, and that a restart on an empty write buffer after the sweep opens every vDisk; by sweeping the delay between the two requests over 0..1 s (every 25 ms from -200 ms with SHALE_LONG=1) against real VolumeManagers (LevelDB store, a slowed in-memory backend).
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -16,7 +16,10 @@ const MiB = 1024 * 1024;
  * Delay of the second request after the first: the clone first (>= 0), or the other request
  * first by |delay| (< 0). The report lost data at 50-300 ms with the clone first.
  */
-const DELAYS_MS = [-100, -10, 0, 5, 20, 50, 100, 200, 300, 500, 750, 1000];
+const DELAYS_MS =
+  process.env.SHALE_LONG === '1'
+    ? Array.from({ length: 49 }, (_, i) => -200 + i * 25) // the long tier: every 25 ms
+    : [-100, -10, 0, 5, 20, 50, 100, 200, 300, 500, 750, 1000];
 /** Every backend call waits this long: a clone then takes a few hundred ms, the sweep spans it. */
 const BACKEND_LATENCY_MS = 15;
 /** What a losing operation may answer: a clean, specific refusal. */

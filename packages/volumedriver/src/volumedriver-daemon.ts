@@ -36,6 +36,8 @@ export interface VolumedriverDaemonOptions {
   readonly advertiseAddress?: string | undefined;
   /** Serve Prometheus /metrics and /health here. */
   readonly metricsPort?: number | undefined;
+  /** Where the volumedriver's log lines go (default: stderr, one line each). */
+  readonly log?: ((line: string) => void) | undefined;
   /** The bound on data at risk (default DATA_AT_RISK_MAX_MS). */
   readonly dataAtRiskMaxMs?: number | undefined;
   /** The write buffer's reserve file and free-space margin (write-buffer-space.ts). */
@@ -100,6 +102,7 @@ export class VolumedriverDaemon {
         dir: options.dir,
         nodeId: options.nodeId,
         metricsRegistry,
+        log: options.log ?? ((line) => process.stderr.write(`volumedriver: ${line}\n`)),
         ...(options.dataAtRiskMaxMs === undefined
           ? {}
           : { dataAtRiskMaxMs: options.dataAtRiskMaxMs }),

@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { errorMessage } from '@shale/common';
+import { errorMessage, SpaceReserve } from '@shale/common';
 import type { WriteBufferSpaceStatus as SpaceStatus } from './api-types.js';
 import {
   WRITE_BUFFER_CACHE_EVICT_MARGINS,
@@ -44,7 +44,6 @@ export interface WriteBufferSpaceOptions {
 }
 
 const RESERVE_FILE = 'space-reserve';
-const RESERVE_WRITE_CHUNK_BYTES = 1024 * 1024;
 
 async function nodeStatfs(dir: string): Promise<{ totalBytes: number; availableBytes: number }> {
   const s = await fs.statfs(dir);
@@ -62,7 +61,7 @@ export class WriteBufferSpace {
   private availableBytes = Number.MAX_SAFE_INTEGER;
   /** Bytes admitted since the last refresh (not yet seen by statfs). */
   private admittedBytes = 0;
-  private reserveHeld = false;
+  private readonly reserve: SpaceReserve;
   private low = false;
   private refusedWrites = 0;
   private refreshing: Promise<void> | undefined;
@@ -76,16 +75,17 @@ export class WriteBufferSpace {
     this.log = options.log ?? (() => undefined);
     this.statfs = options.statfs ?? nodeStatfs;
     this.onLow = options.onLow;
-  }
-
-  private get reservePath(): string {
-    return path.join(this.dir, RESERVE_FILE);
+    this.reserve = new SpaceReserve({
+      file: path.join(this.dir, RESERVE_FILE),
+      bytes: this.reserveBytes,
+      log: this.log,
+      availableBytes: async () => (await this.statfs(this.dir)).availableBytes,
+    });
   }
 
   /** Before opening vDisks: releases the reserve, so metadata can open on a full disk. */
   async releaseReserve(): Promise<void> {
-    await fs.rm(this.reservePath, { force: true });
-    this.reserveHeld = false;
+    await this.reserve.release();
     await this.refresh();
     this.timer = setInterval(() => void this.refresh(), WRITE_BUFFER_SPACE_REFRESH_MS);
     this.timer.unref();
@@ -93,28 +93,9 @@ export class WriteBufferSpace {
 
   /** After opening: makes the reserve again if the space is there (else says so). */
   async restoreReserve(): Promise<void> {
-    if (this.reserveBytes === 0 || this.reserveHeld) return;
+    if (this.reserveBytes === 0 || this.reserve.held) return;
     await this.refresh();
-    if (this.availableBytes < this.reserveBytes + this.marginBytes) {
-      this.log(
-        `write buffer ${this.dir}: ${this.availableBytes} B free, too little for its ${this.reserveBytes} B reserve; running without it until space is freed`,
-      );
-      return;
-    }
-    const handle = await fs.open(this.reservePath, 'w', 0o600);
-    try {
-      const zeros = Buffer.alloc(Math.min(RESERVE_WRITE_CHUNK_BYTES, this.reserveBytes));
-      for (let at = 0; at < this.reserveBytes; at += zeros.length) {
-        await handle.write(zeros, 0, Math.min(zeros.length, this.reserveBytes - at), at);
-      }
-      await handle.sync();
-      this.reserveHeld = true;
-    } catch (err) {
-      this.log(`write buffer ${this.dir}: cannot make its reserve: ${errorMessage(err)}`);
-    } finally {
-      await handle.close();
-      if (!this.reserveHeld) await fs.rm(this.reservePath, { force: true });
-    }
+    await this.reserve.make(this.marginBytes);
     await this.refresh();
   }
 
@@ -147,7 +128,7 @@ export class WriteBufferSpace {
       totalBytes: this.totalBytes,
       availableBytes: Math.max(0, this.availableBytes - this.admittedBytes),
       reserveBytes: this.reserveBytes,
-      reserveHeld: this.reserveHeld,
+      reserveHeld: this.reserve.held,
       low: this.low,
       refusedWrites: this.refusedWrites,
     };
@@ -184,7 +165,7 @@ export class WriteBufferSpace {
         // Space came back: make the reserve again (at most one attempt at a time).
         if (
           this.timer !== undefined &&
-          !this.reserveHeld &&
+          !this.reserve.held &&
           this.restoring === undefined &&
           this.availableBytes - this.admittedBytes >= this.reserveBytes + 2 * this.marginBytes
         ) {

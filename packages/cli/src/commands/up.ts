@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { errorMessage, isShaleError } from '@shale/common';
+import { errorMessage, isShaleError, parseSizeBytes, SpaceReserve } from '@shale/common';
 import { VolumeClient } from '@shale/volumedriver';
 import {
   type Command,
@@ -29,6 +29,18 @@ import { type ChildSpec, Supervisor } from '../up/supervisor.js';
 const BACKEND = 'local';
 const DEFAULT_VPOOL = 'default';
 const HOST = '127.0.0.1';
+/** The data dir's reserve file, what must stay free after making it, and its retry period. */
+const RESERVE_FILE = 'space-reserve';
+const RESERVE_KEEP_FREE_BYTES = 32 * 1024 * 1024;
+const RESERVE_RETRY_MS = 60_000;
+
+function parseReserve(text: string): number {
+  try {
+    return parseSizeBytes(text);
+  } catch (err) {
+    throw new UsageError(`--reserve: ${errorMessage(err)}`);
+  }
+}
 
 const MAIN_JS = fileURLToPath(new URL('../main.js', import.meta.url));
 
@@ -79,7 +91,7 @@ export const upCommand: Command = {
   summary:
     'run a whole single-node cluster in the foreground (ASDs, proxy, maintenance, volumedriver, edge, API)',
   usage:
-    'shale up [--data-dir DIR] [--asds 6] [--nbd-port 10809] [--api-port 8080] [--kv embedded|etcd://HOST:PORT,...] [--asd-dir DIR] [--write-buffer-dir DIR] [--data-at-risk-ms 30000]',
+    'shale up [--data-dir DIR] [--asds 6] [--nbd-port 10809] [--api-port 8080] [--kv embedded|etcd://HOST:PORT,...] [--asd-dir DIR] [--write-buffer-dir DIR] [--data-at-risk-ms 30000] [--reserve 64MiB]',
   options: {
     'data-dir': {
       type: 'string',
@@ -133,6 +145,13 @@ export const upCommand: Command = {
       valueName: 'SIZE',
       description: "passed to the volumedriver: its write buffer's reserve file",
     },
+    reserve: {
+      type: 'string',
+      valueName: 'SIZE',
+      description:
+        'a file of this size kept in the data dir, released before the daemons start so that they open on a full disk',
+      default: '64MiB',
+    },
     'write-buffer-margin': {
       type: 'string',
       valueName: 'SIZE',
@@ -185,6 +204,13 @@ export const upCommand: Command = {
     log(`shale up: ${created ? 'new cluster' : 'cluster'} in ${dataDir} (node ${layout.nodeId})`);
     const sharing = await sharedFileSystemWarning(dataDir, layout);
     if (sharing !== undefined) log(sharing);
+    // Whatever filled the disk while the cluster was down, the daemons get this much to open.
+    const reserve = new SpaceReserve({
+      file: path.join(dataDir, RESERVE_FILE),
+      bytes: parseReserve(optionalString(values, 'reserve') ?? '64MiB'),
+      log: (line) => log(`shale up: ${line}`),
+    });
+    await reserve.release();
     const passed = (name: string) => {
       const value = optionalString(values, name);
       return value === undefined ? [] : [`--${name}`, value];
@@ -334,6 +360,13 @@ export const upCommand: Command = {
       await supervisor.stop();
       return EXIT_FAILURE;
     }
+    // Made again once everything runs; while the disk has no room, retried now and then.
+    const reserveRetry = setInterval(
+      () => void reserve.make(RESERVE_KEEP_FREE_BYTES),
+      RESERVE_RETRY_MS,
+    );
+    reserveRetry.unref();
+    await reserve.make(RESERVE_KEEP_FREE_BYTES);
     if (stopRequested === undefined) {
       const apiUrl = `http://${HOST}:${apiPort}`;
       await writeStatus(dataDir, {
@@ -361,6 +394,7 @@ export const upCommand: Command = {
       );
     }
     const signal = await shutdown;
+    clearInterval(reserveRetry);
     log(`shale up: ${signal}: stopping every daemon`);
     await supervisor.stop();
     await removeStatus(dataDir);
