@@ -9,6 +9,7 @@ import {
   CLUSTER_SIZE_MIN_BYTES,
   SCO_SIZE_MAX_BYTES,
   SCO_SIZE_MIN_BYTES,
+  VDISK_STATES,
 } from '@shale/volumedriver';
 import {
   API_NAME_PATTERN,
@@ -166,15 +167,6 @@ export const VdiskStatsSchema = s.object({
   uploadError: text,
   writeLaneError: text,
 });
-
-export const VDISK_STATES = [
-  'open',
-  'failed',
-  'closed',
-  'elsewhere',
-  'creating',
-  'deleting',
-] as const;
 
 export const VdiskOpenErrorSchema = s.object({ code: label, message: text, atMs: timeMs });
 

@@ -98,7 +98,15 @@ export interface WriteBufferSpaceStatus {
  * yet or any more); 'elsewhere' (owned by another volumedriver: ask it); 'creating' and
  * 'deleting' while those operations run (or were interrupted and will be finished).
  */
-export type VdiskState = 'open' | 'failed' | 'closed' | 'elsewhere' | 'creating' | 'deleting';
+export const VDISK_STATES = [
+  'open',
+  'failed',
+  'closed',
+  'elsewhere',
+  'creating',
+  'deleting',
+] as const;
+export type VdiskState = (typeof VDISK_STATES)[number];
 
 export interface VdiskOpenError {
   readonly code: string;

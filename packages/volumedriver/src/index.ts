@@ -1,4 +1,5 @@
 export type * from './api-types.js';
+export { VDISK_STATES } from './api-types.js';
 export * from './constants.js';
 export { VdErrorCode, vdError } from './errors.js';
 export { type FoldedMap, foldTLogs } from './history.js';

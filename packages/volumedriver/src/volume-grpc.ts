@@ -24,6 +24,7 @@ import type {
   VpoolInfo,
   WriteBufferSpaceStatus,
 } from './api-types.js';
+import { VDISK_STATES } from './api-types.js';
 import { VdErrorCode, vdError } from './errors.js';
 import { IO_REQUEST_MAX_BYTES } from './service-constants.js';
 
@@ -175,15 +176,6 @@ export interface ProtoHealthReply {
   writeBuffer: WriteBufferSpaceStatus | null;
 }
 
-const VDISK_STATES: readonly VdiskState[] = [
-  'open',
-  'failed',
-  'closed',
-  'elsewhere',
-  'creating',
-  'deleting',
-];
-
 // ---- Conversions. Fields are copied one by one so that nothing the api types do not name
 // (a manager's internal field) reaches the wire, and nothing the wire adds reaches callers.
 
@@ -289,7 +281,7 @@ export function vdiskFromProto(message: ProtoVdiskInfo): VdiskInfo {
     snapshots: message.snapshots.map(snapshotFromProto),
     stats: message.stats === null ? undefined : statsCopy(message.stats),
     // An older volumedriver sends no state: what the stats say is all that is known.
-    state: VDISK_STATES.includes(message.state as VdiskState)
+    state: (VDISK_STATES as readonly string[]).includes(message.state)
       ? (message.state as VdiskState)
       : message.stats === null
         ? 'elsewhere'
