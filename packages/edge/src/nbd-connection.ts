@@ -13,8 +13,8 @@
  * _BUFFERS) of replies the client has not read, the socket is not read until that drains.
  */
 import type net from 'node:net';
-import { errorMessage, isShaleError } from '@shale/common';
-import type { BlockExport, ExportInfo, ExportProvider } from './block-export.js';
+import { errorMessage } from '@shale/common';
+import type { BlockExport, ExportProvider } from './block-export.js';
 import { ByteQueue } from './byte-queue.js';
 import {
   NBD_BLOCK_STATUS_MAX_EXTENTS,
@@ -24,26 +24,17 @@ import {
   NBD_CONNECTION_MAX_UNSENT_BYTES,
   NBD_HANDSHAKE_MAX_OPTIONS,
   NBD_HANDSHAKE_TIMEOUT_MS,
-  NBD_MAX_PAYLOAD_BYTES,
-  NBD_MIN_BLOCK_BYTES,
   NBD_OPTION_MAX_BYTES,
-  NBD_PREFERRED_BLOCK_BYTES,
 } from './constants.js';
-import { EdgeErrorCode, nbdErrnoOf } from './errors.js';
+import { nbdErrnoOf } from './errors.js';
 import {
-  decodeExportName,
-  decodeInfoRequest,
-  decodeMetaContextRequest,
-  infoBlockSizeReply,
-  infoExportReply,
-  infoTextReply,
-  metaContextReply,
-  optionError,
-  optionReply,
-  serverReply,
-} from './nbd-options.js';
+  BASE_ALLOCATION_ID,
+  type HandshakeHost,
+  NbdHandshake,
+  type Negotiated,
+} from './nbd-handshake.js';
+import { optionError } from './nbd-options.js';
 import {
-  BASE_ALLOCATION,
   NBD_CMD_BLOCK_STATUS,
   NBD_CMD_DISC,
   NBD_CMD_FLAG_FUA,
@@ -56,37 +47,13 @@ import {
   NBD_CMD_WRITE_ZEROES,
   NBD_FLAG_C_FIXED_NEWSTYLE,
   NBD_FLAG_C_NO_ZEROES,
-  NBD_FLAG_CAN_MULTI_CONN,
   NBD_FLAG_FIXED_NEWSTYLE,
-  NBD_FLAG_HAS_FLAGS,
   NBD_FLAG_NO_ZEROES,
-  NBD_FLAG_READ_ONLY,
-  NBD_FLAG_SEND_DF,
-  NBD_FLAG_SEND_FAST_ZERO,
-  NBD_FLAG_SEND_FLUSH,
-  NBD_FLAG_SEND_FUA,
-  NBD_FLAG_SEND_TRIM,
-  NBD_FLAG_SEND_WRITE_ZEROES,
   NBD_IHAVEOPT,
-  NBD_INFO_DESCRIPTION,
-  NBD_INFO_NAME,
   NBD_MAGIC,
-  NBD_OPT_ABORT,
   NBD_OPT_EXPORT_NAME,
-  NBD_OPT_GO,
-  NBD_OPT_INFO,
-  NBD_OPT_LIST,
-  NBD_OPT_LIST_META_CONTEXT,
-  NBD_OPT_SET_META_CONTEXT,
-  NBD_OPT_STARTTLS,
-  NBD_OPT_STRUCTURED_REPLY,
   NBD_OPTION_HEADER_BYTES,
-  NBD_REP_ACK,
-  NBD_REP_ERR_INVALID,
-  NBD_REP_ERR_SHUTDOWN,
   NBD_REP_ERR_TOO_BIG,
-  NBD_REP_ERR_UNKNOWN,
-  NBD_REP_ERR_UNSUP,
   NBD_REQUEST_HEADER_BYTES,
   NBD_REQUEST_MAGIC,
   NbdErrno,
@@ -129,10 +96,6 @@ export interface NbdConnectionOptions {
   readonly handshakeTimeoutMs?: number;
 }
 
-/** The meta-context id of base:allocation in this server. */
-const BASE_ALLOCATION_ID = 1;
-/** The 124 zero bytes ending NBD_OPT_EXPORT_NAME's reply without NO_ZEROES. */
-const EXPORT_NAME_PADDING = Buffer.alloc(124);
 const KIND: Readonly<Record<number, RequestKind>> = {
   [NBD_CMD_READ]: 'read',
   [NBD_CMD_WRITE]: 'write',
@@ -174,11 +137,9 @@ export class NbdConnection {
   private readonly log: (line: string) => void;
   private handshakeTimer: NodeJS.Timeout | undefined;
   private optionsSeen = 0;
-  private noZeroes = false;
+  private readonly handshake: NbdHandshake;
+  /** Structured replies negotiated (known once in transmission). */
   private structured = false;
-  /** base:allocation selected, and for which export name (GO must name the same one). */
-  private metaBase = false;
-  private metaExportName: string | undefined;
 
   private export: BlockExport | undefined;
   private observer: ExportObserver | undefined;
@@ -202,6 +163,7 @@ export class NbdConnection {
     private readonly options: NbdConnectionOptions,
   ) {
     this.log = options.log ?? (() => undefined);
+    this.handshake = new NbdHandshake(this.handshakeHost(), options);
     this.closed = new Promise<void>((resolve) => {
       this.closedPromiseResolve = resolve;
     });
@@ -255,7 +217,7 @@ export class NbdConnection {
             this.protocolFailure(`unknown client flags 0x${flags.toString(16)}`);
             return;
           }
-          this.noZeroes = (flags & NBD_FLAG_C_NO_ZEROES) !== 0;
+          this.handshake.noZeroes = (flags & NBD_FLAG_C_NO_ZEROES) !== 0;
           this.state = { kind: 'option-header' };
           break;
         }
@@ -292,7 +254,7 @@ export class NbdConnection {
           // Nothing is read while the option is answered (the provider may take seconds),
           // or a client that does not wait could make the queue grow without bound.
           this.pauseReading();
-          this.handleOption(state.option, data).then(
+          this.handshake.answer(state.option, data).then(
             () => this.maybeResume(),
             (err: unknown) =>
               this.protocolFailure(`option ${state.option} failed: ${errorMessage(err)}`),
@@ -343,229 +305,34 @@ export class NbdConnection {
     }
   }
 
-  // ------------------------------------------------------------------ option haggling
-
-  private async handleOption(option: number, data: Buffer): Promise<void> {
-    switch (option) {
-      case NBD_OPT_EXPORT_NAME:
-        return this.optExportName(data);
-      case NBD_OPT_ABORT:
-        this.send(optionReply(option, NBD_REP_ACK));
-        this.endAfterReplies();
-        return;
-      case NBD_OPT_LIST:
-        return this.optList(data);
-      case NBD_OPT_STARTTLS:
-        this.replyOption(optionError(option, NBD_REP_ERR_UNSUP, 'this edge does not serve TLS'));
-        return;
-      case NBD_OPT_INFO:
-      case NBD_OPT_GO:
-        return this.optInfoOrGo(option, data);
-      case NBD_OPT_STRUCTURED_REPLY:
-        if (data.length !== 0) {
-          this.replyOption(
-            optionError(option, NBD_REP_ERR_INVALID, 'structured reply takes no data'),
-          );
-          return;
-        }
-        this.structured = true;
-        this.replyOption(optionReply(option, NBD_REP_ACK));
-        return;
-      case NBD_OPT_LIST_META_CONTEXT:
-      case NBD_OPT_SET_META_CONTEXT:
-        return this.optMetaContext(option, data);
-      default:
-        // Extended headers, and anything newer: not served (the client falls back).
-        this.replyOption(
-          optionError(option, NBD_REP_ERR_UNSUP, `option ${option} is not supported`),
-        );
-    }
-  }
-
-  /** An option reply after which haggling goes on. */
-  private replyOption(reply: Buffer): void {
-    if ((reply.readUInt32BE(12) & 0x8000_0000) !== 0)
-      this.options.observer.protocolError('option-error');
-    this.send(reply);
-    if (this.state.kind === 'busy') this.state = { kind: 'option-header' };
-  }
-
-  private resolveName(name: string): string | undefined {
-    if (name !== '') return name;
-    return this.options.defaultExport;
-  }
-
-  private async optList(data: Buffer): Promise<void> {
-    if (data.length !== 0) {
-      this.replyOption(optionError(NBD_OPT_LIST, NBD_REP_ERR_INVALID, 'list takes no data'));
-      return;
-    }
-    let exports: ExportInfo[];
-    try {
-      exports = await this.options.provider.list();
-    } catch (err) {
-      this.replyOption(
-        optionError(NBD_OPT_LIST, NBD_REP_ERR_UNKNOWN, `cannot list exports: ${errorMessage(err)}`),
-      );
-      return;
-    }
-    for (const info of exports) this.send(serverReply(NBD_OPT_LIST, info.name, info.description));
-    this.replyOption(optionReply(NBD_OPT_LIST, NBD_REP_ACK));
-  }
-
-  private transmissionFlags(info: ExportInfo): number {
-    let flags =
-      NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_CAN_MULTI_CONN;
-    if (info.readOnly) flags |= NBD_FLAG_READ_ONLY;
-    else flags |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
-    if (this.structured) flags |= NBD_FLAG_SEND_DF;
-    return flags;
-  }
-
-  private async optInfoOrGo(option: number, data: Buffer): Promise<void> {
-    const decoded = decodeInfoRequest(data);
-    if (!decoded.ok) {
-      this.replyOption(optionError(option, NBD_REP_ERR_INVALID, decoded.reason));
-      return;
-    }
-    const name = this.resolveName(decoded.value.name);
-    if (name === undefined) {
-      this.replyOption(optionError(option, NBD_REP_ERR_UNKNOWN, 'no default export: name a vDisk'));
-      return;
-    }
-    let info: ExportInfo;
-    let opened: BlockExport | undefined;
-    try {
-      if (option === NBD_OPT_GO) {
-        opened = await this.options.provider.open(name);
-        info = opened.info;
-      } else {
-        info = await this.options.provider.info(name);
-      }
-    } catch (err) {
-      // A stopping edge says so (the client must disconnect); anything else is "unknown".
-      const type = isShaleError(err, EdgeErrorCode.Closed)
-        ? NBD_REP_ERR_SHUTDOWN
-        : NBD_REP_ERR_UNKNOWN;
-      this.replyOption(optionError(option, type, `export ${name}: ${errorMessage(err)}`));
-      return;
-    }
-    if (this.state.kind === 'closed') {
-      opened?.release();
-      return;
-    }
-    this.send(infoExportReply(option, info.sizeBytes, this.transmissionFlags(info)));
-    for (const type of decoded.value.infoTypes) {
-      if (type === NBD_INFO_NAME) this.send(infoTextReply(option, NBD_INFO_NAME, info.name));
-      if (type === NBD_INFO_DESCRIPTION)
-        this.send(infoTextReply(option, NBD_INFO_DESCRIPTION, info.description));
-    }
-    // Sent unasked too: we serve unaligned requests, so a client that ignores it is fine.
-    this.send(
-      infoBlockSizeReply(
-        option,
-        NBD_MIN_BLOCK_BYTES,
-        NBD_PREFERRED_BLOCK_BYTES,
-        NBD_MAX_PAYLOAD_BYTES,
-      ),
-    );
-    if (opened === undefined) {
-      this.replyOption(optionReply(option, NBD_REP_ACK));
-      return;
-    }
-    this.send(optionReply(option, NBD_REP_ACK));
-    this.enterTransmission(opened);
-  }
-
-  private async optExportName(data: Buffer): Promise<void> {
-    // No error reply exists for this option: on any failure the connection is closed.
-    const decoded = decodeExportName(data);
-    const name = decoded.ok ? this.resolveName(decoded.value) : undefined;
-    if (name === undefined) {
-      this.protocolFailure(decoded.ok ? 'export-name: no default export' : decoded.reason);
-      return;
-    }
-    let opened: BlockExport;
-    try {
-      opened = await this.options.provider.open(name);
-    } catch (err) {
-      this.close(`export-name ${name}: ${errorMessage(err)}`);
-      return;
-    }
-    if (this.state.kind === 'closed') {
-      opened.release();
-      return;
-    }
-    const reply = Buffer.allocUnsafe(10);
-    reply.writeBigUInt64BE(BigInt(opened.info.sizeBytes), 0);
-    reply.writeUInt16BE(this.transmissionFlags(opened.info), 8);
-    this.send(reply);
-    if (!this.noZeroes) this.send(EXPORT_NAME_PADDING);
-    this.enterTransmission(opened);
-  }
-
-  private async optMetaContext(option: number, data: Buffer): Promise<void> {
-    if (!this.structured) {
-      this.replyOption(
-        optionError(option, NBD_REP_ERR_INVALID, 'negotiate structured replies first'),
-      );
-      return;
-    }
-    const decoded = decodeMetaContextRequest(data);
-    if (!decoded.ok) {
-      this.replyOption(optionError(option, NBD_REP_ERR_INVALID, decoded.reason));
-      return;
-    }
-    const name = this.resolveName(decoded.value.name);
-    try {
-      if (name === undefined) throw new Error('no default export: name a vDisk');
-      await this.options.provider.info(name);
-    } catch (err) {
-      this.replyOption(
-        optionError(option, NBD_REP_ERR_UNKNOWN, `export ${name ?? '""'}: ${errorMessage(err)}`),
-      );
-      return;
-    }
-    const { queries } = decoded.value;
-    // Every query starts with a namespace ("base:", "x-foo:", ...).
-    const bad = queries.find((q) => !/^[^:]+:/.test(q));
-    if (bad !== undefined) {
-      this.replyOption(
-        optionError(option, NBD_REP_ERR_INVALID, `query ${JSON.stringify(bad)} has no namespace`),
-      );
-      return;
-    }
-    if (option === NBD_OPT_LIST_META_CONTEXT) {
-      // With no query, or the bare namespace, list everything we have (ids are 0 in a list).
-      const listed =
-        queries.length === 0 || queries.some((q) => q === BASE_ALLOCATION || q === 'base:');
-      if (listed) this.send(metaContextReply(option, 0, BASE_ALLOCATION));
-    } else {
-      // SET replaces the selection; only exact names select a context.
-      this.metaBase = queries.includes(BASE_ALLOCATION);
-      this.metaExportName = decoded.value.name;
-      if (this.metaBase) this.send(metaContextReply(option, BASE_ALLOCATION_ID, BASE_ALLOCATION));
-    }
-    this.replyOption(optionReply(option, NBD_REP_ACK));
-  }
-
-  private enterTransmission(opened: BlockExport): void {
+  private enterTransmission(opened: BlockExport, negotiated: Negotiated): void {
     if (this.handshakeTimer !== undefined) clearTimeout(this.handshakeTimer);
     this.export = opened;
     this.observer = this.options.observer.forExport(opened.info.name);
-    // Contexts chosen for another export name than the one entered do not apply.
-    const blockStatus =
-      this.metaBase &&
-      this.metaExportName !== undefined &&
-      this.resolveName(this.metaExportName) === opened.info.name;
+    this.structured = negotiated.structured;
     this.context = {
       sizeBytes: opened.info.sizeBytes,
       readOnly: opened.info.readOnly,
-      structured: this.structured,
-      blockStatus,
+      structured: negotiated.structured,
+      blockStatus: negotiated.blockStatus,
     };
     this.state = { kind: 'request-header' };
     this.log(`connection entered transmission on export ${opened.info.name}`);
+  }
+
+  /** What the handshake may do to this connection. */
+  private handshakeHost(): HandshakeHost {
+    return {
+      isClosed: () => this.state.kind === 'closed',
+      send: (buffer) => this.send(buffer),
+      optionAnswered: () => {
+        if (this.state.kind === 'busy') this.state = { kind: 'option-header' };
+      },
+      endAfterReplies: () => this.endAfterReplies(),
+      protocolFailure: (reason) => this.protocolFailure(reason),
+      close: (reason) => this.close(reason),
+      enterTransmission: (opened, negotiated) => this.enterTransmission(opened, negotiated),
+    };
   }
 
   // ------------------------------------------------------------------ transmission

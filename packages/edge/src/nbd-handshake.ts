@@ -1,0 +1,323 @@
+/**
+ * Option haggling: what the server answers to each option of the fixed newstyle
+ * handshake, and what the client negotiated (structured replies, base:allocation). The
+ * connection (nbd-connection.ts) parses the option headers and payloads and hands each
+ * complete option here; it reads nothing more from the client until the option is
+ * answered, so at most one option is being answered per connection.
+ */
+import { errorMessage, isShaleError } from '@shale/common';
+import type { BlockExport, ExportInfo, ExportProvider } from './block-export.js';
+import {
+  NBD_MAX_PAYLOAD_BYTES,
+  NBD_MIN_BLOCK_BYTES,
+  NBD_PREFERRED_BLOCK_BYTES,
+} from './constants.js';
+import { EdgeErrorCode } from './errors.js';
+import type { ConnectionObserver } from './nbd-connection.js';
+import {
+  decodeExportName,
+  decodeInfoRequest,
+  decodeMetaContextRequest,
+  infoBlockSizeReply,
+  infoExportReply,
+  infoTextReply,
+  metaContextReply,
+  optionError,
+  optionReply,
+  serverReply,
+} from './nbd-options.js';
+import {
+  BASE_ALLOCATION,
+  NBD_FLAG_CAN_MULTI_CONN,
+  NBD_FLAG_HAS_FLAGS,
+  NBD_FLAG_READ_ONLY,
+  NBD_FLAG_SEND_DF,
+  NBD_FLAG_SEND_FAST_ZERO,
+  NBD_FLAG_SEND_FLUSH,
+  NBD_FLAG_SEND_FUA,
+  NBD_FLAG_SEND_TRIM,
+  NBD_FLAG_SEND_WRITE_ZEROES,
+  NBD_INFO_DESCRIPTION,
+  NBD_INFO_NAME,
+  NBD_OPT_ABORT,
+  NBD_OPT_EXPORT_NAME,
+  NBD_OPT_GO,
+  NBD_OPT_INFO,
+  NBD_OPT_LIST,
+  NBD_OPT_LIST_META_CONTEXT,
+  NBD_OPT_SET_META_CONTEXT,
+  NBD_OPT_STARTTLS,
+  NBD_OPT_STRUCTURED_REPLY,
+  NBD_REP_ACK,
+  NBD_REP_ERR_INVALID,
+  NBD_REP_ERR_SHUTDOWN,
+  NBD_REP_ERR_UNKNOWN,
+  NBD_REP_ERR_UNSUP,
+} from './nbd-protocol.js';
+
+/** The meta-context id of base:allocation in this server. */
+export const BASE_ALLOCATION_ID = 1;
+/** The 124 zero bytes ending NBD_OPT_EXPORT_NAME's reply without NO_ZEROES. */
+const EXPORT_NAME_PADDING = Buffer.alloc(124);
+
+/** What the transmission phase needs to know from the handshake. */
+export interface Negotiated {
+  readonly structured: boolean;
+  /** base:allocation was selected for the export entered. */
+  readonly blockStatus: boolean;
+}
+
+/** What the handshake needs from its connection. */
+export interface HandshakeHost {
+  /** The connection is closed: a late answer is dropped (and an opened export released). */
+  isClosed(): boolean;
+  send(buffer: Buffer): void;
+  /** An option was answered and haggling goes on. */
+  optionAnswered(): void;
+  /** ABORT: close once the replies are written. */
+  endAfterReplies(): void;
+  /** The client broke the protocol. */
+  protocolFailure(reason: string): void;
+  /** Closes without blaming the client (an EXPORT_NAME the provider could not open). */
+  close(reason: string): void;
+  /** GO or EXPORT_NAME opened an export: the handshake is over. */
+  enterTransmission(opened: BlockExport, negotiated: Negotiated): void;
+}
+
+export interface HandshakeOptions {
+  readonly provider: ExportProvider;
+  readonly observer: ConnectionObserver;
+  /** Export served for an empty export name; none: an empty name is an unknown export. */
+  readonly defaultExport?: string | undefined;
+}
+
+export class NbdHandshake {
+  /** The client sent NBD_FLAG_C_NO_ZEROES (set by the connection from the client flags). */
+  noZeroes = false;
+  private structured = false;
+  /** base:allocation selected, and for which export name (GO must name the same one). */
+  private metaBase = false;
+  private metaExportName: string | undefined;
+
+  constructor(
+    private readonly host: HandshakeHost,
+    private readonly options: HandshakeOptions,
+  ) {}
+
+  /** Answers one option (its payload read whole). */
+  async answer(option: number, data: Buffer): Promise<void> {
+    switch (option) {
+      case NBD_OPT_EXPORT_NAME:
+        return this.optExportName(data);
+      case NBD_OPT_ABORT:
+        this.host.send(optionReply(option, NBD_REP_ACK));
+        this.host.endAfterReplies();
+        return;
+      case NBD_OPT_LIST:
+        return this.optList(data);
+      case NBD_OPT_STARTTLS:
+        this.replyOption(optionError(option, NBD_REP_ERR_UNSUP, 'this edge does not serve TLS'));
+        return;
+      case NBD_OPT_INFO:
+      case NBD_OPT_GO:
+        return this.optInfoOrGo(option, data);
+      case NBD_OPT_STRUCTURED_REPLY:
+        if (data.length !== 0) {
+          this.replyOption(
+            optionError(option, NBD_REP_ERR_INVALID, 'structured reply takes no data'),
+          );
+          return;
+        }
+        this.structured = true;
+        this.replyOption(optionReply(option, NBD_REP_ACK));
+        return;
+      case NBD_OPT_LIST_META_CONTEXT:
+      case NBD_OPT_SET_META_CONTEXT:
+        return this.optMetaContext(option, data);
+      default:
+        // Extended headers, and anything newer: not served (the client falls back).
+        this.replyOption(
+          optionError(option, NBD_REP_ERR_UNSUP, `option ${option} is not supported`),
+        );
+    }
+  }
+
+  /** An option reply after which haggling goes on. */
+  private replyOption(reply: Buffer): void {
+    if ((reply.readUInt32BE(12) & 0x8000_0000) !== 0)
+      this.options.observer.protocolError('option-error');
+    this.host.send(reply);
+    this.host.optionAnswered();
+  }
+
+  private resolveName(name: string): string | undefined {
+    if (name !== '') return name;
+    return this.options.defaultExport;
+  }
+
+  private async optList(data: Buffer): Promise<void> {
+    if (data.length !== 0) {
+      this.replyOption(optionError(NBD_OPT_LIST, NBD_REP_ERR_INVALID, 'list takes no data'));
+      return;
+    }
+    let exports: ExportInfo[];
+    try {
+      exports = await this.options.provider.list();
+    } catch (err) {
+      this.replyOption(
+        optionError(NBD_OPT_LIST, NBD_REP_ERR_UNKNOWN, `cannot list exports: ${errorMessage(err)}`),
+      );
+      return;
+    }
+    for (const info of exports) {
+      this.host.send(serverReply(NBD_OPT_LIST, info.name, info.description));
+    }
+    this.replyOption(optionReply(NBD_OPT_LIST, NBD_REP_ACK));
+  }
+
+  private transmissionFlags(info: ExportInfo): number {
+    let flags =
+      NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_CAN_MULTI_CONN;
+    if (info.readOnly) flags |= NBD_FLAG_READ_ONLY;
+    else flags |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
+    if (this.structured) flags |= NBD_FLAG_SEND_DF;
+    return flags;
+  }
+
+  private async optInfoOrGo(option: number, data: Buffer): Promise<void> {
+    const decoded = decodeInfoRequest(data);
+    if (!decoded.ok) {
+      this.replyOption(optionError(option, NBD_REP_ERR_INVALID, decoded.reason));
+      return;
+    }
+    const name = this.resolveName(decoded.value.name);
+    if (name === undefined) {
+      this.replyOption(optionError(option, NBD_REP_ERR_UNKNOWN, 'no default export: name a vDisk'));
+      return;
+    }
+    let info: ExportInfo;
+    let opened: BlockExport | undefined;
+    try {
+      if (option === NBD_OPT_GO) {
+        opened = await this.options.provider.open(name);
+        info = opened.info;
+      } else {
+        info = await this.options.provider.info(name);
+      }
+    } catch (err) {
+      // A stopping edge says so (the client must disconnect); anything else is "unknown".
+      const type = isShaleError(err, EdgeErrorCode.Closed)
+        ? NBD_REP_ERR_SHUTDOWN
+        : NBD_REP_ERR_UNKNOWN;
+      this.replyOption(optionError(option, type, `export ${name}: ${errorMessage(err)}`));
+      return;
+    }
+    if (this.host.isClosed()) {
+      opened?.release();
+      return;
+    }
+    this.host.send(infoExportReply(option, info.sizeBytes, this.transmissionFlags(info)));
+    for (const type of decoded.value.infoTypes) {
+      if (type === NBD_INFO_NAME) this.host.send(infoTextReply(option, NBD_INFO_NAME, info.name));
+      if (type === NBD_INFO_DESCRIPTION)
+        this.host.send(infoTextReply(option, NBD_INFO_DESCRIPTION, info.description));
+    }
+    // Sent unasked too: we serve unaligned requests, so a client that ignores it is fine.
+    this.host.send(
+      infoBlockSizeReply(
+        option,
+        NBD_MIN_BLOCK_BYTES,
+        NBD_PREFERRED_BLOCK_BYTES,
+        NBD_MAX_PAYLOAD_BYTES,
+      ),
+    );
+    if (opened === undefined) {
+      this.replyOption(optionReply(option, NBD_REP_ACK));
+      return;
+    }
+    this.host.send(optionReply(option, NBD_REP_ACK));
+    this.host.enterTransmission(opened, this.negotiated(opened));
+  }
+
+  private async optExportName(data: Buffer): Promise<void> {
+    // No error reply exists for this option: on any failure the connection is closed.
+    const decoded = decodeExportName(data);
+    const name = decoded.ok ? this.resolveName(decoded.value) : undefined;
+    if (name === undefined) {
+      this.host.protocolFailure(decoded.ok ? 'export-name: no default export' : decoded.reason);
+      return;
+    }
+    let opened: BlockExport;
+    try {
+      opened = await this.options.provider.open(name);
+    } catch (err) {
+      this.host.close(`export-name ${name}: ${errorMessage(err)}`);
+      return;
+    }
+    if (this.host.isClosed()) {
+      opened.release();
+      return;
+    }
+    const reply = Buffer.allocUnsafe(10);
+    reply.writeBigUInt64BE(BigInt(opened.info.sizeBytes), 0);
+    reply.writeUInt16BE(this.transmissionFlags(opened.info), 8);
+    this.host.send(reply);
+    if (!this.noZeroes) this.host.send(EXPORT_NAME_PADDING);
+    this.host.enterTransmission(opened, this.negotiated(opened));
+  }
+
+  private negotiated(opened: BlockExport): Negotiated {
+    // Contexts chosen for another export name than the one entered do not apply.
+    const blockStatus =
+      this.metaBase &&
+      this.metaExportName !== undefined &&
+      this.resolveName(this.metaExportName) === opened.info.name;
+    return { structured: this.structured, blockStatus };
+  }
+
+  private async optMetaContext(option: number, data: Buffer): Promise<void> {
+    if (!this.structured) {
+      this.replyOption(
+        optionError(option, NBD_REP_ERR_INVALID, 'negotiate structured replies first'),
+      );
+      return;
+    }
+    const decoded = decodeMetaContextRequest(data);
+    if (!decoded.ok) {
+      this.replyOption(optionError(option, NBD_REP_ERR_INVALID, decoded.reason));
+      return;
+    }
+    const name = this.resolveName(decoded.value.name);
+    try {
+      if (name === undefined) throw new Error('no default export: name a vDisk');
+      await this.options.provider.info(name);
+    } catch (err) {
+      this.replyOption(
+        optionError(option, NBD_REP_ERR_UNKNOWN, `export ${name ?? '""'}: ${errorMessage(err)}`),
+      );
+      return;
+    }
+    const { queries } = decoded.value;
+    // Every query starts with a namespace ("base:", "x-foo:", ...).
+    const bad = queries.find((q) => !/^[^:]+:/.test(q));
+    if (bad !== undefined) {
+      this.replyOption(
+        optionError(option, NBD_REP_ERR_INVALID, `query ${JSON.stringify(bad)} has no namespace`),
+      );
+      return;
+    }
+    if (option === NBD_OPT_LIST_META_CONTEXT) {
+      // With no query, or the bare namespace, list everything we have (ids are 0 in a list).
+      const listed =
+        queries.length === 0 || queries.some((q) => q === BASE_ALLOCATION || q === 'base:');
+      if (listed) this.host.send(metaContextReply(option, 0, BASE_ALLOCATION));
+    } else {
+      // SET replaces the selection; only exact names select a context.
+      this.metaBase = queries.includes(BASE_ALLOCATION);
+      this.metaExportName = decoded.value.name;
+      if (this.metaBase)
+        this.host.send(metaContextReply(option, BASE_ALLOCATION_ID, BASE_ALLOCATION));
+    }
+    this.replyOption(optionReply(option, NBD_REP_ACK));
+  }
+}
