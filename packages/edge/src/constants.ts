@@ -41,6 +41,14 @@ export const NBD_CONNECTION_MAX_UNSENT_BYTES = 64 * MiB;
  * only after 4 Mi of them (~600 MB of heap).
  */
 export const NBD_CONNECTION_MAX_UNSENT_BUFFERS = 64 * 1024;
+/**
+ * Bytes all connections of one server may buffer together: payload in flight plus replies
+ * queued for clients that do not read them (buffer-budget.ts). Past it connections stop
+ * reading requests; a connection holding bytes stops at its share first. 512 MiB holds 16
+ * requests of the largest size at once, and each connection's own 64 + 64 MiB many times;
+ * without it 24 clients sending 32 MiB READs and never reading held 2.1 GB.
+ */
+export const EDGE_MAX_BUFFERED_BYTES = 512 * MiB;
 /** Most connections the server accepts at once; later ones are closed at once. */
 export const NBD_MAX_CONNECTIONS = 1024;
 /** Most extents in one block-status reply (NBD asks servers to keep replies small). */

@@ -1,4 +1,5 @@
 export type { BlockExport, ExportInfo, ExportProvider, Extent } from './block-export.js';
+export type { BudgetWaitReason, BufferBudgetStats } from './buffer-budget.js';
 export * from './constants.js';
 export { EdgeDaemon, type EdgeDaemonOptions } from './edge-daemon.js';
 export { EdgeMetrics } from './edge-metrics.js';

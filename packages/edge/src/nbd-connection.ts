@@ -10,11 +10,13 @@
  * nothing else. Requests run concurrently and are answered as they complete (replies out
  * of order, as NBD allows). Backpressure: past NBD_CONNECTION_MAX_IN_FLIGHT requests, or
  * NBD_CONNECTION_MAX_IN_FLIGHT_BYTES of payload, or NBD_CONNECTION_MAX_UNSENT_BYTES (or
- * _BUFFERS) of replies the client has not read, the socket is not read until that drains.
+ * _BUFFERS) of replies the client has not read, the socket is not read until that drains;
+ * and before each request is taken, the server's memory budget (buffer-budget.ts) is asked.
  */
 import type net from 'node:net';
-import { errorMessage } from '@shale/common';
+import { assert, errorMessage } from '@shale/common';
 import type { BlockExport, ExportProvider } from './block-export.js';
+import type { BudgetAccount, BufferBudget } from './buffer-budget.js';
 import { ByteQueue } from './byte-queue.js';
 import {
   NBD_BLOCK_STATUS_MAX_EXTENTS,
@@ -24,6 +26,7 @@ import {
   NBD_CONNECTION_MAX_UNSENT_BYTES,
   NBD_HANDSHAKE_MAX_OPTIONS,
   NBD_HANDSHAKE_TIMEOUT_MS,
+  NBD_MAX_PAYLOAD_BYTES,
   NBD_OPTION_MAX_BYTES,
 } from './constants.js';
 import { nbdErrnoOf } from './errors.js';
@@ -94,6 +97,8 @@ export interface NbdConnectionOptions {
   readonly defaultExport?: string | undefined;
   readonly log?: (line: string) => void;
   readonly handshakeTimeoutMs?: number;
+  /** The server's memory budget, shared by all its connections. */
+  readonly budget: BufferBudget;
 }
 
 const KIND: Readonly<Record<number, RequestKind>> = {
@@ -145,13 +150,21 @@ export class NbdConnection {
   private observer: ExportObserver | undefined;
   private context: RequestContext | undefined;
   private inFlight = 0;
+  /** Payload bytes held: write payloads from their header on, reads until answered. */
   private inFlightBytes = 0;
+  /** Of inFlightBytes, the write payload announced by a header and not yet received. */
+  private payloadReservedBytes = 0;
+  /** This connection's part of the server's buffer budget (buffer-budget.ts). */
+  private readonly account: BudgetAccount;
+  /** socket.writableLength as last told to the budget. */
+  private unsentAccountedBytes = 0;
   private readPaused = false;
   private waitingForDrain = false;
   /** Buffers handed to socket.write whose callback has not run (queued, not yet sent). */
   private unsentBuffers = 0;
   private readonly bufferWritten = (): void => {
     this.unsentBuffers -= 1;
+    this.syncUnsent();
   };
   private corked = false;
   private closedPromiseResolve: (() => void) | undefined;
@@ -164,6 +177,7 @@ export class NbdConnection {
   ) {
     this.log = options.log ?? (() => undefined);
     this.handshake = new NbdHandshake(this.handshakeHost(), options);
+    this.account = options.budget.account(() => this.maybeResume());
     this.closed = new Promise<void>((resolve) => {
       this.closedPromiseResolve = resolve;
     });
@@ -280,12 +294,17 @@ export class NbdConnection {
             return;
           }
           if (this.queue.length < NBD_REQUEST_HEADER_BYTES) return;
+          if (!this.admitNext()) {
+            this.pauseReading();
+            return;
+          }
           this.parseRequest(this.queue.take(NBD_REQUEST_HEADER_BYTES));
           break;
         }
         case 'write-payload': {
           if (this.queue.length < state.lengthBytes) return;
           const data = this.queue.take(state.lengthBytes);
+          this.payloadReservedBytes = 0;
           this.state = { kind: 'request-header' };
           this.runWrite(state.flags, state.handleHi, state.handleLo, state.offsetBytes, data);
           break;
@@ -376,6 +395,8 @@ export class NbdConnection {
       } else {
         this.state = { kind: 'write-payload', flags, handleHi, handleLo, offsetBytes, lengthBytes };
         // Counted from now, so the payload being received holds back further reading.
+        this.hold(lengthBytes);
+        this.payloadReservedBytes = lengthBytes;
       }
       return;
     }
@@ -387,6 +408,7 @@ export class NbdConnection {
     const fua = (flags & NBD_CMD_FLAG_FUA) !== 0;
     switch (command) {
       case NBD_CMD_READ:
+        this.hold(lengthBytes);
         this.track(
           handleHi,
           handleLo,
@@ -453,9 +475,15 @@ export class NbdConnection {
     this.track(handleHi, handleLo, NBD_CMD_WRITE, data.length, work, 0);
   }
 
+  /** Payload bytes from now until the request is settled (the limits count them). */
+  private hold(bytes: number): void {
+    this.inFlightBytes += bytes;
+    this.account.acquire(bytes);
+  }
+
   /**
-   * Runs one admitted request and answers it. `bytes` counts toward the in-flight payload
-   * limit; `arg` is the read's offset, or the block-status extent limit.
+   * Runs one admitted request and answers it. `bytes` are its payload bytes, held (hold())
+   * until it is settled; `arg` is the read's offset, or the block-status extent limit.
    */
   private track(
     handleHi: number,
@@ -469,7 +497,6 @@ export class NbdConnection {
     const observer = this.observer as ExportObserver;
     const started = performance.now();
     this.inFlight += 1;
-    this.inFlightBytes += bytes;
     observer.requestStarted();
     work.then(
       (result) => {
@@ -486,6 +513,7 @@ export class NbdConnection {
   private settled(command: number, bytes: number, started: number, failed: boolean): void {
     this.inFlight -= 1;
     this.inFlightBytes -= bytes;
+    this.account.release(bytes);
     (this.observer as ExportObserver).requestDone(
       KIND[command] as RequestKind,
       (performance.now() - started) / 1000,
@@ -577,6 +605,23 @@ export class NbdConnection {
 
   // ------------------------------------------------------------------ flow control
 
+  /**
+   * Asks the server's budget whether the request whose header is queued may be read (its
+   * payload is what it costs). DISC, and a header that will fail, need no room.
+   */
+  private admitNext(): boolean {
+    if (this.queue.length < NBD_REQUEST_HEADER_BYTES) return true;
+    const header = this.queue.peek(NBD_REQUEST_HEADER_BYTES);
+    if (header.readUInt32BE(0) !== NBD_REQUEST_MAGIC) return true;
+    const command = header.readUInt16BE(6);
+    if (command === NBD_CMD_DISC) return true;
+    const lengthBytes = header.readUInt32BE(24);
+    const payload =
+      (command === NBD_CMD_READ || command === NBD_CMD_WRITE) &&
+      lengthBytes <= NBD_MAX_PAYLOAD_BYTES;
+    return this.account.admit(payload ? lengthBytes : 0);
+  }
+
   private mustPause(): boolean {
     return (
       this.inFlight >= NBD_CONNECTION_MAX_IN_FLIGHT ||
@@ -595,6 +640,7 @@ export class NbdConnection {
     const kind = this.state.kind;
     if (kind !== 'request-header' && kind !== 'write-payload' && kind !== 'option-header') return;
     if (this.mustPause()) return;
+    if (kind === 'request-header' && !this.admitNext()) return;
     if (this.readPaused) {
       this.readPaused = false;
       this.socket.resume();
@@ -615,6 +661,7 @@ export class NbdConnection {
     }
     this.unsentBuffers += 1;
     this.socket.write(buffer, this.bufferWritten);
+    this.syncUnsent();
     if (
       !this.waitingForDrain &&
       (this.socket.writableLength > NBD_CONNECTION_MAX_UNSENT_BYTES ||
@@ -627,6 +674,16 @@ export class NbdConnection {
         this.maybeResume();
       });
     }
+  }
+
+  /** Tells the budget how many reply bytes wait in the socket (Node's own count). */
+  private syncUnsent(): void {
+    if (this.state.kind === 'closed') return;
+    const unsentBytes = this.socket.writableLength;
+    const grownBytes = unsentBytes - this.unsentAccountedBytes;
+    if (grownBytes > 0) this.account.acquire(grownBytes);
+    else if (grownBytes < 0) this.account.release(-grownBytes);
+    this.unsentAccountedBytes = unsentBytes;
   }
 
   // ------------------------------------------------------------------ ending
@@ -668,6 +725,13 @@ export class NbdConnection {
     if (this.handshakeTimer !== undefined) clearTimeout(this.handshakeTimer);
     this.queue.clear();
     this.socket.destroy();
+    // Queued replies went with the socket, a payload not received will not come; requests
+    // still running hold their bytes until they settle.
+    this.account.stopWaiting();
+    this.account.release(this.unsentAccountedBytes + this.payloadReservedBytes);
+    this.inFlightBytes -= this.payloadReservedBytes;
+    this.unsentAccountedBytes = 0;
+    this.payloadReservedBytes = 0;
     // The export is released once requests already running on it have settled.
     if (this.inFlight === 0) this.release();
     if (reason !== 'disconnected' && reason !== 'socket closed')
@@ -675,6 +739,10 @@ export class NbdConnection {
   }
 
   private release(): void {
+    assert(
+      this.account.heldBytes === 0,
+      `a closed connection still holds ${this.account.heldBytes} buffer bytes`,
+    );
     this.export?.release();
     this.export = undefined;
     this.closedPromiseResolve?.();
