@@ -5,7 +5,7 @@ import type {
   ExportObserver,
   ProtocolErrorKind,
   RequestKind,
-} from './nbd-connection.js';
+} from './connection-observer.js';
 
 const KINDS: readonly RequestKind[] = [
   'read',

@@ -5,8 +5,8 @@
  *      |                         |  \--ABORT--> closed               |  \--DISC, all answered--> closed
  *      +--bad flags, timeout-----+--bad magic, too many options------+--bad magic, socket error--> closed
  *
- * Every byte from the client is parsed here, once; an export (block-export.ts) only ever
- * sees checked requests. A client that breaks the protocol loses its own connection and
+ * Every byte from the client is parsed once: options by nbd-handshake.ts, requests here;
+ * an export (block-export.ts) only ever sees checked requests. A client that breaks the protocol loses its own connection and
  * nothing else. Requests run concurrently and are answered as they complete (replies out
  * of order, as NBD allows). Backpressure: past NBD_CONNECTION_MAX_IN_FLIGHT requests, or
  * NBD_CONNECTION_MAX_IN_FLIGHT_BYTES of payload, or NBD_CONNECTION_MAX_UNSENT_BYTES (or
@@ -15,19 +15,20 @@
  */
 import type net from 'node:net';
 import { assert, errorMessage } from '@shale/common';
-import type { BlockExport, ExportProvider } from './block-export.js';
+import type { BlockExport, ExportProvider, Extent } from './block-export.js';
 import type { BudgetAccount, BufferBudget } from './buffer-budget.js';
 import { ByteQueue } from './byte-queue.js';
+import type {
+  ConnectionObserver,
+  ExportObserver,
+  ProtocolErrorKind,
+  RequestKind,
+} from './connection-observer.js';
 import {
   NBD_BLOCK_STATUS_MAX_EXTENTS,
   NBD_CONNECTION_MAX_IN_FLIGHT,
   NBD_CONNECTION_MAX_IN_FLIGHT_BYTES,
-  NBD_CONNECTION_MAX_UNSENT_BUFFERS,
-  NBD_CONNECTION_MAX_UNSENT_BYTES,
-  NBD_HANDSHAKE_MAX_OPTIONS,
-  NBD_HANDSHAKE_TIMEOUT_MS,
   NBD_MAX_PAYLOAD_BYTES,
-  NBD_OPTION_MAX_BYTES,
 } from './constants.js';
 import { nbdErrnoOf } from './errors.js';
 import {
@@ -36,7 +37,6 @@ import {
   NbdHandshake,
   type Negotiated,
 } from './nbd-handshake.js';
-import { optionError } from './nbd-options.js';
 import {
   NBD_CMD_BLOCK_STATUS,
   NBD_CMD_DISC,
@@ -48,47 +48,24 @@ import {
   NBD_CMD_TRIM,
   NBD_CMD_WRITE,
   NBD_CMD_WRITE_ZEROES,
-  NBD_FLAG_C_FIXED_NEWSTYLE,
-  NBD_FLAG_C_NO_ZEROES,
   NBD_FLAG_FIXED_NEWSTYLE,
   NBD_FLAG_NO_ZEROES,
   NBD_IHAVEOPT,
   NBD_MAGIC,
-  NBD_OPT_EXPORT_NAME,
-  NBD_OPTION_HEADER_BYTES,
-  NBD_REP_ERR_TOO_BIG,
   NBD_REQUEST_HEADER_BYTES,
   NBD_REQUEST_MAGIC,
   NbdErrno,
 } from './nbd-protocol.js';
 import {
   blockStatusChunk,
+  clipExtents,
   errorChunk,
   noneChunk,
   offsetDataHeader,
   simpleReply,
 } from './nbd-replies.js';
 import { checkRequest, commandName, type RequestContext } from './nbd-request-checks.js';
-
-/** The request kinds metrics are kept for. */
-export type RequestKind = 'read' | 'write' | 'flush' | 'trim' | 'write_zeroes' | 'block_status';
-
-export interface ExportObserver {
-  requestStarted(): void;
-  requestDone(kind: RequestKind, seconds: number, bytes: number, failed: boolean): void;
-}
-
-/**
- * Why a connection was closed on the client's account ('violation'), or why a request was
- * refused before it reached the export ('refused'): the metric's label, a fixed set.
- */
-export type ProtocolErrorKind = 'violation' | 'handshake-timeout' | 'refused' | 'option-error';
-
-/** What a connection reports (edge-metrics.ts turns it into Prometheus metrics). */
-export interface ConnectionObserver {
-  forExport(name: string): ExportObserver;
-  protocolError(kind: ProtocolErrorKind): void;
-}
+import { ReplyWriter } from './reply-writer.js';
 
 export interface NbdConnectionOptions {
   readonly provider: ExportProvider;
@@ -111,11 +88,7 @@ const KIND: Readonly<Record<number, RequestKind>> = {
 };
 
 type State =
-  | { readonly kind: 'client-flags' }
-  | { readonly kind: 'option-header' }
-  | { readonly kind: 'option-data'; readonly option: number; readonly lengthBytes: number }
-  | { readonly kind: 'option-skip'; readonly option: number; remainingBytes: number }
-  | { readonly kind: 'busy' }
+  | { readonly kind: 'handshake' }
   | { readonly kind: 'request-header' }
   | {
       readonly kind: 'write-payload';
@@ -138,10 +111,8 @@ type State =
 
 export class NbdConnection {
   private readonly queue = new ByteQueue();
-  private state: State = { kind: 'client-flags' };
+  private state: State = { kind: 'handshake' };
   private readonly log: (line: string) => void;
-  private handshakeTimer: NodeJS.Timeout | undefined;
-  private optionsSeen = 0;
   private readonly handshake: NbdHandshake;
   /** Structured replies negotiated (known once in transmission). */
   private structured = false;
@@ -156,17 +127,7 @@ export class NbdConnection {
   private payloadReservedBytes = 0;
   /** This connection's part of the server's buffer budget (buffer-budget.ts). */
   private readonly account: BudgetAccount;
-  /** socket.writableLength as last told to the budget. */
-  private unsentAccountedBytes = 0;
-  private readPaused = false;
-  private waitingForDrain = false;
-  /** Buffers handed to socket.write whose callback has not run (queued, not yet sent). */
-  private unsentBuffers = 0;
-  private readonly bufferWritten = (): void => {
-    this.unsentBuffers -= 1;
-    this.syncUnsent();
-  };
-  private corked = false;
+  private readonly writer: ReplyWriter;
   private closedPromiseResolve: (() => void) | undefined;
   /** Resolves when the connection is closed and its export released. */
   readonly closed: Promise<void>;
@@ -178,6 +139,7 @@ export class NbdConnection {
     this.log = options.log ?? (() => undefined);
     this.handshake = new NbdHandshake(this.handshakeHost(), options);
     this.account = options.budget.account(() => this.maybeResume());
+    this.writer = new ReplyWriter(socket, this.account, () => this.maybeResume());
     this.closed = new Promise<void>((resolve) => {
       this.closedPromiseResolve = resolve;
     });
@@ -195,11 +157,7 @@ export class NbdConnection {
     socket.on('end', () => this.clientEnded());
     socket.on('error', (err) => this.close(`socket error: ${err.message}`));
     socket.on('close', () => this.close('socket closed'));
-    this.handshakeTimer = setTimeout(
-      () => this.protocolFailure('handshake not finished in time', 'handshake-timeout'),
-      this.options.handshakeTimeoutMs ?? NBD_HANDSHAKE_TIMEOUT_MS,
-    );
-    this.handshakeTimer.unref();
+    this.handshake.start();
     const greeting = Buffer.allocUnsafe(18);
     greeting.writeBigUInt64BE(NBD_MAGIC, 0);
     greeting.writeBigUInt64BE(NBD_IHAVEOPT, 8);
@@ -224,70 +182,11 @@ export class NbdConnection {
     for (;;) {
       const state = this.state;
       switch (state.kind) {
-        case 'client-flags': {
-          if (this.queue.length < 4) return;
-          const flags = this.queue.take(4).readUInt32BE(0);
-          if ((flags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) !== 0) {
-            this.protocolFailure(`unknown client flags 0x${flags.toString(16)}`);
-            return;
-          }
-          this.handshake.noZeroes = (flags & NBD_FLAG_C_NO_ZEROES) !== 0;
-          this.state = { kind: 'option-header' };
-          break;
-        }
-        case 'option-header': {
-          if (this.queue.length < NBD_OPTION_HEADER_BYTES) return;
-          const header = this.queue.take(NBD_OPTION_HEADER_BYTES);
-          if (header.readBigUInt64BE(0) !== NBD_IHAVEOPT) {
-            this.protocolFailure('bad option magic');
-            return;
-          }
-          this.optionsSeen += 1;
-          if (this.optionsSeen > NBD_HANDSHAKE_MAX_OPTIONS) {
-            this.protocolFailure(`more than ${NBD_HANDSHAKE_MAX_OPTIONS} options`);
-            return;
-          }
-          const option = header.readUInt32BE(8);
-          const lengthBytes = header.readUInt32BE(12);
-          if (option === NBD_OPT_EXPORT_NAME && lengthBytes > NBD_OPTION_MAX_BYTES) {
-            // EXPORT_NAME has no error reply (the client would read one as a size): a
-            // name this long can only end the session.
-            this.protocolFailure(`export-name of ${lengthBytes} bytes`);
-            return;
-          }
-          this.state =
-            lengthBytes > NBD_OPTION_MAX_BYTES
-              ? { kind: 'option-skip', option, remainingBytes: lengthBytes }
-              : { kind: 'option-data', option, lengthBytes };
-          break;
-        }
-        case 'option-data': {
-          if (this.queue.length < state.lengthBytes) return;
-          const data = this.queue.take(state.lengthBytes);
-          this.state = { kind: 'busy' };
-          // Nothing is read while the option is answered (the provider may take seconds),
-          // or a client that does not wait could make the queue grow without bound.
-          this.pauseReading();
-          this.handshake.answer(state.option, data).then(
-            () => this.maybeResume(),
-            (err: unknown) =>
-              this.protocolFailure(`option ${state.option} failed: ${errorMessage(err)}`),
-          );
+        case 'handshake':
+          // Option haggling reads its own bytes (nbd-handshake.ts); transmission starts
+          // from maybeResume() once GO or EXPORT_NAME opened an export.
+          this.handshake.process(this.queue);
           return;
-        }
-        case 'option-skip': {
-          state.remainingBytes -= this.queue.skip(state.remainingBytes);
-          if (state.remainingBytes > 0) return;
-          this.send(
-            optionError(
-              state.option,
-              NBD_REP_ERR_TOO_BIG,
-              `option data above ${NBD_OPTION_MAX_BYTES} bytes`,
-            ),
-          );
-          this.state = { kind: 'option-header' };
-          break;
-        }
         case 'request-header': {
           if (this.mustPause()) {
             this.pauseReading();
@@ -316,7 +215,6 @@ export class NbdConnection {
           this.refuse(state.handleHi, state.handleLo, NBD_CMD_WRITE, state.errno, state.message);
           break;
         }
-        case 'busy':
         case 'disconnecting':
         case 'closed':
           return;
@@ -325,7 +223,7 @@ export class NbdConnection {
   }
 
   private enterTransmission(opened: BlockExport, negotiated: Negotiated): void {
-    if (this.handshakeTimer !== undefined) clearTimeout(this.handshakeTimer);
+    this.handshake.stop();
     this.export = opened;
     this.observer = this.options.observer.forExport(opened.info.name);
     this.structured = negotiated.structured;
@@ -344,11 +242,10 @@ export class NbdConnection {
     return {
       isClosed: () => this.state.kind === 'closed',
       send: (buffer) => this.send(buffer),
-      optionAnswered: () => {
-        if (this.state.kind === 'busy') this.state = { kind: 'option-header' };
-      },
+      pauseReading: () => this.pauseReading(),
+      resumeReading: () => this.maybeResume(),
       endAfterReplies: () => this.endAfterReplies(),
-      protocolFailure: (reason) => this.protocolFailure(reason),
+      protocolFailure: (reason, kind) => this.protocolFailure(reason, kind),
       close: (reason) => this.close(reason),
       enterTransmission: (opened, negotiated) => this.enterTransmission(opened, negotiated),
     };
@@ -564,21 +461,9 @@ export class NbdConnection {
       return true;
     }
     if (command === NBD_CMD_BLOCK_STATUS) {
-      // At most `arg` extents, none empty, together no longer than the request.
-      const extents = result as readonly { lengthBytes: number; hole: boolean }[];
-      const sent: { lengthBytes: number; hole: boolean }[] = [];
-      let total = 0;
-      for (const extent of extents) {
-        if (sent.length >= arg || total >= lengthBytes) break;
-        if (!Number.isSafeInteger(extent.lengthBytes) || extent.lengthBytes <= 0) {
-          return broken(`a block-status extent of length ${extent.lengthBytes}`);
-        }
-        const length = Math.min(extent.lengthBytes, lengthBytes - total);
-        sent.push({ lengthBytes: length, hole: extent.hole });
-        total += length;
-      }
-      if (sent.length === 0) return broken('a block status without extents');
-      this.send(blockStatusChunk(handleHi, handleLo, BASE_ALLOCATION_ID, sent));
+      const clipped = clipExtents(result as readonly Extent[], arg, lengthBytes);
+      if ('broken' in clipped) return broken(clipped.broken);
+      this.send(blockStatusChunk(handleHi, handleLo, BASE_ALLOCATION_ID, clipped.extents));
       return true;
     }
     // Durability: as BlockExport says for the command (write: visible, FUA: stable;
@@ -626,64 +511,31 @@ export class NbdConnection {
     return (
       this.inFlight >= NBD_CONNECTION_MAX_IN_FLIGHT ||
       this.inFlightBytes >= NBD_CONNECTION_MAX_IN_FLIGHT_BYTES ||
-      this.waitingForDrain
+      this.writer.waitingForDrain
     );
   }
 
   private pauseReading(): void {
-    if (this.readPaused) return;
-    this.readPaused = true;
-    this.socket.pause();
+    this.writer.pauseReading();
   }
 
   private maybeResume(): void {
     const kind = this.state.kind;
-    if (kind !== 'request-header' && kind !== 'write-payload' && kind !== 'option-header') return;
+    const reading =
+      kind === 'request-header' ||
+      kind === 'write-payload' ||
+      (kind === 'handshake' && this.handshake.reading);
+    if (!reading) return;
     if (this.mustPause()) return;
     if (kind === 'request-header' && !this.admitNext()) return;
-    if (this.readPaused) {
-      this.readPaused = false;
-      this.socket.resume();
-    }
+    this.writer.resumeReading();
     this.process();
   }
 
-  /** Writes to the socket; replies written in one tick leave in one writev. */
+  /** Writes to the socket (reply-writer.ts: one writev per tick, counted, drain watched). */
   private send(buffer: Buffer): void {
     if (this.state.kind === 'closed') return;
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
-    }
-    this.unsentBuffers += 1;
-    this.socket.write(buffer, this.bufferWritten);
-    this.syncUnsent();
-    if (
-      !this.waitingForDrain &&
-      (this.socket.writableLength > NBD_CONNECTION_MAX_UNSENT_BYTES ||
-        this.unsentBuffers > NBD_CONNECTION_MAX_UNSENT_BUFFERS)
-    ) {
-      // The client is not reading its replies: stop reading its requests until it does.
-      this.waitingForDrain = true;
-      this.socket.once('drain', () => {
-        this.waitingForDrain = false;
-        this.maybeResume();
-      });
-    }
-  }
-
-  /** Tells the budget how many reply bytes wait in the socket (Node's own count). */
-  private syncUnsent(): void {
-    if (this.state.kind === 'closed') return;
-    const unsentBytes = this.socket.writableLength;
-    const grownBytes = unsentBytes - this.unsentAccountedBytes;
-    if (grownBytes > 0) this.account.acquire(grownBytes);
-    else if (grownBytes < 0) this.account.release(-grownBytes);
-    this.unsentAccountedBytes = unsentBytes;
+    this.writer.send(buffer);
   }
 
   // ------------------------------------------------------------------ ending
@@ -722,15 +574,15 @@ export class NbdConnection {
   private close(reason: string): void {
     if (this.state.kind === 'closed') return;
     this.state = { kind: 'closed' };
-    if (this.handshakeTimer !== undefined) clearTimeout(this.handshakeTimer);
+    this.handshake.stop();
     this.queue.clear();
     this.socket.destroy();
     // Queued replies went with the socket, a payload not received will not come; requests
     // still running hold their bytes until they settle.
+    this.writer.stop();
     this.account.stopWaiting();
-    this.account.release(this.unsentAccountedBytes + this.payloadReservedBytes);
+    this.account.release(this.payloadReservedBytes);
     this.inFlightBytes -= this.payloadReservedBytes;
-    this.unsentAccountedBytes = 0;
     this.payloadReservedBytes = 0;
     // The export is released once requests already running on it have settled.
     if (this.inFlight === 0) this.release();

@@ -1,19 +1,26 @@
 /**
- * Option haggling: what the server answers to each option of the fixed newstyle
- * handshake, and what the client negotiated (structured replies, base:allocation). The
- * connection (nbd-connection.ts) parses the option headers and payloads and hands each
- * complete option here; it reads nothing more from the client until the option is
- * answered, so at most one option is being answered per connection.
+ * Option haggling: the client's flags and options parsed from the connection's bytes, what
+ * the server answers to each option of the fixed newstyle handshake, and what the client
+ * negotiated (structured replies, base:allocation). Nothing more is read from the client
+ * while an option is being answered, so at most one is answered per connection.
+ *
+ *   client-flags --> option-header --> option-data --> busy (answering) --> option-header ...
+ *                          \--> option-skip (too long: NBD_REP_ERR_TOO_BIG) --/
+ *   GO / EXPORT_NAME that opened an export: the connection enters transmission.
  */
 import { errorMessage, isShaleError } from '@shale/common';
 import type { BlockExport, ExportInfo, ExportProvider } from './block-export.js';
+import type { ByteQueue } from './byte-queue.js';
+import type { ConnectionObserver, ProtocolErrorKind } from './connection-observer.js';
 import {
+  NBD_HANDSHAKE_MAX_OPTIONS,
+  NBD_HANDSHAKE_TIMEOUT_MS,
   NBD_MAX_PAYLOAD_BYTES,
   NBD_MIN_BLOCK_BYTES,
+  NBD_OPTION_MAX_BYTES,
   NBD_PREFERRED_BLOCK_BYTES,
 } from './constants.js';
 import { EdgeErrorCode } from './errors.js';
-import type { ConnectionObserver } from './nbd-connection.js';
 import {
   decodeExportName,
   decodeInfoRequest,
@@ -28,6 +35,8 @@ import {
 } from './nbd-options.js';
 import {
   BASE_ALLOCATION,
+  NBD_FLAG_C_FIXED_NEWSTYLE,
+  NBD_FLAG_C_NO_ZEROES,
   NBD_FLAG_CAN_MULTI_CONN,
   NBD_FLAG_HAS_FLAGS,
   NBD_FLAG_READ_ONLY,
@@ -37,6 +46,7 @@ import {
   NBD_FLAG_SEND_FUA,
   NBD_FLAG_SEND_TRIM,
   NBD_FLAG_SEND_WRITE_ZEROES,
+  NBD_IHAVEOPT,
   NBD_INFO_DESCRIPTION,
   NBD_INFO_NAME,
   NBD_OPT_ABORT,
@@ -48,9 +58,11 @@ import {
   NBD_OPT_SET_META_CONTEXT,
   NBD_OPT_STARTTLS,
   NBD_OPT_STRUCTURED_REPLY,
+  NBD_OPTION_HEADER_BYTES,
   NBD_REP_ACK,
   NBD_REP_ERR_INVALID,
   NBD_REP_ERR_SHUTDOWN,
+  NBD_REP_ERR_TOO_BIG,
   NBD_REP_ERR_UNKNOWN,
   NBD_REP_ERR_UNSUP,
 } from './nbd-protocol.js';
@@ -72,12 +84,14 @@ export interface HandshakeHost {
   /** The connection is closed: a late answer is dropped (and an opened export released). */
   isClosed(): boolean;
   send(buffer: Buffer): void;
-  /** An option was answered and haggling goes on. */
-  optionAnswered(): void;
+  /** An option is being answered: read nothing more. */
+  pauseReading(): void;
+  /** It was answered: read on (unless the connection has other reasons not to). */
+  resumeReading(): void;
   /** ABORT: close once the replies are written. */
   endAfterReplies(): void;
-  /** The client broke the protocol. */
-  protocolFailure(reason: string): void;
+  /** The client broke the protocol (or took too long). */
+  protocolFailure(reason: string, kind?: ProtocolErrorKind): void;
   /** Closes without blaming the client (an EXPORT_NAME the provider could not open). */
   close(reason: string): void;
   /** GO or EXPORT_NAME opened an export: the handshake is over. */
@@ -89,11 +103,22 @@ export interface HandshakeOptions {
   readonly observer: ConnectionObserver;
   /** Export served for an empty export name; none: an empty name is an unknown export. */
   readonly defaultExport?: string | undefined;
+  readonly handshakeTimeoutMs?: number;
 }
 
+type ParseState =
+  | { readonly kind: 'client-flags' }
+  | { readonly kind: 'option-header' }
+  | { readonly kind: 'option-data'; readonly option: number; readonly lengthBytes: number }
+  | { readonly kind: 'option-skip'; readonly option: number; remainingBytes: number }
+  | { readonly kind: 'busy' };
+
 export class NbdHandshake {
-  /** The client sent NBD_FLAG_C_NO_ZEROES (set by the connection from the client flags). */
-  noZeroes = false;
+  private state: ParseState = { kind: 'client-flags' };
+  private timer: NodeJS.Timeout | undefined;
+  private optionsSeen = 0;
+  /** The client sent NBD_FLAG_C_NO_ZEROES. */
+  private noZeroes = false;
   private structured = false;
   /** base:allocation selected, and for which export name (GO must name the same one). */
   private metaBase = false;
@@ -104,8 +129,102 @@ export class NbdHandshake {
     private readonly options: HandshakeOptions,
   ) {}
 
+  /** Not answering an option: the client's bytes may be read. */
+  get reading(): boolean {
+    return this.state.kind !== 'busy';
+  }
+
+  /** Starts the handshake's deadline (the greeting is being sent). */
+  start(): void {
+    this.timer = setTimeout(
+      () => this.host.protocolFailure('handshake not finished in time', 'handshake-timeout'),
+      this.options.handshakeTimeoutMs ?? NBD_HANDSHAKE_TIMEOUT_MS,
+    );
+    this.timer.unref();
+  }
+
+  /** The handshake is over (transmission, or the connection closed). */
+  stop(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+  }
+
+  /** Consumes queued option bytes for as long as it can; answers each complete option. */
+  process(queue: ByteQueue): void {
+    for (;;) {
+      const state = this.state;
+      switch (state.kind) {
+        case 'client-flags': {
+          if (queue.length < 4) return;
+          const flags = queue.take(4).readUInt32BE(0);
+          if ((flags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) !== 0) {
+            this.host.protocolFailure(`unknown client flags 0x${flags.toString(16)}`);
+            return;
+          }
+          this.noZeroes = (flags & NBD_FLAG_C_NO_ZEROES) !== 0;
+          this.state = { kind: 'option-header' };
+          break;
+        }
+        case 'option-header': {
+          if (queue.length < NBD_OPTION_HEADER_BYTES) return;
+          const header = queue.take(NBD_OPTION_HEADER_BYTES);
+          if (header.readBigUInt64BE(0) !== NBD_IHAVEOPT) {
+            this.host.protocolFailure('bad option magic');
+            return;
+          }
+          this.optionsSeen += 1;
+          if (this.optionsSeen > NBD_HANDSHAKE_MAX_OPTIONS) {
+            this.host.protocolFailure(`more than ${NBD_HANDSHAKE_MAX_OPTIONS} options`);
+            return;
+          }
+          const option = header.readUInt32BE(8);
+          const lengthBytes = header.readUInt32BE(12);
+          if (option === NBD_OPT_EXPORT_NAME && lengthBytes > NBD_OPTION_MAX_BYTES) {
+            // EXPORT_NAME has no error reply (the client would read one as a size): a
+            // name this long can only end the session.
+            this.host.protocolFailure(`export-name of ${lengthBytes} bytes`);
+            return;
+          }
+          this.state =
+            lengthBytes > NBD_OPTION_MAX_BYTES
+              ? { kind: 'option-skip', option, remainingBytes: lengthBytes }
+              : { kind: 'option-data', option, lengthBytes };
+          break;
+        }
+        case 'option-data': {
+          if (queue.length < state.lengthBytes) return;
+          const data = queue.take(state.lengthBytes);
+          this.state = { kind: 'busy' };
+          // Nothing is read while the option is answered (the provider may take seconds),
+          // or a client that does not wait could make the queue grow without bound.
+          this.host.pauseReading();
+          this.answer(state.option, data).then(
+            () => this.host.resumeReading(),
+            (err: unknown) =>
+              this.host.protocolFailure(`option ${state.option} failed: ${errorMessage(err)}`),
+          );
+          return;
+        }
+        case 'option-skip': {
+          state.remainingBytes -= queue.skip(state.remainingBytes);
+          if (state.remainingBytes > 0) return;
+          this.host.send(
+            optionError(
+              state.option,
+              NBD_REP_ERR_TOO_BIG,
+              `option data above ${NBD_OPTION_MAX_BYTES} bytes`,
+            ),
+          );
+          this.state = { kind: 'option-header' };
+          break;
+        }
+        case 'busy':
+          return;
+      }
+    }
+  }
+
   /** Answers one option (its payload read whole). */
-  async answer(option: number, data: Buffer): Promise<void> {
+  private async answer(option: number, data: Buffer): Promise<void> {
     switch (option) {
       case NBD_OPT_EXPORT_NAME:
         return this.optExportName(data);
@@ -147,7 +266,7 @@ export class NbdHandshake {
     if ((reply.readUInt32BE(12) & 0x8000_0000) !== 0)
       this.options.observer.protocolError('option-error');
     this.host.send(reply);
-    this.host.optionAnswered();
+    if (this.state.kind === 'busy') this.state = { kind: 'option-header' };
   }
 
   private resolveName(name: string): string | undefined {
