@@ -401,7 +401,9 @@ export class NbdConnection {
         this.settled(command, bytes, started, !ok);
       },
       (err: unknown) => {
-        this.refuse(handleHi, handleLo, command, nbdErrnoOf(err), errorMessage(err), false);
+        const writing = command === NBD_CMD_WRITE || command === NBD_CMD_WRITE_ZEROES;
+        const errno = nbdErrnoOf(err, writing);
+        this.refuse(handleHi, handleLo, command, errno, errorMessage(err), false);
         this.settled(command, bytes, started, true);
       },
     );
