@@ -73,7 +73,9 @@ export interface NbdConnectionOptions {
   /** Export served for an empty export name; none: an empty name is an unknown export. */
   readonly defaultExport?: string | undefined;
   readonly log?: (line: string) => void;
-  readonly handshakeTimeoutMs?: number;
+  /** Handshake deadlines (nbd-handshake.ts; defaults in constants.ts). */
+  readonly handshakeIdleTimeoutMs?: number;
+  readonly handshakeMaxMs?: number;
   /** The server's memory budget, shared by all its connections. */
   readonly budget: BufferBudget;
 }

@@ -13,8 +13,12 @@ import type { BlockExport, ExportInfo, ExportProvider } from './block-export.js'
 import type { ByteQueue } from './byte-queue.js';
 import type { ConnectionObserver, ProtocolErrorKind } from './connection-observer.js';
 import {
+  NBD_HANDSHAKE_IDLE_TIMEOUT_MS,
+  NBD_HANDSHAKE_LIST_MAX_AGE_MS,
+  NBD_HANDSHAKE_MAX_MS,
   NBD_HANDSHAKE_MAX_OPTIONS,
-  NBD_HANDSHAKE_TIMEOUT_MS,
+  NBD_HANDSHAKE_MS_PER_EXPORT,
+  NBD_HANDSHAKE_OPTIONS_PER_EXPORT,
   NBD_MAX_PAYLOAD_BYTES,
   NBD_MIN_BLOCK_BYTES,
   NBD_OPTION_MAX_BYTES,
@@ -103,7 +107,10 @@ export interface HandshakeOptions {
   readonly observer: ConnectionObserver;
   /** Export served for an empty export name; none: an empty name is an unknown export. */
   readonly defaultExport?: string | undefined;
-  readonly handshakeTimeoutMs?: number;
+  /** Without a complete option for this long, the client is cut (NBD_HANDSHAKE_IDLE_TIMEOUT_MS). */
+  readonly handshakeIdleTimeoutMs?: number;
+  /** The whole handshake at most (NBD_HANDSHAKE_MAX_MS). */
+  readonly handshakeMaxMs?: number;
 }
 
 type ParseState =
@@ -115,7 +122,11 @@ type ParseState =
 
 export class NbdHandshake {
   private state: ParseState = { kind: 'client-flags' };
-  private timer: NodeJS.Timeout | undefined;
+  /** Restarted by every option received or answered. */
+  private idleTimer: NodeJS.Timeout | undefined;
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private startedAtMs = 0;
+  private stopped = false;
   private optionsSeen = 0;
   /** The client sent NBD_FLAG_C_NO_ZEROES. */
   private noZeroes = false;
@@ -123,6 +134,8 @@ export class NbdHandshake {
   /** base:allocation selected, and for which export name (GO must name the same one). */
   private metaBase = false;
   private metaExportName: string | undefined;
+  /** The exports this connection's last LIST returned, to answer INFO from (see exportInfo). */
+  private listing: { readonly atMs: number; readonly byName: Map<string, ExportInfo> } | undefined;
 
   constructor(
     private readonly host: HandshakeHost,
@@ -134,18 +147,54 @@ export class NbdHandshake {
     return this.state.kind !== 'busy';
   }
 
-  /** Starts the handshake's deadline (the greeting is being sent). */
+  /** How many exports the last LIST returned (the option limit grows with it). */
+  get listedExports(): number {
+    return this.listing?.byName.size ?? 0;
+  }
+
+  /**
+   * Starts the handshake's deadlines (the greeting is being sent): an idle one, restarted by
+   * every option the client completes and every answer, and the absolute cap.
+   */
   start(): void {
-    this.timer = setTimeout(
-      () => this.host.protocolFailure('handshake not finished in time', 'handshake-timeout'),
-      this.options.handshakeTimeoutMs ?? NBD_HANDSHAKE_TIMEOUT_MS,
+    const idleMs = this.options.handshakeIdleTimeoutMs ?? NBD_HANDSHAKE_IDLE_TIMEOUT_MS;
+    this.idleTimer = setTimeout(
+      () => this.timedOut(`no option for ${idleMs} ms in the handshake`),
+      idleMs,
     );
-    this.timer.unref();
+    this.idleTimer.unref();
+    this.startedAtMs = Date.now();
+    this.armDeadline();
+  }
+
+  /** The absolute cap, from the start: longer for a client that listed many exports. */
+  private armDeadline(): void {
+    if (this.stopped) return;
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    const maxMs =
+      (this.options.handshakeMaxMs ?? NBD_HANDSHAKE_MAX_MS) +
+      NBD_HANDSHAKE_MS_PER_EXPORT * this.listedExports;
+    this.deadlineTimer = setTimeout(
+      () => this.timedOut(`handshake not finished in ${maxMs} ms`),
+      Math.max(0, this.startedAtMs + maxMs - Date.now()),
+    );
+    this.deadlineTimer.unref();
+  }
+
+  private timedOut(reason: string): void {
+    this.host.protocolFailure(reason, 'handshake-timeout');
   }
 
   /** The handshake is over (transmission, or the connection closed). */
   stop(): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.stopped = true;
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+  }
+
+  /** The client or the server moved the handshake on: the idle deadline starts again. */
+  private progress(): void {
+    this.idleTimer?.refresh();
   }
 
   /** Consumes queued option bytes for as long as it can; answers each complete option. */
@@ -162,6 +211,7 @@ export class NbdHandshake {
           }
           this.noZeroes = (flags & NBD_FLAG_C_NO_ZEROES) !== 0;
           this.state = { kind: 'option-header' };
+          this.progress();
           break;
         }
         case 'option-header': {
@@ -172,8 +222,10 @@ export class NbdHandshake {
             return;
           }
           this.optionsSeen += 1;
-          if (this.optionsSeen > NBD_HANDSHAKE_MAX_OPTIONS) {
-            this.host.protocolFailure(`more than ${NBD_HANDSHAKE_MAX_OPTIONS} options`);
+          const maxOptions =
+            NBD_HANDSHAKE_MAX_OPTIONS + NBD_HANDSHAKE_OPTIONS_PER_EXPORT * this.listedExports;
+          if (this.optionsSeen > maxOptions) {
+            this.host.protocolFailure(`more than ${maxOptions} options`);
             return;
           }
           const option = header.readUInt32BE(8);
@@ -194,11 +246,15 @@ export class NbdHandshake {
           if (queue.length < state.lengthBytes) return;
           const data = queue.take(state.lengthBytes);
           this.state = { kind: 'busy' };
+          this.progress();
           // Nothing is read while the option is answered (the provider may take seconds),
           // or a client that does not wait could make the queue grow without bound.
           this.host.pauseReading();
           this.answer(state.option, data).then(
-            () => this.host.resumeReading(),
+            () => {
+              this.progress();
+              this.host.resumeReading();
+            },
             (err: unknown) =>
               this.host.protocolFailure(`option ${state.option} failed: ${errorMessage(err)}`),
           );
@@ -215,6 +271,7 @@ export class NbdHandshake {
             ),
           );
           this.state = { kind: 'option-header' };
+          this.progress();
           break;
         }
         case 'busy':
@@ -281,7 +338,7 @@ export class NbdHandshake {
     }
     let exports: ExportInfo[];
     try {
-      exports = await this.options.provider.list();
+      exports = await this.list();
     } catch (err) {
       this.replyOption(
         optionError(NBD_OPT_LIST, NBD_REP_ERR_UNKNOWN, `cannot list exports: ${errorMessage(err)}`),
@@ -292,6 +349,30 @@ export class NbdHandshake {
       this.host.send(serverReply(NBD_OPT_LIST, info.name, info.description));
     }
     this.replyOption(optionReply(NBD_OPT_LIST, NBD_REP_ACK));
+  }
+
+  private async list(): Promise<ExportInfo[]> {
+    const exports = await this.options.provider.list();
+    this.listing = { atMs: Date.now(), byName: new Map(exports.map((e) => [e.name, e])) };
+    this.armDeadline();
+    return exports;
+  }
+
+  /**
+   * One export's info for INFO and the meta-context options. A client listing exports
+   * (nbdinfo --list: LIST, then INFO and LIST_META_CONTEXT for each) is answered from its own
+   * LIST while that is younger than NBD_HANDSHAKE_LIST_MAX_AGE_MS (then it is listed again):
+   * one ListVdisks instead of a VdiskInfo per option, each of which costs the volumedriver a
+   * scan of every vDisk record. A name the listing lacks is asked of the provider. GO always
+   * opens (the size of now).
+   */
+  private async exportInfo(name: string): Promise<ExportInfo> {
+    if (this.listing !== undefined) {
+      if (Date.now() - this.listing.atMs > NBD_HANDSHAKE_LIST_MAX_AGE_MS) await this.list();
+      const listed = this.listing?.byName.get(name);
+      if (listed !== undefined) return listed;
+    }
+    return this.options.provider.info(name);
   }
 
   private transmissionFlags(info: ExportInfo): number {
@@ -321,7 +402,7 @@ export class NbdHandshake {
         opened = await this.options.provider.open(name);
         info = opened.info;
       } else {
-        info = await this.options.provider.info(name);
+        info = await this.exportInfo(name);
       }
     } catch (err) {
       // A stopping edge says so (the client must disconnect); anything else is "unknown".
@@ -409,7 +490,7 @@ export class NbdHandshake {
     const name = this.resolveName(decoded.value.name);
     try {
       if (name === undefined) throw new Error('no default export: name a vDisk');
-      await this.options.provider.info(name);
+      await this.exportInfo(name);
     } catch (err) {
       this.replyOption(
         optionError(option, NBD_REP_ERR_UNKNOWN, `export ${name ?? '""'}: ${errorMessage(err)}`),

@@ -18,7 +18,9 @@ export interface NbdServerOptions {
   readonly defaultExport?: string | undefined;
   readonly maxConnections?: number;
   readonly log?: (line: string) => void;
-  readonly handshakeTimeoutMs?: number;
+  /** Handshake deadlines (default NBD_HANDSHAKE_IDLE_TIMEOUT_MS, NBD_HANDSHAKE_MAX_MS). */
+  readonly handshakeIdleTimeoutMs?: number;
+  readonly handshakeMaxMs?: number;
   /** The memory budget of all connections together (default EDGE_MAX_BUFFERED_BYTES). */
   readonly maxBufferedBytes?: number;
 }
@@ -57,9 +59,10 @@ export class NbdServer {
         defaultExport: options.defaultExport,
         budget,
         ...(options.log === undefined ? {} : { log: options.log }),
-        ...(options.handshakeTimeoutMs === undefined
+        ...(options.handshakeIdleTimeoutMs === undefined
           ? {}
-          : { handshakeTimeoutMs: options.handshakeTimeoutMs }),
+          : { handshakeIdleTimeoutMs: options.handshakeIdleTimeoutMs }),
+        ...(options.handshakeMaxMs === undefined ? {} : { handshakeMaxMs: options.handshakeMaxMs }),
       });
       self.connections.add(connection);
       options.metrics.connectionsAccepted.inc();
