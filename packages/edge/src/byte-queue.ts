@@ -44,6 +44,26 @@ export class ByteQueue {
     return out;
   }
 
+  /** The first n bytes (n <= length), not consumed: a view when in one chunk, else a copy. */
+  peek(n: number): Buffer {
+    assert(n <= this.lengthBytes, `peek(${n}) with ${this.lengthBytes} bytes queued`);
+    const first = this.chunks[0] as Buffer;
+    if (n <= first.length - this.headOffset) {
+      return first.subarray(this.headOffset, this.headOffset + n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let copied = 0;
+    let at = this.headOffset;
+    for (const chunk of this.chunks) {
+      if (copied === n) break;
+      const count = Math.min(n - copied, chunk.length - at);
+      chunk.copy(out, copied, at, at + count);
+      copied += count;
+      at = 0;
+    }
+    return out;
+  }
+
   /** Discards up to n bytes; returns how many were discarded. */
   skip(n: number): number {
     let skipped = 0;

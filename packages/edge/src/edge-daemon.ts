@@ -17,6 +17,8 @@ export interface EdgeDaemonOptions {
   /** The vDisk served for an empty export name. */
   readonly defaultExport?: string | undefined;
   readonly requestTimeoutMs?: number | undefined;
+  /** Memory budget of all NBD connections together (default EDGE_MAX_BUFFERED_BYTES). */
+  readonly maxBufferedBytes?: number | undefined;
   readonly log?: (line: string) => void;
 }
 
@@ -63,6 +65,9 @@ export class EdgeDaemon {
       host,
       port: options.port ?? NBD_DEFAULT_PORT,
       defaultExport: options.defaultExport,
+      ...(options.maxBufferedBytes === undefined
+        ? {}
+        : { maxBufferedBytes: options.maxBufferedBytes }),
       ...(options.log === undefined ? {} : { log: options.log }),
     });
     let metricsServer: MetricsServer | undefined;

@@ -1,10 +1,11 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { BudgetWaitReason, BufferBudgetStats } from './buffer-budget.js';
 import type {
   ConnectionObserver,
   ExportObserver,
   ProtocolErrorKind,
   RequestKind,
-} from './nbd-connection.js';
+} from './connection-observer.js';
 
 const KINDS: readonly RequestKind[] = [
   'read',
@@ -31,6 +32,8 @@ export class EdgeMetrics implements ConnectionObserver {
   readonly connectionsAccepted: Counter;
   readonly connectionsRefused: Counter;
   private readonly byExport = new Map<string, ExportObserver>();
+  private readonly budgetPauses: Counter<'reason'>;
+  private budgetStats: (() => BufferBudgetStats) | undefined;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -84,6 +87,45 @@ export class EdgeMetrics implements ConnectionObserver {
       help: 'NBD connections accepted',
       registers,
     });
+    const budget = (): BufferBudgetStats | undefined => this.budgetStats?.();
+    new Gauge({
+      name: 'shale_edge_buffered_bytes',
+      help: 'bytes all NBD connections hold: payload in flight plus replies not yet sent',
+      registers,
+      collect() {
+        this.set(budget()?.bufferedBytes ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'shale_edge_buffered_bytes_peak',
+      help: 'the most bytes all NBD connections held at once since the edge started',
+      registers,
+      collect() {
+        this.set(budget()?.peakBytes ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'shale_edge_buffered_bytes_limit',
+      help: 'the memory budget of all NBD connections together',
+      registers,
+      collect() {
+        this.set(budget()?.limitBytes ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'shale_edge_budget_waiting_connections',
+      help: 'NBD connections not read now because of the memory budget',
+      registers,
+      collect() {
+        this.set(budget()?.waiting ?? 0);
+      },
+    });
+    this.budgetPauses = new Counter({
+      name: 'shale_edge_budget_pauses_total',
+      help: 'times a connection stopped reading for the memory budget (full, or its share held)',
+      labelNames: ['reason'],
+      registers,
+    });
     this.connectionsRefused = new Counter({
       name: 'shale_edge_connections_refused_total',
       help: 'NBD connections closed at once because the server was at its connection limit',
@@ -124,5 +166,14 @@ export class EdgeMetrics implements ConnectionObserver {
 
   protocolError(kind: ProtocolErrorKind): void {
     this.protocolErrors.labels(kind).inc();
+  }
+
+  /** Where the buffered-bytes gauges read from (the server's budget). */
+  watchBudget(stats: () => BufferBudgetStats): void {
+    this.budgetStats = stats;
+  }
+
+  budgetPaused(reason: BudgetWaitReason): void {
+    this.budgetPauses.labels(reason).inc();
   }
 }

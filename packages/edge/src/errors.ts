@@ -52,8 +52,20 @@ const NBD_ERRNO_OF_CODE: Readonly<Record<string, NbdErrno>> = {
   VD_BACKEND_ERROR: NbdErrno.EIO,
 };
 
-/** The NBD error value for a failed request. */
-export function nbdErrnoOf(err: unknown): NbdErrno {
-  if (err instanceof ShaleError) return NBD_ERRNO_OF_CODE[err.code] ?? NbdErrno.EIO;
-  return NbdErrno.EIO;
+/**
+ * Where writes differ: past the end of the export a WRITE or WRITE_ZEROES is ENOSPC, and
+ * anything else EINVAL (the NBD spec's rule, nbdkit's too). The edge checks ranges against
+ * the size the connection was given; a vDisk shrunk under an open connection is refused by
+ * the volumedriver (VD_OUT_OF_RANGE), and the client gets the same answer.
+ */
+const NBD_ERRNO_OF_CODE_WRITING: Readonly<Record<string, NbdErrno>> = {
+  [EdgeErrorCode.OutOfRange]: NbdErrno.ENOSPC,
+  VD_OUT_OF_RANGE: NbdErrno.ENOSPC,
+};
+
+/** The NBD error value for a failed request; `writing`: a WRITE or WRITE_ZEROES. */
+export function nbdErrnoOf(err: unknown, writing = false): NbdErrno {
+  if (!(err instanceof ShaleError)) return NbdErrno.EIO;
+  const forWrite = writing ? NBD_ERRNO_OF_CODE_WRITING[err.code] : undefined;
+  return forWrite ?? NBD_ERRNO_OF_CODE[err.code] ?? NbdErrno.EIO;
 }

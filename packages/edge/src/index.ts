@@ -1,17 +1,17 @@
 export type { BlockExport, ExportInfo, ExportProvider, Extent } from './block-export.js';
+export type { BudgetWaitReason, BufferBudgetStats } from './buffer-budget.js';
+export type {
+  ConnectionObserver,
+  ExportObserver,
+  ProtocolErrorKind,
+  RequestKind,
+} from './connection-observer.js';
 export * from './constants.js';
 export { EdgeDaemon, type EdgeDaemonOptions } from './edge-daemon.js';
 export { EdgeMetrics } from './edge-metrics.js';
 export { EdgeErrorCode, edgeError, nbdErrnoOf } from './errors.js';
 export { MemoryExports } from './memory-exports.js';
-export {
-  type ConnectionObserver,
-  type ExportObserver,
-  NbdConnection,
-  type NbdConnectionOptions,
-  type ProtocolErrorKind,
-  type RequestKind,
-} from './nbd-connection.js';
+export { NbdConnection, type NbdConnectionOptions } from './nbd-connection.js';
 export * from './nbd-protocol.js';
 export { NbdServer, type NbdServerOptions } from './nbd-server.js';
 export {

@@ -5,45 +5,39 @@
  *      |                         |  \--ABORT--> closed               |  \--DISC, all answered--> closed
  *      +--bad flags, timeout-----+--bad magic, too many options------+--bad magic, socket error--> closed
  *
- * Every byte from the client is parsed here, once; an export (block-export.ts) only ever
- * sees checked requests. A client that breaks the protocol loses its own connection and
+ * Every byte from the client is parsed once: options by nbd-handshake.ts, requests here;
+ * an export (block-export.ts) only ever sees checked requests. A client that breaks the protocol loses its own connection and
  * nothing else. Requests run concurrently and are answered as they complete (replies out
  * of order, as NBD allows). Backpressure: past NBD_CONNECTION_MAX_IN_FLIGHT requests, or
  * NBD_CONNECTION_MAX_IN_FLIGHT_BYTES of payload, or NBD_CONNECTION_MAX_UNSENT_BYTES (or
- * _BUFFERS) of replies the client has not read, the socket is not read until that drains.
+ * _BUFFERS) of replies the client has not read, the socket is not read until that drains;
+ * and before each request is taken, the server's memory budget (buffer-budget.ts) is asked.
  */
 import type net from 'node:net';
-import { errorMessage, isShaleError } from '@shale/common';
-import type { BlockExport, ExportInfo, ExportProvider } from './block-export.js';
+import { assert, errorMessage } from '@shale/common';
+import type { BlockExport, ExportProvider, Extent } from './block-export.js';
+import type { BudgetAccount, BufferBudget } from './buffer-budget.js';
 import { ByteQueue } from './byte-queue.js';
+import type {
+  ConnectionObserver,
+  ExportObserver,
+  ProtocolErrorKind,
+  RequestKind,
+} from './connection-observer.js';
 import {
   NBD_BLOCK_STATUS_MAX_EXTENTS,
   NBD_CONNECTION_MAX_IN_FLIGHT,
   NBD_CONNECTION_MAX_IN_FLIGHT_BYTES,
-  NBD_CONNECTION_MAX_UNSENT_BUFFERS,
-  NBD_CONNECTION_MAX_UNSENT_BYTES,
-  NBD_HANDSHAKE_MAX_OPTIONS,
-  NBD_HANDSHAKE_TIMEOUT_MS,
   NBD_MAX_PAYLOAD_BYTES,
-  NBD_MIN_BLOCK_BYTES,
-  NBD_OPTION_MAX_BYTES,
-  NBD_PREFERRED_BLOCK_BYTES,
 } from './constants.js';
-import { EdgeErrorCode, nbdErrnoOf } from './errors.js';
+import { nbdErrnoOf } from './errors.js';
 import {
-  decodeExportName,
-  decodeInfoRequest,
-  decodeMetaContextRequest,
-  infoBlockSizeReply,
-  infoExportReply,
-  infoTextReply,
-  metaContextReply,
-  optionError,
-  optionReply,
-  serverReply,
-} from './nbd-options.js';
+  BASE_ALLOCATION_ID,
+  type HandshakeHost,
+  NbdHandshake,
+  type Negotiated,
+} from './nbd-handshake.js';
 import {
-  BASE_ALLOCATION,
   NBD_CMD_BLOCK_STATUS,
   NBD_CMD_DISC,
   NBD_CMD_FLAG_FUA,
@@ -54,71 +48,24 @@ import {
   NBD_CMD_TRIM,
   NBD_CMD_WRITE,
   NBD_CMD_WRITE_ZEROES,
-  NBD_FLAG_C_FIXED_NEWSTYLE,
-  NBD_FLAG_C_NO_ZEROES,
-  NBD_FLAG_CAN_MULTI_CONN,
   NBD_FLAG_FIXED_NEWSTYLE,
-  NBD_FLAG_HAS_FLAGS,
   NBD_FLAG_NO_ZEROES,
-  NBD_FLAG_READ_ONLY,
-  NBD_FLAG_SEND_DF,
-  NBD_FLAG_SEND_FAST_ZERO,
-  NBD_FLAG_SEND_FLUSH,
-  NBD_FLAG_SEND_FUA,
-  NBD_FLAG_SEND_TRIM,
-  NBD_FLAG_SEND_WRITE_ZEROES,
   NBD_IHAVEOPT,
-  NBD_INFO_DESCRIPTION,
-  NBD_INFO_NAME,
   NBD_MAGIC,
-  NBD_OPT_ABORT,
-  NBD_OPT_EXPORT_NAME,
-  NBD_OPT_GO,
-  NBD_OPT_INFO,
-  NBD_OPT_LIST,
-  NBD_OPT_LIST_META_CONTEXT,
-  NBD_OPT_SET_META_CONTEXT,
-  NBD_OPT_STARTTLS,
-  NBD_OPT_STRUCTURED_REPLY,
-  NBD_OPTION_HEADER_BYTES,
-  NBD_REP_ACK,
-  NBD_REP_ERR_INVALID,
-  NBD_REP_ERR_SHUTDOWN,
-  NBD_REP_ERR_TOO_BIG,
-  NBD_REP_ERR_UNKNOWN,
-  NBD_REP_ERR_UNSUP,
   NBD_REQUEST_HEADER_BYTES,
   NBD_REQUEST_MAGIC,
   NbdErrno,
 } from './nbd-protocol.js';
 import {
   blockStatusChunk,
+  clipExtents,
   errorChunk,
   noneChunk,
   offsetDataHeader,
   simpleReply,
 } from './nbd-replies.js';
 import { checkRequest, commandName, type RequestContext } from './nbd-request-checks.js';
-
-/** The request kinds metrics are kept for. */
-export type RequestKind = 'read' | 'write' | 'flush' | 'trim' | 'write_zeroes' | 'block_status';
-
-export interface ExportObserver {
-  requestStarted(): void;
-  requestDone(kind: RequestKind, seconds: number, bytes: number, failed: boolean): void;
-}
-
-/**
- * Why a connection was closed on the client's account ('violation'), or why a request was
- * refused before it reached the export ('refused'): the metric's label, a fixed set.
- */
-export type ProtocolErrorKind = 'violation' | 'handshake-timeout' | 'refused' | 'option-error';
-
-/** What a connection reports (edge-metrics.ts turns it into Prometheus metrics). */
-export interface ConnectionObserver {
-  forExport(name: string): ExportObserver;
-  protocolError(kind: ProtocolErrorKind): void;
-}
+import { ReplyWriter } from './reply-writer.js';
 
 export interface NbdConnectionOptions {
   readonly provider: ExportProvider;
@@ -126,13 +73,13 @@ export interface NbdConnectionOptions {
   /** Export served for an empty export name; none: an empty name is an unknown export. */
   readonly defaultExport?: string | undefined;
   readonly log?: (line: string) => void;
-  readonly handshakeTimeoutMs?: number;
+  /** Handshake deadlines (nbd-handshake.ts; defaults in constants.ts). */
+  readonly handshakeIdleTimeoutMs?: number;
+  readonly handshakeMaxMs?: number;
+  /** The server's memory budget, shared by all its connections. */
+  readonly budget: BufferBudget;
 }
 
-/** The meta-context id of base:allocation in this server. */
-const BASE_ALLOCATION_ID = 1;
-/** The 124 zero bytes ending NBD_OPT_EXPORT_NAME's reply without NO_ZEROES. */
-const EXPORT_NAME_PADDING = Buffer.alloc(124);
 const KIND: Readonly<Record<number, RequestKind>> = {
   [NBD_CMD_READ]: 'read',
   [NBD_CMD_WRITE]: 'write',
@@ -143,11 +90,7 @@ const KIND: Readonly<Record<number, RequestKind>> = {
 };
 
 type State =
-  | { readonly kind: 'client-flags' }
-  | { readonly kind: 'option-header' }
-  | { readonly kind: 'option-data'; readonly option: number; readonly lengthBytes: number }
-  | { readonly kind: 'option-skip'; readonly option: number; remainingBytes: number }
-  | { readonly kind: 'busy' }
+  | { readonly kind: 'handshake' }
   | { readonly kind: 'request-header' }
   | {
       readonly kind: 'write-payload';
@@ -170,29 +113,23 @@ type State =
 
 export class NbdConnection {
   private readonly queue = new ByteQueue();
-  private state: State = { kind: 'client-flags' };
+  private state: State = { kind: 'handshake' };
   private readonly log: (line: string) => void;
-  private handshakeTimer: NodeJS.Timeout | undefined;
-  private optionsSeen = 0;
-  private noZeroes = false;
+  private readonly handshake: NbdHandshake;
+  /** Structured replies negotiated (known once in transmission). */
   private structured = false;
-  /** base:allocation selected, and for which export name (GO must name the same one). */
-  private metaBase = false;
-  private metaExportName: string | undefined;
 
   private export: BlockExport | undefined;
   private observer: ExportObserver | undefined;
   private context: RequestContext | undefined;
   private inFlight = 0;
+  /** Payload bytes held: write payloads from their header on, reads until answered. */
   private inFlightBytes = 0;
-  private readPaused = false;
-  private waitingForDrain = false;
-  /** Buffers handed to socket.write whose callback has not run (queued, not yet sent). */
-  private unsentBuffers = 0;
-  private readonly bufferWritten = (): void => {
-    this.unsentBuffers -= 1;
-  };
-  private corked = false;
+  /** Of inFlightBytes, the write payload announced by a header and not yet received. */
+  private payloadReservedBytes = 0;
+  /** This connection's part of the server's buffer budget (buffer-budget.ts). */
+  private readonly account: BudgetAccount;
+  private readonly writer: ReplyWriter;
   private closedPromiseResolve: (() => void) | undefined;
   /** Resolves when the connection is closed and its export released. */
   readonly closed: Promise<void>;
@@ -202,6 +139,9 @@ export class NbdConnection {
     private readonly options: NbdConnectionOptions,
   ) {
     this.log = options.log ?? (() => undefined);
+    this.handshake = new NbdHandshake(this.handshakeHost(), options);
+    this.account = options.budget.account(() => this.maybeResume());
+    this.writer = new ReplyWriter(socket, this.account, () => this.maybeResume());
     this.closed = new Promise<void>((resolve) => {
       this.closedPromiseResolve = resolve;
     });
@@ -219,11 +159,7 @@ export class NbdConnection {
     socket.on('end', () => this.clientEnded());
     socket.on('error', (err) => this.close(`socket error: ${err.message}`));
     socket.on('close', () => this.close('socket closed'));
-    this.handshakeTimer = setTimeout(
-      () => this.protocolFailure('handshake not finished in time', 'handshake-timeout'),
-      this.options.handshakeTimeoutMs ?? NBD_HANDSHAKE_TIMEOUT_MS,
-    );
-    this.handshakeTimer.unref();
+    this.handshake.start();
     const greeting = Buffer.allocUnsafe(18);
     greeting.writeBigUInt64BE(NBD_MAGIC, 0);
     greeting.writeBigUInt64BE(NBD_IHAVEOPT, 8);
@@ -248,82 +184,28 @@ export class NbdConnection {
     for (;;) {
       const state = this.state;
       switch (state.kind) {
-        case 'client-flags': {
-          if (this.queue.length < 4) return;
-          const flags = this.queue.take(4).readUInt32BE(0);
-          if ((flags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) !== 0) {
-            this.protocolFailure(`unknown client flags 0x${flags.toString(16)}`);
-            return;
-          }
-          this.noZeroes = (flags & NBD_FLAG_C_NO_ZEROES) !== 0;
-          this.state = { kind: 'option-header' };
-          break;
-        }
-        case 'option-header': {
-          if (this.queue.length < NBD_OPTION_HEADER_BYTES) return;
-          const header = this.queue.take(NBD_OPTION_HEADER_BYTES);
-          if (header.readBigUInt64BE(0) !== NBD_IHAVEOPT) {
-            this.protocolFailure('bad option magic');
-            return;
-          }
-          this.optionsSeen += 1;
-          if (this.optionsSeen > NBD_HANDSHAKE_MAX_OPTIONS) {
-            this.protocolFailure(`more than ${NBD_HANDSHAKE_MAX_OPTIONS} options`);
-            return;
-          }
-          const option = header.readUInt32BE(8);
-          const lengthBytes = header.readUInt32BE(12);
-          if (option === NBD_OPT_EXPORT_NAME && lengthBytes > NBD_OPTION_MAX_BYTES) {
-            // EXPORT_NAME has no error reply (the client would read one as a size): a
-            // name this long can only end the session.
-            this.protocolFailure(`export-name of ${lengthBytes} bytes`);
-            return;
-          }
-          this.state =
-            lengthBytes > NBD_OPTION_MAX_BYTES
-              ? { kind: 'option-skip', option, remainingBytes: lengthBytes }
-              : { kind: 'option-data', option, lengthBytes };
-          break;
-        }
-        case 'option-data': {
-          if (this.queue.length < state.lengthBytes) return;
-          const data = this.queue.take(state.lengthBytes);
-          this.state = { kind: 'busy' };
-          // Nothing is read while the option is answered (the provider may take seconds),
-          // or a client that does not wait could make the queue grow without bound.
-          this.pauseReading();
-          this.handleOption(state.option, data).then(
-            () => this.maybeResume(),
-            (err: unknown) =>
-              this.protocolFailure(`option ${state.option} failed: ${errorMessage(err)}`),
-          );
+        case 'handshake':
+          // Option haggling reads its own bytes (nbd-handshake.ts); transmission starts
+          // from maybeResume() once GO or EXPORT_NAME opened an export.
+          this.handshake.process(this.queue);
           return;
-        }
-        case 'option-skip': {
-          state.remainingBytes -= this.queue.skip(state.remainingBytes);
-          if (state.remainingBytes > 0) return;
-          this.send(
-            optionError(
-              state.option,
-              NBD_REP_ERR_TOO_BIG,
-              `option data above ${NBD_OPTION_MAX_BYTES} bytes`,
-            ),
-          );
-          this.state = { kind: 'option-header' };
-          break;
-        }
         case 'request-header': {
           if (this.mustPause()) {
             this.pauseReading();
             return;
           }
           if (this.queue.length < NBD_REQUEST_HEADER_BYTES) return;
+          if (!this.admitNext()) {
+            this.pauseReading();
+            return;
+          }
           this.parseRequest(this.queue.take(NBD_REQUEST_HEADER_BYTES));
           break;
         }
         case 'write-payload': {
           if (this.queue.length < state.lengthBytes) return;
           const data = this.queue.take(state.lengthBytes);
+          this.payloadReservedBytes = 0;
           this.state = { kind: 'request-header' };
           this.runWrite(state.flags, state.handleHi, state.handleLo, state.offsetBytes, data);
           break;
@@ -335,7 +217,6 @@ export class NbdConnection {
           this.refuse(state.handleHi, state.handleLo, NBD_CMD_WRITE, state.errno, state.message);
           break;
         }
-        case 'busy':
         case 'disconnecting':
         case 'closed':
           return;
@@ -343,229 +224,33 @@ export class NbdConnection {
     }
   }
 
-  // ------------------------------------------------------------------ option haggling
-
-  private async handleOption(option: number, data: Buffer): Promise<void> {
-    switch (option) {
-      case NBD_OPT_EXPORT_NAME:
-        return this.optExportName(data);
-      case NBD_OPT_ABORT:
-        this.send(optionReply(option, NBD_REP_ACK));
-        this.endAfterReplies();
-        return;
-      case NBD_OPT_LIST:
-        return this.optList(data);
-      case NBD_OPT_STARTTLS:
-        this.replyOption(optionError(option, NBD_REP_ERR_UNSUP, 'this edge does not serve TLS'));
-        return;
-      case NBD_OPT_INFO:
-      case NBD_OPT_GO:
-        return this.optInfoOrGo(option, data);
-      case NBD_OPT_STRUCTURED_REPLY:
-        if (data.length !== 0) {
-          this.replyOption(
-            optionError(option, NBD_REP_ERR_INVALID, 'structured reply takes no data'),
-          );
-          return;
-        }
-        this.structured = true;
-        this.replyOption(optionReply(option, NBD_REP_ACK));
-        return;
-      case NBD_OPT_LIST_META_CONTEXT:
-      case NBD_OPT_SET_META_CONTEXT:
-        return this.optMetaContext(option, data);
-      default:
-        // Extended headers, and anything newer: not served (the client falls back).
-        this.replyOption(
-          optionError(option, NBD_REP_ERR_UNSUP, `option ${option} is not supported`),
-        );
-    }
-  }
-
-  /** An option reply after which haggling goes on. */
-  private replyOption(reply: Buffer): void {
-    if ((reply.readUInt32BE(12) & 0x8000_0000) !== 0)
-      this.options.observer.protocolError('option-error');
-    this.send(reply);
-    if (this.state.kind === 'busy') this.state = { kind: 'option-header' };
-  }
-
-  private resolveName(name: string): string | undefined {
-    if (name !== '') return name;
-    return this.options.defaultExport;
-  }
-
-  private async optList(data: Buffer): Promise<void> {
-    if (data.length !== 0) {
-      this.replyOption(optionError(NBD_OPT_LIST, NBD_REP_ERR_INVALID, 'list takes no data'));
-      return;
-    }
-    let exports: ExportInfo[];
-    try {
-      exports = await this.options.provider.list();
-    } catch (err) {
-      this.replyOption(
-        optionError(NBD_OPT_LIST, NBD_REP_ERR_UNKNOWN, `cannot list exports: ${errorMessage(err)}`),
-      );
-      return;
-    }
-    for (const info of exports) this.send(serverReply(NBD_OPT_LIST, info.name, info.description));
-    this.replyOption(optionReply(NBD_OPT_LIST, NBD_REP_ACK));
-  }
-
-  private transmissionFlags(info: ExportInfo): number {
-    let flags =
-      NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_CAN_MULTI_CONN;
-    if (info.readOnly) flags |= NBD_FLAG_READ_ONLY;
-    else flags |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
-    if (this.structured) flags |= NBD_FLAG_SEND_DF;
-    return flags;
-  }
-
-  private async optInfoOrGo(option: number, data: Buffer): Promise<void> {
-    const decoded = decodeInfoRequest(data);
-    if (!decoded.ok) {
-      this.replyOption(optionError(option, NBD_REP_ERR_INVALID, decoded.reason));
-      return;
-    }
-    const name = this.resolveName(decoded.value.name);
-    if (name === undefined) {
-      this.replyOption(optionError(option, NBD_REP_ERR_UNKNOWN, 'no default export: name a vDisk'));
-      return;
-    }
-    let info: ExportInfo;
-    let opened: BlockExport | undefined;
-    try {
-      if (option === NBD_OPT_GO) {
-        opened = await this.options.provider.open(name);
-        info = opened.info;
-      } else {
-        info = await this.options.provider.info(name);
-      }
-    } catch (err) {
-      // A stopping edge says so (the client must disconnect); anything else is "unknown".
-      const type = isShaleError(err, EdgeErrorCode.Closed)
-        ? NBD_REP_ERR_SHUTDOWN
-        : NBD_REP_ERR_UNKNOWN;
-      this.replyOption(optionError(option, type, `export ${name}: ${errorMessage(err)}`));
-      return;
-    }
-    if (this.state.kind === 'closed') {
-      opened?.release();
-      return;
-    }
-    this.send(infoExportReply(option, info.sizeBytes, this.transmissionFlags(info)));
-    for (const type of decoded.value.infoTypes) {
-      if (type === NBD_INFO_NAME) this.send(infoTextReply(option, NBD_INFO_NAME, info.name));
-      if (type === NBD_INFO_DESCRIPTION)
-        this.send(infoTextReply(option, NBD_INFO_DESCRIPTION, info.description));
-    }
-    // Sent unasked too: we serve unaligned requests, so a client that ignores it is fine.
-    this.send(
-      infoBlockSizeReply(
-        option,
-        NBD_MIN_BLOCK_BYTES,
-        NBD_PREFERRED_BLOCK_BYTES,
-        NBD_MAX_PAYLOAD_BYTES,
-      ),
-    );
-    if (opened === undefined) {
-      this.replyOption(optionReply(option, NBD_REP_ACK));
-      return;
-    }
-    this.send(optionReply(option, NBD_REP_ACK));
-    this.enterTransmission(opened);
-  }
-
-  private async optExportName(data: Buffer): Promise<void> {
-    // No error reply exists for this option: on any failure the connection is closed.
-    const decoded = decodeExportName(data);
-    const name = decoded.ok ? this.resolveName(decoded.value) : undefined;
-    if (name === undefined) {
-      this.protocolFailure(decoded.ok ? 'export-name: no default export' : decoded.reason);
-      return;
-    }
-    let opened: BlockExport;
-    try {
-      opened = await this.options.provider.open(name);
-    } catch (err) {
-      this.close(`export-name ${name}: ${errorMessage(err)}`);
-      return;
-    }
-    if (this.state.kind === 'closed') {
-      opened.release();
-      return;
-    }
-    const reply = Buffer.allocUnsafe(10);
-    reply.writeBigUInt64BE(BigInt(opened.info.sizeBytes), 0);
-    reply.writeUInt16BE(this.transmissionFlags(opened.info), 8);
-    this.send(reply);
-    if (!this.noZeroes) this.send(EXPORT_NAME_PADDING);
-    this.enterTransmission(opened);
-  }
-
-  private async optMetaContext(option: number, data: Buffer): Promise<void> {
-    if (!this.structured) {
-      this.replyOption(
-        optionError(option, NBD_REP_ERR_INVALID, 'negotiate structured replies first'),
-      );
-      return;
-    }
-    const decoded = decodeMetaContextRequest(data);
-    if (!decoded.ok) {
-      this.replyOption(optionError(option, NBD_REP_ERR_INVALID, decoded.reason));
-      return;
-    }
-    const name = this.resolveName(decoded.value.name);
-    try {
-      if (name === undefined) throw new Error('no default export: name a vDisk');
-      await this.options.provider.info(name);
-    } catch (err) {
-      this.replyOption(
-        optionError(option, NBD_REP_ERR_UNKNOWN, `export ${name ?? '""'}: ${errorMessage(err)}`),
-      );
-      return;
-    }
-    const { queries } = decoded.value;
-    // Every query starts with a namespace ("base:", "x-foo:", ...).
-    const bad = queries.find((q) => !/^[^:]+:/.test(q));
-    if (bad !== undefined) {
-      this.replyOption(
-        optionError(option, NBD_REP_ERR_INVALID, `query ${JSON.stringify(bad)} has no namespace`),
-      );
-      return;
-    }
-    if (option === NBD_OPT_LIST_META_CONTEXT) {
-      // With no query, or the bare namespace, list everything we have (ids are 0 in a list).
-      const listed =
-        queries.length === 0 || queries.some((q) => q === BASE_ALLOCATION || q === 'base:');
-      if (listed) this.send(metaContextReply(option, 0, BASE_ALLOCATION));
-    } else {
-      // SET replaces the selection; only exact names select a context.
-      this.metaBase = queries.includes(BASE_ALLOCATION);
-      this.metaExportName = decoded.value.name;
-      if (this.metaBase) this.send(metaContextReply(option, BASE_ALLOCATION_ID, BASE_ALLOCATION));
-    }
-    this.replyOption(optionReply(option, NBD_REP_ACK));
-  }
-
-  private enterTransmission(opened: BlockExport): void {
-    if (this.handshakeTimer !== undefined) clearTimeout(this.handshakeTimer);
+  private enterTransmission(opened: BlockExport, negotiated: Negotiated): void {
+    this.handshake.stop();
     this.export = opened;
     this.observer = this.options.observer.forExport(opened.info.name);
-    // Contexts chosen for another export name than the one entered do not apply.
-    const blockStatus =
-      this.metaBase &&
-      this.metaExportName !== undefined &&
-      this.resolveName(this.metaExportName) === opened.info.name;
+    this.structured = negotiated.structured;
     this.context = {
       sizeBytes: opened.info.sizeBytes,
       readOnly: opened.info.readOnly,
-      structured: this.structured,
-      blockStatus,
+      structured: negotiated.structured,
+      blockStatus: negotiated.blockStatus,
     };
     this.state = { kind: 'request-header' };
     this.log(`connection entered transmission on export ${opened.info.name}`);
+  }
+
+  /** What the handshake may do to this connection. */
+  private handshakeHost(): HandshakeHost {
+    return {
+      isClosed: () => this.state.kind === 'closed',
+      send: (buffer) => this.send(buffer),
+      pauseReading: () => this.pauseReading(),
+      resumeReading: () => this.maybeResume(),
+      endAfterReplies: () => this.endAfterReplies(),
+      protocolFailure: (reason, kind) => this.protocolFailure(reason, kind),
+      close: (reason) => this.close(reason),
+      enterTransmission: (opened, negotiated) => this.enterTransmission(opened, negotiated),
+    };
   }
 
   // ------------------------------------------------------------------ transmission
@@ -609,6 +294,8 @@ export class NbdConnection {
       } else {
         this.state = { kind: 'write-payload', flags, handleHi, handleLo, offsetBytes, lengthBytes };
         // Counted from now, so the payload being received holds back further reading.
+        this.hold(lengthBytes);
+        this.payloadReservedBytes = lengthBytes;
       }
       return;
     }
@@ -620,6 +307,7 @@ export class NbdConnection {
     const fua = (flags & NBD_CMD_FLAG_FUA) !== 0;
     switch (command) {
       case NBD_CMD_READ:
+        this.hold(lengthBytes);
         this.track(
           handleHi,
           handleLo,
@@ -686,9 +374,15 @@ export class NbdConnection {
     this.track(handleHi, handleLo, NBD_CMD_WRITE, data.length, work, 0);
   }
 
+  /** Payload bytes from now until the request is settled (the limits count them). */
+  private hold(bytes: number): void {
+    this.inFlightBytes += bytes;
+    this.account.acquire(bytes);
+  }
+
   /**
-   * Runs one admitted request and answers it. `bytes` counts toward the in-flight payload
-   * limit; `arg` is the read's offset, or the block-status extent limit.
+   * Runs one admitted request and answers it. `bytes` are its payload bytes, held (hold())
+   * until it is settled; `arg` is the read's offset, or the block-status extent limit.
    */
   private track(
     handleHi: number,
@@ -702,7 +396,6 @@ export class NbdConnection {
     const observer = this.observer as ExportObserver;
     const started = performance.now();
     this.inFlight += 1;
-    this.inFlightBytes += bytes;
     observer.requestStarted();
     work.then(
       (result) => {
@@ -710,7 +403,9 @@ export class NbdConnection {
         this.settled(command, bytes, started, !ok);
       },
       (err: unknown) => {
-        this.refuse(handleHi, handleLo, command, nbdErrnoOf(err), errorMessage(err), false);
+        const writing = command === NBD_CMD_WRITE || command === NBD_CMD_WRITE_ZEROES;
+        const errno = nbdErrnoOf(err, writing);
+        this.refuse(handleHi, handleLo, command, errno, errorMessage(err), false);
         this.settled(command, bytes, started, true);
       },
     );
@@ -719,6 +414,7 @@ export class NbdConnection {
   private settled(command: number, bytes: number, started: number, failed: boolean): void {
     this.inFlight -= 1;
     this.inFlightBytes -= bytes;
+    this.account.release(bytes);
     (this.observer as ExportObserver).requestDone(
       KIND[command] as RequestKind,
       (performance.now() - started) / 1000,
@@ -769,21 +465,9 @@ export class NbdConnection {
       return true;
     }
     if (command === NBD_CMD_BLOCK_STATUS) {
-      // At most `arg` extents, none empty, together no longer than the request.
-      const extents = result as readonly { lengthBytes: number; hole: boolean }[];
-      const sent: { lengthBytes: number; hole: boolean }[] = [];
-      let total = 0;
-      for (const extent of extents) {
-        if (sent.length >= arg || total >= lengthBytes) break;
-        if (!Number.isSafeInteger(extent.lengthBytes) || extent.lengthBytes <= 0) {
-          return broken(`a block-status extent of length ${extent.lengthBytes}`);
-        }
-        const length = Math.min(extent.lengthBytes, lengthBytes - total);
-        sent.push({ lengthBytes: length, hole: extent.hole });
-        total += length;
-      }
-      if (sent.length === 0) return broken('a block status without extents');
-      this.send(blockStatusChunk(handleHi, handleLo, BASE_ALLOCATION_ID, sent));
+      const clipped = clipExtents(result as readonly Extent[], arg, lengthBytes);
+      if ('broken' in clipped) return broken(clipped.broken);
+      this.send(blockStatusChunk(handleHi, handleLo, BASE_ALLOCATION_ID, clipped.extents));
       return true;
     }
     // Durability: as BlockExport says for the command (write: visible, FUA: stable;
@@ -810,56 +494,52 @@ export class NbdConnection {
 
   // ------------------------------------------------------------------ flow control
 
+  /**
+   * Asks the server's budget whether the request whose header is queued may be read (its
+   * payload is what it costs). DISC, and a header that will fail, need no room.
+   */
+  private admitNext(): boolean {
+    if (this.queue.length < NBD_REQUEST_HEADER_BYTES) return true;
+    const header = this.queue.peek(NBD_REQUEST_HEADER_BYTES);
+    if (header.readUInt32BE(0) !== NBD_REQUEST_MAGIC) return true;
+    const command = header.readUInt16BE(6);
+    if (command === NBD_CMD_DISC) return true;
+    const lengthBytes = header.readUInt32BE(24);
+    const payload =
+      (command === NBD_CMD_READ || command === NBD_CMD_WRITE) &&
+      lengthBytes <= NBD_MAX_PAYLOAD_BYTES;
+    return this.account.admit(payload ? lengthBytes : 0);
+  }
+
   private mustPause(): boolean {
     return (
       this.inFlight >= NBD_CONNECTION_MAX_IN_FLIGHT ||
       this.inFlightBytes >= NBD_CONNECTION_MAX_IN_FLIGHT_BYTES ||
-      this.waitingForDrain
+      this.writer.waitingForDrain
     );
   }
 
   private pauseReading(): void {
-    if (this.readPaused) return;
-    this.readPaused = true;
-    this.socket.pause();
+    this.writer.pauseReading();
   }
 
   private maybeResume(): void {
     const kind = this.state.kind;
-    if (kind !== 'request-header' && kind !== 'write-payload' && kind !== 'option-header') return;
+    const reading =
+      kind === 'request-header' ||
+      kind === 'write-payload' ||
+      (kind === 'handshake' && this.handshake.reading);
+    if (!reading) return;
     if (this.mustPause()) return;
-    if (this.readPaused) {
-      this.readPaused = false;
-      this.socket.resume();
-    }
+    if (kind === 'request-header' && !this.admitNext()) return;
+    this.writer.resumeReading();
     this.process();
   }
 
-  /** Writes to the socket; replies written in one tick leave in one writev. */
+  /** Writes to the socket (reply-writer.ts: one writev per tick, counted, drain watched). */
   private send(buffer: Buffer): void {
     if (this.state.kind === 'closed') return;
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
-    }
-    this.unsentBuffers += 1;
-    this.socket.write(buffer, this.bufferWritten);
-    if (
-      !this.waitingForDrain &&
-      (this.socket.writableLength > NBD_CONNECTION_MAX_UNSENT_BYTES ||
-        this.unsentBuffers > NBD_CONNECTION_MAX_UNSENT_BUFFERS)
-    ) {
-      // The client is not reading its replies: stop reading its requests until it does.
-      this.waitingForDrain = true;
-      this.socket.once('drain', () => {
-        this.waitingForDrain = false;
-        this.maybeResume();
-      });
-    }
+    this.writer.send(buffer);
   }
 
   // ------------------------------------------------------------------ ending
@@ -898,9 +578,16 @@ export class NbdConnection {
   private close(reason: string): void {
     if (this.state.kind === 'closed') return;
     this.state = { kind: 'closed' };
-    if (this.handshakeTimer !== undefined) clearTimeout(this.handshakeTimer);
+    this.handshake.stop();
     this.queue.clear();
     this.socket.destroy();
+    // Queued replies went with the socket, a payload not received will not come; requests
+    // still running hold their bytes until they settle.
+    this.writer.stop();
+    this.account.stopWaiting();
+    this.account.release(this.payloadReservedBytes);
+    this.inFlightBytes -= this.payloadReservedBytes;
+    this.payloadReservedBytes = 0;
     // The export is released once requests already running on it have settled.
     if (this.inFlight === 0) this.release();
     if (reason !== 'disconnected' && reason !== 'socket closed')
@@ -908,6 +595,10 @@ export class NbdConnection {
   }
 
   private release(): void {
+    assert(
+      this.account.heldBytes === 0,
+      `a closed connection still holds ${this.account.heldBytes} buffer bytes`,
+    );
     this.export?.release();
     this.export = undefined;
     this.closedPromiseResolve?.();

@@ -481,7 +481,7 @@ test('fuzz: random and mutated handshakes and requests over many connections', a
     provider: exports,
     metrics: new EdgeMetrics(registry),
     port: 0,
-    handshakeTimeoutMs: 2_000,
+    handshakeIdleTimeoutMs: 2_000,
   });
   const stats: FuzzStats = {
     cases: 0,

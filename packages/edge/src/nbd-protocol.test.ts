@@ -214,7 +214,11 @@ interface Harness {
 }
 
 async function startHarness(
-  options: { handshakeTimeoutMs?: number; maxConnections?: number; defaultExport?: string } = {},
+  options: {
+    handshakeIdleTimeoutMs?: number;
+    maxConnections?: number;
+    defaultExport?: string;
+  } = {},
 ): Promise<Harness> {
   const exports = new MemoryExports();
   exports.add(DISK, DISK_BYTES);
@@ -229,9 +233,9 @@ async function startHarness(
     host: '127.0.0.1',
     ...(options.defaultExport === undefined ? {} : { defaultExport: options.defaultExport }),
     ...(options.maxConnections === undefined ? {} : { maxConnections: options.maxConnections }),
-    ...(options.handshakeTimeoutMs === undefined
+    ...(options.handshakeIdleTimeoutMs === undefined
       ? {}
-      : { handshakeTimeoutMs: options.handshakeTimeoutMs }),
+      : { handshakeIdleTimeoutMs: options.handshakeIdleTimeoutMs }),
   });
   const clients: RawNbdClient[] = [];
   const connect = async (connectOptions: { discard?: boolean } = {}) => {
@@ -1258,7 +1262,7 @@ describe('transmission', () => {
 
 describe('server limits', () => {
   test('the handshake timeout closes an idle client, not one in transmission', async () => {
-    const h = await startHarness({ handshakeTimeoutMs: 300 });
+    const h = await startHarness({ handshakeIdleTimeoutMs: 300 });
     try {
       const idle = await h.connect();
       await idle.readGreeting();

@@ -3,6 +3,7 @@
  * status, errors). The 64-bit handle is carried as two u32 halves so that no BigInt is
  * made per request.
  */
+import type { Extent } from './block-export.js';
 import {
   NBD_REPLY_FLAG_DONE,
   NBD_REPLY_TYPE_BLOCK_STATUS,
@@ -87,6 +88,31 @@ export function errorChunk(
   out.writeUInt16BE(text.length, 24);
   text.copy(out, 26);
   return out;
+}
+
+/**
+ * The extents of an export's block-status answer as they are sent: at most maxExtents,
+ * together no longer than the request (the last is cut to it). `broken` when the answer
+ * breaks the block-export contract: an extent that is empty or not a whole number, or none.
+ */
+export function clipExtents(
+  extents: readonly Extent[],
+  maxExtents: number,
+  lengthBytes: number,
+): { readonly extents: Extent[] } | { readonly broken: string } {
+  const sent: Extent[] = [];
+  let totalBytes = 0;
+  for (const extent of extents) {
+    if (sent.length >= maxExtents || totalBytes >= lengthBytes) break;
+    if (!Number.isSafeInteger(extent.lengthBytes) || extent.lengthBytes <= 0) {
+      return { broken: `a block-status extent of length ${extent.lengthBytes}` };
+    }
+    const length = Math.min(extent.lengthBytes, lengthBytes - totalBytes);
+    sent.push({ lengthBytes: length, hole: extent.hole });
+    totalBytes += length;
+  }
+  if (sent.length === 0) return { broken: 'a block status without extents' };
+  return { extents: sent };
 }
 
 /** A block-status chunk for one context: descriptors of (u32 length, u32 flags). */

@@ -1,6 +1,11 @@
 import net from 'node:net';
 import type { ExportProvider } from './block-export.js';
-import { EDGE_SHUTDOWN_GRACE_MS, NBD_MAX_CONNECTIONS } from './constants.js';
+import { BufferBudget, type BufferBudgetStats } from './buffer-budget.js';
+import {
+  EDGE_MAX_BUFFERED_BYTES,
+  EDGE_SHUTDOWN_GRACE_MS,
+  NBD_MAX_CONNECTIONS,
+} from './constants.js';
 import type { EdgeMetrics } from './edge-metrics.js';
 import { NbdConnection } from './nbd-connection.js';
 
@@ -13,7 +18,11 @@ export interface NbdServerOptions {
   readonly defaultExport?: string | undefined;
   readonly maxConnections?: number;
   readonly log?: (line: string) => void;
-  readonly handshakeTimeoutMs?: number;
+  /** Handshake deadlines (default NBD_HANDSHAKE_IDLE_TIMEOUT_MS, NBD_HANDSHAKE_MAX_MS). */
+  readonly handshakeIdleTimeoutMs?: number;
+  readonly handshakeMaxMs?: number;
+  /** The memory budget of all connections together (default EDGE_MAX_BUFFERED_BYTES). */
+  readonly maxBufferedBytes?: number;
 }
 
 /** The NBD listener: one NbdConnection per client, up to a connection limit. */
@@ -22,6 +31,7 @@ export class NbdServer {
 
   private constructor(
     private readonly server: net.Server,
+    private readonly budget: BufferBudget,
     readonly host: string,
     readonly port: number,
   ) {}
@@ -30,6 +40,10 @@ export class NbdServer {
     const host = options.host ?? '127.0.0.1';
     const maxConnections = options.maxConnections ?? NBD_MAX_CONNECTIONS;
     let instance: NbdServer | undefined;
+    const budget = new BufferBudget(options.maxBufferedBytes ?? EDGE_MAX_BUFFERED_BYTES, (reason) =>
+      options.metrics.budgetPaused(reason),
+    );
+    options.metrics.watchBudget(() => budget.stats());
     // Half-open: a client that shuts down its side (without NBD_CMD_DISC) still gets the
     // replies to requests in flight; NbdConnection ends our side once they are sent.
     const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
@@ -43,10 +57,12 @@ export class NbdServer {
         provider: options.provider,
         observer: options.metrics,
         defaultExport: options.defaultExport,
+        budget,
         ...(options.log === undefined ? {} : { log: options.log }),
-        ...(options.handshakeTimeoutMs === undefined
+        ...(options.handshakeIdleTimeoutMs === undefined
           ? {}
-          : { handshakeTimeoutMs: options.handshakeTimeoutMs }),
+          : { handshakeIdleTimeoutMs: options.handshakeIdleTimeoutMs }),
+        ...(options.handshakeMaxMs === undefined ? {} : { handshakeMaxMs: options.handshakeMaxMs }),
       });
       self.connections.add(connection);
       options.metrics.connectionsAccepted.inc();
@@ -65,12 +81,17 @@ export class NbdServer {
       });
     });
     const address = server.address() as net.AddressInfo;
-    instance = new NbdServer(server, host, address.port);
+    instance = new NbdServer(server, budget, host, address.port);
     return instance;
   }
 
   get connectionCount(): number {
     return this.connections.size;
+  }
+
+  /** The memory budget: bytes buffered by all connections now, at most, and pauses. */
+  get bufferBudget(): BufferBudgetStats {
+    return this.budget.stats();
   }
 
   /**

@@ -2,7 +2,9 @@
  * Exports backed by vDisks: each export name is a vDisk name, served by the volumedriver
  * that owns it. The edge asks any volumedriver it was given where a vDisk lives
  * (LocateVdisk: the owner's address and the fail-over routers), opens one Io stream per
- * open vDisk to the owner, and shares it between every connection to that export.
+ * open vDisk to the owner, and shares it between every connection to that export. Each
+ * connection that opens the export asks where it lives again, so it is told the vDisk's size
+ * of now even when the stream is older than a resize.
  *
  * When the stream fails (the volumedriver restarted, the network dropped), every request
  * that was pending on it is retried on a new stream: the owner is located again (asking
@@ -223,13 +225,21 @@ class VdiskLink {
 
   async acquire(): Promise<BlockExport> {
     this.refs += 1;
+    let location: VdiskLocation;
     try {
+      const streamsBefore = this.streamsOpened;
       await this.connected(Date.now() + this.provider.requestTimeoutMs);
+      // A new stream was opened after a fresh LocateVdisk; a shared one was located when it
+      // opened, maybe long ago, and the vDisk may have been resized since: ask again, so a
+      // new client sees the size of now.
+      location =
+        this.streamsOpened !== streamsBefore
+          ? (this.location as VdiskLocation)
+          : await this.relocate();
     } catch (err) {
       this.release();
       throw notFoundAsEdge(err, this.name);
     }
-    const location = this.location as VdiskLocation;
     const info: ExportInfo = {
       name: this.name,
       sizeBytes: location.sizeBytes,
@@ -256,6 +266,34 @@ class VdiskLink {
         this.release();
       },
     };
+  }
+
+  /**
+   * The vDisk's location (size, owner) of now, for a connection opening it while a stream is
+   * shared. The stream is left as it is (it follows the owner when it fails). When no
+   * volumedriver answers, the size last known is used: the stream works, and the owner
+   * still checks every request's range.
+   */
+  private async relocate(): Promise<VdiskLocation> {
+    try {
+      this.location = await this.provider.ask(
+        `locate vDisk ${this.name}`,
+        (c) => c.locateVdisk(this.name),
+        this.knownAddresses(),
+      );
+    } catch (err) {
+      if (!isShaleError(err, EdgeErrorCode.Unavailable)) throw err;
+      this.provider.log(`vDisk ${this.name}: ${errorMessage(err)}; serving the size last known`);
+    }
+    return this.location as VdiskLocation;
+  }
+
+  /** The last known owner, then its fail-over routers: asked first where the vDisk is. */
+  private knownAddresses(): string[] {
+    return [
+      ...(this.location?.ownerAddress ? [this.location.ownerAddress] : []),
+      ...(this.location?.failoverRouters ?? []).map((r) => r.address),
+    ];
   }
 
   route(): ExportRoute {
@@ -335,14 +373,10 @@ class VdiskLink {
       if (this.closed) throw edgeError(EdgeErrorCode.Closed, `vDisk ${this.name}: closed`);
       try {
         // Ask the last known owner first, then its fail-over routers, then the configured.
-        const order = [
-          ...(this.location?.ownerAddress ? [this.location.ownerAddress] : []),
-          ...(this.location?.failoverRouters ?? []).map((r) => r.address),
-        ];
         const location = await this.provider.ask(
           `locate vDisk ${this.name}`,
           (c) => c.locateVdisk(this.name),
-          order,
+          this.knownAddresses(),
         );
         if (location.ownerAddress === '') {
           throw edgeError(
