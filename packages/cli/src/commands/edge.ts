@@ -1,4 +1,5 @@
-import { EdgeDaemon, NBD_DEFAULT_PORT } from '@shale/edge';
+import { errorMessage, parseSizeBytes } from '@shale/common';
+import { EDGE_MAX_BUFFERED_BYTES, EdgeDaemon, NBD_DEFAULT_PORT } from '@shale/edge';
 import {
   type Command,
   EXIT_OK,
@@ -11,6 +12,17 @@ import {
 import { waitForShutdownSignal } from '../signals.js';
 
 const ADDRESS = /^[^\s:]+:\d{1,5}$/;
+
+function sizeOption(text: string, name: string): number {
+  let bytes: number;
+  try {
+    bytes = parseSizeBytes(text);
+  } catch (err) {
+    throw new UsageError(`--${name}: ${errorMessage(err)}`);
+  }
+  if (bytes <= 0) throw new UsageError(`--${name} must be more than 0`);
+  return bytes;
+}
 
 /** --volumedriver may be given several times, each a comma-separated list of host:port. */
 function volumedriverAddresses(values: Parameters<typeof stringList>[0]): string[] {
@@ -40,7 +52,7 @@ const serve: Command = {
   name: 'serve',
   summary: 'run an edge: the NBD server that routes every vDisk to the volumedriver owning it',
   usage:
-    'shale edge serve --volumedriver HOST:PORT[,HOST:PORT...] [--port 10809] [--host 127.0.0.1] [--metrics-port PORT] [--read-only] [--default-export NAME] [--request-timeout-ms MS]',
+    'shale edge serve --volumedriver HOST:PORT[,HOST:PORT...] [--port 10809] [--host 127.0.0.1] [--metrics-port PORT] [--read-only] [--default-export NAME] [--request-timeout-ms MS] [--max-buffered-bytes 512MiB]',
   options: {
     volumedriver: {
       type: 'string',
@@ -77,6 +89,13 @@ const serve: Command = {
       description:
         'fail a request with EIO when no volumedriver answers it within this long (default 30000)',
     },
+    'max-buffered-bytes': {
+      type: 'string',
+      valueName: 'SIZE',
+      description:
+        'payload in flight plus unsent replies over all connections; past it connections stop reading requests',
+      default: `${EDGE_MAX_BUFFERED_BYTES / (1024 * 1024)}MiB`,
+    },
   },
   details: [
     'Export names are vDisk names. Prints {"event":"listening",...} on stdout when ready.',
@@ -98,6 +117,10 @@ const serve: Command = {
       requestTimeoutMs: positiveInteger(
         optionalString(values, 'request-timeout-ms'),
         'request-timeout-ms',
+      ),
+      maxBufferedBytes: sizeOption(
+        requireString(values, 'max-buffered-bytes'),
+        'max-buffered-bytes',
       ),
       log: (line) => process.stderr.write(`edge: ${line}\n`),
     });
