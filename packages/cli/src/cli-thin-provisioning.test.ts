@@ -1,12 +1,10 @@
 // Proves the CLI says when thin vDisks over-commit the backend: against a real API over two real ASDs (64 MiB each), `shale vdisk create` within the free space prints no warning, past it prints API_THIN_OVERCOMMITTED on stderr (so does a resize), and `shale status` shows provisioned, free and the ratio.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { AsdDaemon } from '@shale/asd';
-import { ApiTestCluster, MiB, NODE_ID, type TestApi } from '@shale/framework-api/testing';
+import { ApiTestCluster, MiB, type TestApi } from '@shale/framework-api/testing';
 
 const MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), 'main.js');
 
@@ -29,20 +27,10 @@ describe('shale and thin provisioning', () => {
   let cluster: ApiTestCluster;
   let api: TestApi;
   let apiArgs: string[];
-  const asds: AsdDaemon[] = [];
 
   before(async () => {
     cluster = await ApiTestCluster.start();
-    for (let i = 0; i < 2; i++) {
-      const dir = path.join(cluster.dir, `asd${i}`);
-      await fs.mkdir(dir);
-      asds.push(await AsdDaemon.start({ dir, port: 0, nodeId: NODE_ID, capacityBytes: 64 * MiB }));
-    }
-    await cluster.registry.createBackend({
-      backendId: 'real',
-      name: 'real-asds',
-      osds: asds.map((asd, i) => ({ osdId: `real-${i}`, nodeId: NODE_ID, address: asd.address })),
-    });
+    await cluster.startRealAsds('real', 2, 64 * MiB);
     api = await cluster.startApi();
     apiArgs = ['--api', api.daemon.url, '--token', api.token];
     await api.client.createVpool({
@@ -54,7 +42,6 @@ describe('shale and thin provisioning', () => {
   });
   after(async () => {
     await cluster.close();
-    for (const asd of asds) await asd.stop(500);
   });
 
   test('vdisk create within the free space: no warning; past it: API_THIN_OVERCOMMITTED on stderr', async () => {

@@ -1,13 +1,10 @@
 // Proves thin provisioning is counted and said: against two real ASDs (64 MiB each), vDisks within the free space get no warning, a create or resize past it answers with API_THIN_OVERCOMMITTED, stats carry provisioned bytes, free bytes and the over-commit ratio, /metrics has them, ASDs that report one file system count it once, and when no ASD answers the warning is API_CAPACITY_UNKNOWN.
 import assert from 'node:assert/strict';
-import fs from 'node:fs/promises';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { AsdDaemon } from '@shale/asd';
 import type { AsdProbeClient } from './asd-probe.js';
 import { validate } from './json-schema.js';
 import { VdiskChangeSchema } from './schemas.js';
-import { ApiTestCluster, MiB, NODE_ID, type TestApi } from './testing/api-test-cluster.js';
+import { ApiTestCluster, MiB, type TestApi } from './testing/api-test-cluster.js';
 
 const ASD_CAPACITY_BYTES = 64 * MiB;
 const PiB = 2 ** 50;
@@ -21,22 +18,10 @@ function metric(text: string, name: string): number {
 describe('thin provisioning', () => {
   let cluster: ApiTestCluster;
   let api: TestApi;
-  const asds: AsdDaemon[] = [];
 
   before(async () => {
     cluster = await ApiTestCluster.start();
-    for (let i = 0; i < 2; i++) {
-      const dir = path.join(cluster.dir, `asd${i}`);
-      await fs.mkdir(dir);
-      asds.push(
-        await AsdDaemon.start({ dir, port: 0, nodeId: NODE_ID, capacityBytes: ASD_CAPACITY_BYTES }),
-      );
-    }
-    await cluster.registry.createBackend({
-      backendId: 'real',
-      name: 'real-asds',
-      osds: asds.map((asd, i) => ({ osdId: `real-${i}`, nodeId: NODE_ID, address: asd.address })),
-    });
+    await cluster.startRealAsds('real', 2, ASD_CAPACITY_BYTES);
     api = await cluster.startApi();
     await api.client.createVpool({
       name: 'pool',
@@ -47,7 +32,6 @@ describe('thin provisioning', () => {
   });
   after(async () => {
     await cluster.close();
-    for (const asd of asds) await asd.stop(500);
   });
 
   test('within the free space: no warning; stats show provisioned, free (per ASD) and the ratio', async () => {

@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { BackendRegistry } from '@shale/alba-proxy';
 import { LevelKv } from '@shale/arakoon-kv';
+import { AsdDaemon } from '@shale/asd';
 import { bindGrpcServer } from '@shale/common';
 import { createVolumeGrpcServer, MemoryVolumeBackend, VolumeManager } from '@shale/volumedriver';
 import { ApiClient } from '../api-client.js';
@@ -111,6 +112,8 @@ export class ApiTestCluster {
   readonly apis: TestApi[] = [];
   readonly logs: string[] = [];
   readonly nodes: TestNode[] = [];
+  /** Real ASDs started by startRealAsds (stopped by close()). */
+  readonly asds: AsdDaemon[] = [];
 
   private constructor(
     readonly dir: string,
@@ -187,6 +190,35 @@ export class ApiTestCluster {
     return node;
   }
 
+  /**
+   * `count` real ASDs in this cluster's directory, each capped at `capacityBytes`, registered
+   * as backend `backendId` (named `${backendId}-asds`, OSD ids `${backendId}-<i>`).
+   */
+  async startRealAsds(
+    backendId: string,
+    count: number,
+    capacityBytes: number,
+  ): Promise<AsdDaemon[]> {
+    const started: AsdDaemon[] = [];
+    for (let i = 0; i < count; i++) {
+      const dir = path.join(this.dir, `${backendId}-asd${i}`);
+      await fs.mkdir(dir);
+      const asd = await AsdDaemon.start({ dir, port: 0, nodeId: NODE_ID, capacityBytes });
+      this.asds.push(asd);
+      started.push(asd);
+    }
+    await this.registry.createBackend({
+      backendId,
+      name: `${backendId}-asds`,
+      osds: started.map((asd, i) => ({
+        osdId: `${backendId}-${i}`,
+        nodeId: NODE_ID,
+        address: asd.address,
+      })),
+    });
+    return started;
+  }
+
   /** A fetch that records every answer (its body read from a clone). */
   readonly fetch: typeof fetch = async (input, init) => {
     const response = await fetch(input, init);
@@ -227,6 +259,7 @@ export class ApiTestCluster {
   async close(): Promise<void> {
     for (const api of this.apis) await api.daemon.close(500);
     for (const node of this.nodes) await node.stop();
+    for (const asd of this.asds) await asd.stop(500);
     this.grpcServer.forceShutdown();
     await this.manager.close();
     await this.kv.close();
