@@ -1,10 +1,18 @@
-// Proves the edge serves vDisks to real NBD clients through the whole stack (etcd, 6 ASDs, proxy, volumedrivers, edge: all real processes): nbdinfo lists and describes exports, qemu-io writes and reads back patterns, nbdcopy round-trips 256 MiB, nbdsh sees the right errors and the connection survives them, fio verifies crc32c at QD32, block status maps holes, the edge routes to the owner it is not configured with, and a volumedriver killed with SIGKILL under a connected client comes back without the client noticing.
+// Proves the edge serves vDisks to real NBD clients through the whole stack (etcd, 6 ASDs, proxy, volumedrivers, edge: all real processes), stand-alone and co-located inside a volumedriver (its own vDisks in-process, another router's through it, unaffected by a client that floods reads without reading replies or sends garbage): nbdinfo lists and describes exports, qemu-io writes and reads back patterns, nbdcopy round-trips 256 MiB, nbdsh sees the right errors and the connection survives them, fio verifies crc32c at QD32, block status maps holes, the edge routes to the owner it is not configured with, and a volumedriver killed with SIGKILL under a connected client comes back without the client noticing.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  NBD_FLAG_C_FIXED_NEWSTYLE,
+  NBD_FLAG_C_NO_ZEROES,
+  NBD_IHAVEOPT,
+  NBD_OPT_EXPORT_NAME,
+  NBD_REQUEST_MAGIC,
+} from '@shale/edge';
 import { VolumeClient } from '@shale/volumedriver';
 import { type Cluster, startCluster, TEST_BACKEND } from './support/cluster.js';
 import { mustRun, runCommand } from './support/commands.js';
@@ -22,6 +30,71 @@ let client1: VolumeClient;
 let client2: VolumeClient;
 
 const url = (name: string, port = edge.port) => `nbd://127.0.0.1:${port}/${name}`;
+
+/**
+ * A client that opens `name` (EXPORT_NAME), then sends `reads` requests of 1 MiB each and
+ * never reads a reply. Resolves with the socket once everything is written or the server
+ * stopped taking it (the socket's buffer is full and stays full).
+ */
+async function greedyReader(port: number, name: string, reads: number): Promise<net.Socket> {
+  const socket = net.connect(port, '127.0.0.1');
+  socket.on('error', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  // Server greeting: NBDMAGIC, IHAVEOPT, handshake flags (18 bytes).
+  await new Promise<void>((resolve) => {
+    let got = 0;
+    const onData = (chunk: Buffer) => {
+      got += chunk.length;
+      if (got >= 18) {
+        socket.off('data', onData);
+        resolve();
+      }
+    };
+    socket.on('data', onData);
+  });
+  const flags = Buffer.alloc(4);
+  flags.writeUInt32BE(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
+  const option = Buffer.alloc(16 + name.length);
+  option.writeBigUInt64BE(NBD_IHAVEOPT, 0);
+  option.writeUInt32BE(NBD_OPT_EXPORT_NAME, 8);
+  option.writeUInt32BE(name.length, 12);
+  option.write(name, 16);
+  socket.write(Buffer.concat([flags, option]));
+  // Export size and transmission flags (10 bytes with NO_ZEROES), then stop reading.
+  await new Promise<void>((resolve) => {
+    let got = 0;
+    const onData = (chunk: Buffer) => {
+      got += chunk.length;
+      if (got >= 10) {
+        socket.off('data', onData);
+        socket.pause();
+        resolve();
+      }
+    };
+    socket.on('data', onData);
+  });
+  const requests = Buffer.alloc(28 * reads);
+  for (let i = 0; i < reads; i += 1) {
+    const at = i * 28;
+    requests.writeUInt32BE(NBD_REQUEST_MAGIC, at);
+    requests.writeUInt16BE(0, at + 4); // flags
+    requests.writeUInt16BE(0, at + 6); // NBD_CMD_READ
+    requests.writeBigUInt64BE(BigInt(i + 1), at + 8); // handle
+    requests.writeBigUInt64BE(BigInt((i % 32) * MiB), at + 16);
+    requests.writeUInt32BE(MiB, at + 24);
+  }
+  socket.write(requests);
+  return socket;
+}
+
+async function rssBytes(pid: number): Promise<number> {
+  const status = await fs.readFile(`/proc/${pid}/status`, 'utf8');
+  const kib = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 'NaN');
+  return kib * 1024;
+}
 
 async function sha256File(file: string, lengthBytes?: number): Promise<string> {
   const data = await fs.readFile(file);
@@ -55,7 +128,11 @@ async function nbdsh(target: string, script: string, extra: readonly string[] = 
 describe('edge with real NBD clients', { timeout: 900_000 }, () => {
   before(async () => {
     cluster = await startCluster('edge-clients-');
-    vd1 = await cluster.startVolumedriver('node-1', path.join(cluster.dir, 'vd1'));
+    // node-1 also serves NBD itself (co-located, as `shale up` runs it).
+    vd1 = await cluster.startVolumedriver('node-1', path.join(cluster.dir, 'vd1'), 0, [
+      '--nbd-port',
+      '0',
+    ]);
     vd2 = await cluster.startVolumedriver('node-2', path.join(cluster.dir, 'vd2'));
     client1 = new VolumeClient(`127.0.0.1:${vd1.port}`);
     client2 = new VolumeClient(`127.0.0.1:${vd2.port}`);
@@ -289,6 +366,76 @@ print("ro OK")
     process.stdout.write(
       `fio verify: ${Math.round(job.write.iops)} write IOPS at QD32 (disk-c, routed to node-2)\n`,
     );
+  });
+
+  test("co-located: the NBD server inside volumedriver node-1 serves its own vDisks in-process and node-2's through node-2; a client that floods reads and never reads replies, and one that sends garbage, leave fio verify at QD32 unaffected", async () => {
+    const nbdPort = Number(vd1.ready.nbdPort);
+    assert.ok(nbdPort > 0, `no nbdPort in ${JSON.stringify(vd1.ready)}`);
+    await client1.createVdisk({ name: 'colo-1', vpoolName: 'pool', sizeBytes: 64 * MiB });
+    await client2.createVdisk({ name: 'colo-2', vpoolName: 'pool', sizeBytes: 64 * MiB });
+    const list = await mustRun('nbdinfo', ['--list', url('', nbdPort)], { package: 'libnbd-bin' });
+    for (const name of ['disk-a', 'disk-c', 'colo-1', 'colo-2'])
+      assert.match(list.stdout, new RegExp(name));
+    // Local (node-1 owns it) and remote (node-2 owns it) through the same NBD server.
+    for (const name of ['colo-1', 'colo-2']) {
+      await qemuIo(url(name, nbdPort), [
+        'write -P 0x3c 0 1M',
+        'write -P 0x3d 7340033 3',
+        'flush',
+        'read -P 0x3c 0 1M',
+      ]);
+      // Read back through the stand-alone edge: the same bytes, whoever served the write.
+      await qemuIo(url(name), ['read -P 0x3c 0 1M', 'read -P 0x3d 7340033 3'], ['-r']);
+    }
+    // Misbehaving clients on the same server: one floods 4,096 reads of 1 MiB and never
+    // reads a reply (4 GiB of answers), one sends garbage instead of a handshake.
+    const greedy = await greedyReader(nbdPort, 'colo-1', 4096);
+    const garbage = net.connect(nbdPort, '127.0.0.1');
+    garbage.on('error', () => undefined);
+    garbage.write(randomBytes(4096));
+    const pid = vd1.child.pid as number;
+    const rssBefore = await rssBytes(pid);
+    try {
+      const result = await mustRun(
+        'fio',
+        [
+          '--name=verify',
+          '--ioengine=nbd',
+          `--uri=${url('colo-1', nbdPort)}`,
+          '--rw=randwrite',
+          '--bs=4k',
+          '--iodepth=32',
+          '--size=16M',
+          '--offset=32M',
+          '--verify=crc32c',
+          '--verify_fatal=1',
+          '--do_verify=1',
+          '--verify_state_save=0',
+          '--output-format=json',
+        ],
+        { package: 'fio', timeoutMs: 300_000 },
+      );
+      const job = (
+        JSON.parse(result.stdout.slice(result.stdout.indexOf('{'))) as {
+          jobs: { error: number; write: { io_bytes: number }; read: { io_bytes: number } }[];
+        }
+      ).jobs[0];
+      assert.equal(job?.error, 0);
+      assert.equal(job?.write.io_bytes, 16 * MiB);
+      assert.equal(job?.read.io_bytes, 16 * MiB, 'fio read everything back and verified it');
+      // The flood is held back (no reads while its replies are not taken), not buffered.
+      const rssAfter = await rssBytes(pid);
+      assert.ok(
+        rssAfter - rssBefore < 768 * MiB,
+        `the volumedriver grew by ${Math.round((rssAfter - rssBefore) / MiB)} MiB under the flood`,
+      );
+      assert.ok(!greedy.destroyed, 'the greedy client is only held back, not cut');
+    } finally {
+      greedy.destroy();
+      garbage.destroy();
+    }
+    // The server still serves new connections.
+    await qemuIo(url('colo-1', nbdPort), ['read -P 0x3c 0 1M'], ['-r']);
   });
 
   test('a volumedriver killed with SIGKILL under a connected client comes back; the client sees its data', async () => {

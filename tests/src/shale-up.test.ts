@@ -1,4 +1,4 @@
-// Proves `shale up` runs a whole cluster that a newcomer can use with the CLI and qemu: vDisks created with `shale vdisk create`, written with qemu-io, snapshotted and cloned (the clone reads the old data, the vDisk the new), everything intact after SIGTERM and a second `shale up` on the same data dir, and every flushed write intact after the volumedriver child is SIGKILLed mid-write and restarted by shale up; by running the real processes and reading the bytes back.
+// Proves `shale up` runs a whole cluster that a newcomer can use with the CLI and qemu: vDisks created with `shale vdisk create`, written with qemu-io, snapshotted and cloned (the clone reads the old data, the vDisk the new), everything intact after SIGTERM and a second `shale up` on the same data dir, and every flushed write intact after the volumedriver child (with the co-located NBD server inside: qemu reconnects) is SIGKILLed mid-write and restarted by shale up, and the same with --separate-edge and a client that does not reconnect; by running the real processes and reading the bytes back.
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -120,23 +120,39 @@ describe('shale up', { timeout: 900_000 }, () => {
     assert.equal((await cli(['vdisk', 'show', 'scratch'])).code, 4);
   });
 
-  test('the volumedriver SIGKILLed while qemu-io writes with flushes: shale up restarts it, every flushed write is there', async () => {
-    assert.ok(up !== undefined, 'the first test left shale up running');
-    const created = await cli(['vdisk', 'create', 'crash', '--size', '128MiB']);
+  /**
+   * 96 writes of 1 MiB, each followed by a flush, on one connection; the volumedriver is
+   * SIGKILLed in the middle. `reconnect`: the NBD server dies with it (co-located), so the
+   * client is qemu's NBD driver with reconnect-delay, which re-sends what was in flight.
+   */
+  async function volumedriverKilledMidWrite(name: string, reconnect: boolean): Promise<void> {
+    assert.ok(up !== undefined, 'shale up is not running');
+    const created = await cli(['vdisk', 'create', name, '--size', '128MiB']);
     assert.equal(created.code, 0, created.stderr);
-    // 96 writes of 1 MiB, each followed by a flush, one connection; killed in the middle.
     const WRITES = 96;
     const commands: string[] = [];
     for (let i = 0; i < WRITES; i += 1)
       commands.push(`write -P ${(i % 250) + 1} ${i * MiB} 1M`, 'flush');
     let writerDone = false;
-    const writer = qemuIo('crash', commands).finally(() => {
+    const writer = (
+      reconnect
+        ? mustRun(
+            'qemu-io',
+            [
+              '--image-opts',
+              ...commands.flatMap((c) => ['-c', c]),
+              `driver=raw,file.driver=nbd,file.server.type=inet,file.server.host=127.0.0.1,file.server.port=${nbdPort},file.export=${name},file.reconnect-delay=60`,
+            ],
+            { package: 'qemu-utils', timeoutMs: 300_000 },
+          )
+        : qemuIo(name, commands)
+    ).finally(() => {
       writerDone = true;
     });
     // Kill once a few writes have reached the volumedriver (its counters say so).
     const started = Date.now();
     for (;;) {
-      const shown = await cli(['vdisk', 'show', 'crash', '--json']);
+      const shown = await cli(['vdisk', 'show', name, '--json']);
       const writeOps =
         (JSON.parse(shown.stdout) as { stats?: { writeOps: number } }).stats?.writeOps ?? 0;
       if (writeOps >= 8) break;
@@ -145,6 +161,7 @@ describe('shale up', { timeout: 900_000 }, () => {
     }
     const [pid] = await daemonPids(dataDir, 'volumedriver');
     assert.ok(pid !== undefined, 'no volumedriver child found');
+    const restartsBefore = (up.stderr().match(/volumedriver is back/g) ?? []).length;
     process.kill(pid, 'SIGKILL');
     assert.equal(writerDone, false, 'qemu-io finished before the kill: the test proves nothing');
     const result = await writer;
@@ -152,7 +169,7 @@ describe('shale up', { timeout: 900_000 }, () => {
     assert.equal((result.stdout.match(/^wrote /gm) ?? []).length, WRITES, result.stdout);
     // shale up noticed, reported and restarted it.
     const deadline = Date.now() + 60_000;
-    while (!/volumedriver is back/.test(up.stderr())) {
+    while ((up.stderr().match(/volumedriver is back/g) ?? []).length === restartsBefore) {
       assert.ok(Date.now() < deadline, `no restart reported:\n${up.stderr()}`);
       await sleep(200);
     }
@@ -161,9 +178,26 @@ describe('shale up', { timeout: 900_000 }, () => {
     assert.ok(newPid !== undefined && newPid !== pid);
     const reads: string[] = [];
     for (let i = 0; i < WRITES; i += 1) reads.push(`read -P ${(i % 250) + 1} ${i * MiB} 1M`);
-    await qemuIo('crash', reads, ['-r']);
+    await qemuIo(name, reads, ['-r']);
+  }
+
+  test('the volumedriver (with the NBD server inside) SIGKILLed while qemu-io writes with flushes: shale up restarts it, qemu reconnects, every flushed write is there', async () => {
+    await volumedriverKilledMidWrite('crash', true);
     // The earlier vDisks came through the crash too.
     await qemuIo('disk1', ['read -P 0xb1 0 4M'], ['-r']);
+    assert.equal(await (up as Up).stop(), 0, (up as Up).stderr());
+    up = undefined;
+  });
+
+  test('with --separate-edge the NBD server is its own process: a volumedriver SIGKILL is invisible to a client without reconnect', async () => {
+    up = await startUp(dataDir, nbdPort, apiPort, ['--separate-edge']);
+    const edges: number[] = [];
+    for (const child of await childPids(up.child.pid as number)) {
+      const cmdline = await fs.readFile(`/proc/${child}/cmdline`, 'utf8').catch(() => '');
+      if (cmdline.split('\0').join(' ').includes(' edge serve ')) edges.push(child);
+    }
+    assert.equal(edges.length, 1, 'an edge process runs');
+    await volumedriverKilledMidWrite('crash2', false);
     assert.equal(await up.stop(), 0, up.stderr());
     up = undefined;
   });

@@ -117,7 +117,22 @@ const EXPECTED = {
     randWrite4KiBQd32Iops: 25_000,
     cpuUsPerOp4KiB: 25,
   },
+  // Co-located (written 2026-12-02, before measuring it): the edge core (~20-70 µs per
+  // request) calls the Volume in the same process; a write batch is an SCO pwrite, a TLog
+  // pwrite and a LevelDB batch through the thread pool (~100-200 µs per batch, shared by the
+  // requests of one tick), a read one LBA cache hit and one pread per cluster.
   shale: {
+    seqRead1MiBQd8MiBps: 300,
+    randRead4KiBQd1Iops: 5000,
+    randRead4KiBQd32Iops: 15_000,
+    seqWrite1MiBQd8MiBps: 60,
+    randWrite4KiBQd1Iops: 4000,
+    randWrite4KiBQd32Iops: 12_000,
+    cpuUsPerOp4KiBQd1: 150,
+    cpuUsPerOp4KiBQd32: 80,
+  },
+  // The stand-alone edge: the gRPC Io stream as before (the figures of 2026-12-01).
+  shaleRemoteEdge: {
     seqRead1MiBQd8MiBps: 70,
     randRead4KiBQd1Iops: 1500,
     randRead4KiBQd32Iops: 5000,
@@ -127,7 +142,7 @@ const EXPECTED = {
     cpuUsPerOp4KiBQd1: 1000,
     cpuUsPerOp4KiBQd32: 300,
   },
-  ratioShaleVsNbdkit: { qd1: 0.05, qd32: 0.08, seq1MiB: 0.03 },
+  ratioShaleVsNbdkit: { qd1: 0.25, qd32: 0.3, seq1MiB: 0.05 },
   ratioEdgeMemoryVsNbdkit: { qd1: 0.5, qd32: 0.55, seq1MiB: 0.4 },
 };
 
@@ -270,8 +285,13 @@ async function runEdgeMemory(scratch: string): Promise<Record<string, unknown>> 
 const shale = (label: string, argv: string[], scratch: string): Promise<Daemon> =>
   startListening(label, path.join(REPO, 'bin', 'shale'), argv, path.join(scratch, `${label}.log`));
 
-/** The whole stack: etcd, 6 ASDs, a proxy, a volumedriver, an edge. Stopped by stopAll. */
-async function runShale(scratch: string): Promise<Record<string, unknown>> {
+/**
+ * The whole stack: etcd, 6 ASDs, a proxy, a volumedriver with its co-located NBD server
+ * (`--nbd-port`, as `shale up` runs it), and a stand-alone edge (`shale edge serve`, as on
+ * a compute host). Each NBD server gets its own vDisk, one after the other. Stopped by
+ * stopAll.
+ */
+async function runShale(scratch: string): Promise<Record<string, Record<string, unknown>>> {
   const t0 = performance.now();
   const etcd = await startEtcd(path.join(scratch, 'etcd'), path.join(scratch, 'etcd.log'));
   const kv = `etcd://127.0.0.1:${etcd.port}`;
@@ -308,11 +328,14 @@ async function runShale(scratch: string): Promise<Record<string, unknown>> {
     ],
     scratch,
   );
+  const nbdPort = await freePort();
   const vd = await shale(
     'volumedriver',
     [
       'volumedriver',
       'serve',
+      '--nbd-port',
+      String(nbdPort),
       '--kv',
       kv,
       '--proxy',
@@ -334,32 +357,43 @@ async function runShale(scratch: string): Promise<Record<string, unknown>> {
       scoSizeBytes: SCO_BYTES,
       clusterSizeBytes: CLUSTER_BYTES,
     });
-    await client.createVdisk({ name: EXPORT_NAME, vpoolName: 'bench', sizeBytes: EXPORT_BYTES });
+    const clusterStartMs = Math.round(performance.now() - t0);
+    say(`shale: cluster up in ${clusterStartMs} ms`);
+    const backend = { proxy: [proxy], asds, etcd: [etcd] };
+    const oneVdisk = async (
+      server: string,
+      name: string,
+      port: number,
+      groups: Groups,
+    ): Promise<Record<string, unknown>> => {
+      await client.createVdisk({ name, vpoolName: 'bench', sizeBytes: EXPORT_BYTES });
+      const out = await runServer(server, uriOf(port, name), groups, scratch, async () => {
+        // The fill's SCOs go to the backend before the reads, so its upload is not under them.
+        const s0 = performance.now();
+        await client.syncToBackend(name);
+        const syncMs = Math.round(performance.now() - s0);
+        say(`  ${server} syncToBackend after the fill: ${syncMs} ms`);
+        return { syncToBackendMs: syncMs, stats: (await client.vdiskInfo(name)).stats };
+      });
+      out.statsAtEnd = (await client.vdiskInfo(name)).stats;
+      out.clusterStartMs = clusterStartMs;
+      return out;
+    };
+    const coLocated = await oneVdisk('shale', EXPORT_NAME, nbdPort, {
+      volumedriver: [vd],
+      ...backend,
+    });
     const edge = await shale(
       'edge',
       ['edge', 'serve', '--volumedriver', `127.0.0.1:${vd.port}`, '--port', '0'],
       scratch,
     );
-    const clusterStartMs = Math.round(performance.now() - t0);
-    say(`shale: cluster and edge up in ${clusterStartMs} ms`);
-    const groups: Groups = { edge: [edge], volumedriver: [vd], proxy: [proxy], asds, etcd: [etcd] };
-    const out = await runServer(
-      'shale',
-      uriOf(edge.port, EXPORT_NAME),
-      groups,
-      scratch,
-      async () => {
-        // The fill's SCOs go to the backend before the reads, so its upload is not under them.
-        const s0 = performance.now();
-        await client.syncToBackend(EXPORT_NAME);
-        const syncMs = Math.round(performance.now() - s0);
-        say(`  shale syncToBackend after the fill: ${syncMs} ms`);
-        return { syncToBackendMs: syncMs, stats: (await client.vdiskInfo(EXPORT_NAME)).stats };
-      },
-    );
-    out.statsAtEnd = (await client.vdiskInfo(EXPORT_NAME)).stats;
-    out.clusterStartMs = clusterStartMs;
-    return out;
+    const remote = await oneVdisk('shaleRemoteEdge', `${EXPORT_NAME}-remote`, edge.port, {
+      edge: [edge],
+      volumedriver: [vd],
+      ...backend,
+    });
+    return { shale: coLocated, shaleRemoteEdge: remote };
   } finally {
     client.close();
   }
@@ -395,7 +429,7 @@ let failed = false;
 try {
   results.nbdkit = await runNbdkit(scratch);
   results.edgeMemory = await runEdgeMemory(scratch);
-  results.shale = await runShale(scratch);
+  Object.assign(results, await runShale(scratch));
 } catch (err) {
   failed = true;
   if (interrupted !== undefined) {
@@ -426,11 +460,13 @@ const ratios: Record<string, unknown> = {};
 for (const job of TIMED) {
   const seq = job.blockBytes >= MIB;
   const s = rate('shale', job.key, seq);
+  const r = rate('shaleRemoteEdge', job.key, seq);
   const e = rate('edgeMemory', job.key, seq);
   const n = rate('nbdkit', job.key, seq);
   ratios[job.key] = {
     unit: seq ? 'MiBps' : 'iops',
     shaleVsNbdkit: ratio(s, n),
+    shaleRemoteEdgeVsNbdkit: ratio(r, n),
     edgeMemoryVsNbdkit: ratio(e, n),
     shaleVsEdgeMemory: ratio(s, e),
   };
@@ -461,7 +497,9 @@ const out = {
   setup: {
     client: `fio --ioengine=nbd --numjobs=1 --norandommap --randrepeat=0; time-based jobs ${RUNTIME_SECONDS} s each, no ramp (the fill warms up)`,
     shale:
-      'shale edge serve -> shale volumedriver serve -> shale proxy serve (backend default preset) -> 6 shale asd serve; etcd 1 member; all on 127.0.0.1',
+      'shale volumedriver serve --nbd-port (the NBD server inside the volumedriver, as shale up runs it) -> shale proxy serve (backend default preset) -> 6 shale asd serve; etcd 1 member; all on 127.0.0.1',
+    shaleRemoteEdge:
+      'shale edge serve (its own process, as on a compute host) -> the same volumedriver, another vDisk',
     edgeMemory: 'benchmarks/dist/nbd/edge-memory.js: NbdServer + MemoryExports + EdgeMetrics',
     nbdkit: `nbdkit -f -i 127.0.0.1 memory ${EXPORT_BYTES}`,
     exportBytes: EXPORT_BYTES,
@@ -499,10 +537,9 @@ const cpu = (server: string, job: FioJob): string => {
   const m = results[server]?.[job.key] as CaseResult | undefined;
   return m === undefined ? '-' : fmt(m.serverCpuUsPerOp.total ?? 0);
 };
-const expectedShale = EXPECTED.shale as Record<string, number>;
 const lines = [
-  '| case | QD | Shale | p50 / p99 µs | expected Shale | edge memory | p50 / p99 µs | nbdkit memory | p50 / p99 µs | Shale/nbdkit | edge-mem/nbdkit | Shale/edge-mem | server CPU µs/op Shale / edge-mem / nbdkit |',
-  '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  '| case | QD | Shale co-located | p50 / p99 µs | Shale remote edge | p50 / p99 µs | edge memory | p50 / p99 µs | nbdkit memory | p50 / p99 µs | co-located/nbdkit | remote/nbdkit | edge-mem/nbdkit | server CPU µs/op co-located / remote / edge-mem / nbdkit |',
+  '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
 ];
 for (const job of TIMED) {
   const r = ratios[job.key] as Record<string, number | null>;
@@ -510,21 +547,23 @@ for (const job of TIMED) {
   const what = `${seq ? '1 MiB' : '4 KiB'} ${
     { read: 'seq read', write: 'seq write', randread: 'rand read', randwrite: 'rand write' }[job.rw]
   }`;
-  const expected = expectedShale[`${job.key}${seq ? 'MiBps' : 'Iops'}`] ?? 0;
   lines.push(
-    `| ${what} | ${job.queueDepth} | ${cell('shale', job)} | ${fmt(expected)}${seq ? ' MiB/s' : ''} | ${cell('edgeMemory', job)} | ${cell('nbdkit', job)} | ${r.shaleVsNbdkit} | ${r.edgeMemoryVsNbdkit} | ${r.shaleVsEdgeMemory} | ${cpu('shale', job)} / ${cpu('edgeMemory', job)} / ${cpu('nbdkit', job)} |`,
+    `| ${what} | ${job.queueDepth} | ${cell('shale', job)} | ${cell('shaleRemoteEdge', job)} | ${cell('edgeMemory', job)} | ${cell('nbdkit', job)} | ${r.shaleVsNbdkit} | ${r.shaleRemoteEdgeVsNbdkit} | ${r.edgeMemoryVsNbdkit} | ${cpu('shale', job)} / ${cpu('shaleRemoteEdge', job)} / ${cpu('edgeMemory', job)} / ${cpu('nbdkit', job)} |`,
   );
 }
 const once = (server: string, key: string): CaseResult | undefined =>
   results[server]?.[key] as CaseResult | undefined;
 const afterFill = results.shale?.afterFill as { syncToBackendMs?: number } | undefined;
+const afterRemoteFill = results.shaleRemoteEdge?.afterFill as
+  | { syncToBackendMs?: number }
+  | undefined;
 lines.push(
   '',
-  '| other | Shale | edge memory | nbdkit memory |',
-  '|---|---:|---:|---:|',
-  `| fill: one pass of 1 MiB writes, QD8, over ${REGION_BYTES / MIB} MiB (first job: warms up) | ${once('shale', FILL.key)?.throughputMiBps} MiB/s | ${once('edgeMemory', FILL.key)?.throughputMiBps} MiB/s | ${once('nbdkit', FILL.key)?.throughputMiBps} MiB/s |`,
-  `| verify: ${VERIFY_BYTES / MIB} MiB of 4 KiB random writes at QD32, read back, crc32c | ok, ${fmt(once('shale', VERIFY.key)?.iops ?? 0)} IOPS | ok, ${fmt(once('edgeMemory', VERIFY.key)?.iops ?? 0)} IOPS | ok, ${fmt(once('nbdkit', VERIFY.key)?.iops ?? 0)} IOPS |`,
-  `| syncToBackend after the fill | ${fmt(afterFill?.syncToBackendMs ?? 0)} ms | | |`,
+  '| other | Shale co-located | Shale remote edge | edge memory | nbdkit memory |',
+  '|---|---:|---:|---:|---:|',
+  `| fill: one pass of 1 MiB writes, QD8, over ${REGION_BYTES / MIB} MiB (first job: warms up) | ${once('shale', FILL.key)?.throughputMiBps} MiB/s | ${once('shaleRemoteEdge', FILL.key)?.throughputMiBps} MiB/s | ${once('edgeMemory', FILL.key)?.throughputMiBps} MiB/s | ${once('nbdkit', FILL.key)?.throughputMiBps} MiB/s |`,
+  `| verify: ${VERIFY_BYTES / MIB} MiB of 4 KiB random writes at QD32, read back, crc32c | ok, ${fmt(once('shale', VERIFY.key)?.iops ?? 0)} IOPS | ok, ${fmt(once('shaleRemoteEdge', VERIFY.key)?.iops ?? 0)} IOPS | ok, ${fmt(once('edgeMemory', VERIFY.key)?.iops ?? 0)} IOPS | ok, ${fmt(once('nbdkit', VERIFY.key)?.iops ?? 0)} IOPS |`,
+  `| syncToBackend after the fill | ${fmt(afterFill?.syncToBackendMs ?? 0)} ms | ${fmt(afterRemoteFill?.syncToBackendMs ?? 0)} ms | | |`,
 );
 say('');
 say(lines.join('\n'));

@@ -1,5 +1,7 @@
 import { type MetricsServer, startMetricsServer } from '@shale/common';
 import { Registry } from 'prom-client';
+import type { ExportProvider } from './block-export.js';
+import { CoLocatedExports, type LocalVolumes } from './co-located-exports.js';
 import { EDGE_SHUTDOWN_GRACE_MS, NBD_DEFAULT_PORT } from './constants.js';
 import { EdgeMetrics } from './edge-metrics.js';
 import { NbdServer } from './nbd-server.js';
@@ -20,12 +22,20 @@ export interface EdgeDaemonOptions {
   /** Memory budget of all NBD connections together (default EDGE_MAX_BUFFERED_BYTES). */
   readonly maxBufferedBytes?: number | undefined;
   readonly log?: (line: string) => void;
+  /**
+   * Co-located: the volumedriver of this process. Its open vDisks are served straight from
+   * their VolumeIo; the others through `volumedrivers` as a stand-alone edge would.
+   */
+  readonly local?: LocalVolumes | undefined;
+  /** Where the edge's metrics go (default: a registry of its own). */
+  readonly registry?: Registry | undefined;
 }
 
 /** `shale edge serve`: the NBD server in front of the volumedrivers. */
 export class EdgeDaemon {
   private constructor(
     private readonly server: NbdServer,
+    private readonly provider: ExportProvider,
     private readonly exports: VolumedriverExports,
     private readonly metricsServer: MetricsServer | undefined,
     readonly registry: Registry,
@@ -48,7 +58,7 @@ export class EdgeDaemon {
   }
 
   static async start(options: EdgeDaemonOptions): Promise<EdgeDaemon> {
-    const registry = new Registry();
+    const registry = options.registry ?? new Registry();
     const metrics = new EdgeMetrics(registry);
     const exports = new VolumedriverExports({
       volumedrivers: options.volumedrivers,
@@ -59,8 +69,16 @@ export class EdgeDaemon {
       ...(options.log === undefined ? {} : { log: options.log }),
     });
     const host = options.host ?? '127.0.0.1';
+    const provider: ExportProvider =
+      options.local === undefined
+        ? exports
+        : new CoLocatedExports({
+            local: options.local,
+            remote: exports,
+            readOnly: options.readOnly ?? false,
+          });
     const server = await NbdServer.start({
-      provider: exports,
+      provider,
       metrics,
       host,
       port: options.port ?? NBD_DEFAULT_PORT,
@@ -77,16 +95,16 @@ export class EdgeDaemon {
       }
     } catch (err) {
       await server.close(0);
-      await exports.close();
+      await provider.close();
       throw err;
     }
-    return new EdgeDaemon(server, exports, metricsServer, registry);
+    return new EdgeDaemon(server, provider, exports, metricsServer, registry);
   }
 
   /** Stops accepting, lets connections finish for up to graceMs, then closes the streams. */
   async close(graceMs = EDGE_SHUTDOWN_GRACE_MS): Promise<void> {
     await this.metricsServer?.close();
     await this.server.close(graceMs);
-    await this.exports.close();
+    await this.provider.close();
   }
 }

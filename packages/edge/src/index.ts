@@ -1,5 +1,10 @@
 export type { BlockExport, ExportInfo, ExportProvider, Extent } from './block-export.js';
 export type { BudgetWaitReason, BufferBudgetStats } from './buffer-budget.js';
+export {
+  CoLocatedExports,
+  type CoLocatedExportsOptions,
+  type LocalVolumes,
+} from './co-located-exports.js';
 export type {
   ConnectionObserver,
   ExportObserver,

@@ -33,6 +33,12 @@ export interface LbaMapOptions {
   readonly sync?: boolean;
 }
 
+interface PendingEntry {
+  readonly location: ClusterLocation | null;
+  /** The apply that set it: its LevelDB batch removes it only if no later apply replaced it. */
+  readonly seq: number;
+}
+
 /**
  * The persistent LBA map of one vDisk: cluster index -> where its payload lives, in
  * LevelDB (classic-level). Keys are the cluster index as a u64 big-endian (8 B), so a
@@ -48,6 +54,12 @@ export interface LbaMapOptions {
  * coherent by writing through on apply() and by dropping any LevelDB read that an
  * apply() overlapped (an epoch counter), so a get that started before an apply can never
  * put the old location back into the cache after it.
+ *
+ * The write lane does not wait for LevelDB: applyBehind() makes updates visible at once
+ * (a `pending` overlay that reads, ranges and checkpoint snapshots consult first) and
+ * writes them to LevelDB one batch at a time behind it, with the position marker in the
+ * same batch as its updates. A crash loses at most the pending batches, and the marker
+ * that goes with them: the volume replays the TLogs from the marker LevelDB holds.
  */
 /** Outside the cluster key space (cluster keys start with two zero bytes). */
 const META_KEY = Buffer.from([0xff, 0x6d, 0x65, 0x74, 0x61]);
@@ -66,6 +78,23 @@ export class LbaMap {
   private closed = false;
   private cacheHits = 0;
   private cacheMisses = 0;
+  /**
+   * Updates applied (visible to every read) whose LevelDB batch has not completed yet, by
+   * cluster, with the sequence number of the apply that made them. Reads look here first,
+   * so an entry never disappears between "applied" and "in LevelDB".
+   */
+  private readonly pending = new Map<number, PendingEntry>();
+  /** The marker of the newest apply that is not in LevelDB yet. */
+  private pendingMeta: { meta: Buffer; seq: number } | undefined;
+  /** Applies not yet handed to LevelDB, in order (written as one batch). */
+  private queued: LbaUpdate[] = [];
+  private queuedMeta: Buffer | undefined;
+  private queuedSeq = 0;
+  private seq = 0;
+  /** The one LevelDB batch write in flight (batches are written one after the other). */
+  private writing: Promise<void> | undefined;
+  /** A failed background write: the map is unusable until it is rebuilt (VD_IO_ERROR). */
+  private failure: Error | undefined;
 
   private constructor(dir: string, db: Db, options: LbaMapOptions) {
     this.dir = dir;
@@ -119,6 +148,11 @@ export class LbaMap {
     const missKeys: Buffer[] = [];
     for (let i = 0; i < clusterIndexes.length; i += 1) {
       const index = clusterIndexes[i] as ClusterIndex;
+      const pending = this.pending.get(index);
+      if (pending !== undefined) {
+        out[i] = pending.location ?? undefined;
+        continue;
+      }
       const cached = this.cacheGet(index);
       if (cached === undefined) {
         missPositions.push(i);
@@ -147,38 +181,108 @@ export class LbaMap {
   }
 
   /**
-   * Applies many updates in one LevelDB batch (atomic: all or none). Later updates of the
-   * same cluster in one batch win. `sync` (default: the map's option) fsyncs the batch.
+   * Applies updates at once (every read from now on sees them) and writes them to LevelDB
+   * behind the caller: batches are written one at a time, in order, with the applies queued
+   * meanwhile coalesced into the next one; the marker goes in the same atomic batch as the
+   * updates it follows. Later updates of the same cluster win. Resolves at once unless
+   * more than LBA_MAP_APPLY_MAX_UPDATES updates wait for LevelDB (back-pressure). Throws
+   * VD_IO_ERROR once a background write has failed.
+   */
+  async applyBehind(updates: readonly LbaUpdate[], options: { meta?: Buffer } = {}): Promise<void> {
+    this.checkOpen();
+    if (this.failure !== undefined) throw this.failure;
+    assert(updates.length <= LBA_MAP_APPLY_MAX_UPDATES, `apply of ${updates.length} updates`);
+    if (updates.length === 0 && options.meta === undefined) return;
+    this.seq += 1;
+    const seq = this.seq;
+    // Reads of LevelDB that overlap this apply must not fill the cache with what it replaces.
+    this.epoch += 1;
+    for (const update of updates) {
+      const location = update.location ?? null;
+      this.pending.set(update.clusterIndex, { location, seq });
+      this.cachePut(update.clusterIndex, location);
+      this.queued.push(update);
+    }
+    if (options.meta !== undefined) {
+      this.pendingMeta = { meta: options.meta, seq };
+      this.queuedMeta = options.meta;
+    }
+    this.queuedSeq = seq;
+    this.pump();
+    while (this.queued.length > LBA_MAP_APPLY_MAX_UPDATES && this.writing !== undefined) {
+      await this.writing;
+    }
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  /**
+   * applyBehind, then waits until LevelDB holds it (and everything applied before).
+   * `sync` (default: the map's option) fsyncs the last batch.
    */
   async apply(
     updates: readonly LbaUpdate[],
     options: { sync?: boolean; meta?: Buffer } = {},
   ): Promise<void> {
-    this.checkOpen();
-    assert(updates.length <= LBA_MAP_APPLY_MAX_UPDATES, `apply of ${updates.length} updates`);
-    if (updates.length === 0 && options.meta === undefined) return;
+    await this.applyBehind(updates, options.meta === undefined ? {} : { meta: options.meta });
+    await this.drain(options.sync ?? this.syncByDefault);
+  }
+
+  /** Waits until every apply so far is in LevelDB; with sync, fsynced. */
+  async drain(sync = false): Promise<void> {
+    while (this.writing !== undefined) await this.writing;
+    if (this.failure !== undefined) throw this.failure;
+    if (sync) await this.writeBatch([], undefined, 0, true);
+  }
+
+  /** Starts the next LevelDB batch when none is in flight. */
+  private pump(): void {
+    if (this.writing !== undefined || this.failure !== undefined) return;
+    if (this.queued.length === 0 && this.queuedMeta === undefined) return;
+    const updates = this.queued;
+    const meta = this.queuedMeta;
+    const seq = this.queuedSeq;
+    this.queued = [];
+    this.queuedMeta = undefined;
+    this.writing = this.writeBatch(updates, meta, seq, false).finally(() => {
+      this.writing = undefined;
+      this.pump();
+    });
+  }
+
+  private async writeBatch(
+    updates: readonly LbaUpdate[],
+    meta: Buffer | undefined,
+    seq: number,
+    sync: boolean,
+  ): Promise<void> {
     const batch = this.db.batch();
-    // The caller's position marker goes in the same atomic batch as the updates, so after
-    // a crash the marker says exactly which updates the map holds.
-    if (options.meta !== undefined) batch.put(META_KEY, options.meta);
+    if (meta !== undefined) batch.put(META_KEY, meta);
     for (const update of updates) {
       const key = encodeKey(update.clusterIndex);
       if (update.location === undefined) batch.del(key);
       else batch.put(key, encodeValue(update.location));
     }
+    if (!sync && batch.length === 0) {
+      await batch.close();
+      return;
+    }
     this.epoch += 1;
     try {
-      await batch.write({ sync: options.sync ?? this.syncByDefault });
+      await batch.write({ sync });
     } catch (err) {
-      // The batch may or may not be in LevelDB: forget what the cache said about it.
-      for (const update of updates) this.cache.delete(update.clusterIndex);
-      throw vdError(VdErrorCode.IoError, `LBA map ${this.dir}: batch write failed`, {
+      // The batch may or may not be in LevelDB: the map must be rebuilt (from the TLogs).
+      this.failure ??= vdError(VdErrorCode.IoError, `LBA map ${this.dir}: batch write failed`, {
         cause: err,
       });
+      return;
     } finally {
       this.epoch += 1;
     }
-    for (const update of updates) this.cachePut(update.clusterIndex, update.location ?? null);
+    for (const update of updates) {
+      const entry = this.pending.get(update.clusterIndex);
+      if (entry !== undefined && entry.seq <= seq) this.pending.delete(update.clusterIndex);
+    }
+    if (this.pendingMeta !== undefined && this.pendingMeta.seq <= seq) this.pendingMeta = undefined;
     // Durability: with sync, the batch is in LevelDB's fsynced log; without, in its log
     // in the page cache (lost on power failure, rebuilt from TLogs).
   }
@@ -187,26 +291,88 @@ export class LbaMap {
    * The mapped clusters in [fromClusterIndex, toClusterIndex), in cluster order, read
    * from LevelDB (a snapshot taken when iteration starts). Unmapped clusters are skipped.
    */
-  async *range(
+  range(
     fromClusterIndex: ClusterIndex,
     toClusterIndex: number,
   ): AsyncGenerator<[ClusterIndex, ClusterLocation]> {
     this.checkOpen();
     assert(toClusterIndex <= CLUSTER_INDEX_MAX + 1, 'range end past the last cluster');
-    if (toClusterIndex <= fromClusterIndex) return;
-    for await (const [key, value] of this.db.iterator({
-      gte: encodeKey(fromClusterIndex),
-      lt: encodeKey(toClusterIndex),
-    })) {
-      assert(key.length === LBA_MAP_KEY_SIZE_BYTES, 'LBA map key of the wrong size');
-      const index = key.readUIntBE(2, 6) as ClusterIndex;
-      yield [index, decodeValue(value, index, this.dir)];
+    const entries = this.merged(fromClusterIndex, toClusterIndex, false);
+    return (async function* () {
+      for await (const value of entries) if (!Buffer.isBuffer(value)) yield value;
+    })();
+  }
+
+  /**
+   * What the map holds in [from, to) as of now (synchronously: LevelDB's implicit iterator
+   * snapshot and a copy of the pending updates are both taken before this returns), in
+   * cluster order; with the marker (a Buffer, last) when `withMeta`.
+   */
+  private merged(
+    from: number,
+    to: number,
+    withMeta: boolean,
+  ): AsyncGenerator<[ClusterIndex, ClusterLocation] | Buffer> {
+    const overlay: [number, ClusterLocation | null][] = [];
+    if (to > from) {
+      for (const [index, entry] of this.pending) {
+        if (index >= from && index < to) overlay.push([index, entry.location]);
+      }
+      overlay.sort((a, b) => a[0] - b[0]);
     }
+    const pendingMeta = withMeta ? this.pendingMeta?.meta : undefined;
+    const iterator =
+      to > from
+        ? this.db.iterator(
+            withMeta ? { gte: encodeKey(from) } : { gte: encodeKey(from), lt: encodeKey(to) },
+          )
+        : undefined;
+    const dir = this.dir;
+    return (async function* () {
+      let k = 0;
+      let metaSeen = false;
+      try {
+        if (iterator !== undefined) {
+          for await (const [key, value] of iterator) {
+            if (key.equals(META_KEY)) {
+              for (; k < overlay.length; k += 1) {
+                const [index, location] = overlay[k] as [number, ClusterLocation | null];
+                if (location !== null) yield [index as ClusterIndex, location];
+              }
+              metaSeen = true;
+              yield pendingMeta ?? value;
+              continue;
+            }
+            assert(key.length === LBA_MAP_KEY_SIZE_BYTES, 'LBA map key of the wrong size');
+            const index = key.readUIntBE(2, 6);
+            for (; k < overlay.length && (overlay[k] as [number, unknown])[0] < index; k += 1) {
+              const [at, location] = overlay[k] as [number, ClusterLocation | null];
+              if (location !== null) yield [at as ClusterIndex, location];
+            }
+            if (k < overlay.length && (overlay[k] as [number, unknown])[0] === index) {
+              const location = (overlay[k] as [number, ClusterLocation | null])[1];
+              k += 1;
+              if (location !== null) yield [index as ClusterIndex, location];
+              continue;
+            }
+            yield [index as ClusterIndex, decodeValue(value, index, dir)];
+          }
+        }
+        for (; k < overlay.length; k += 1) {
+          const [index, location] = overlay[k] as [number, ClusterLocation | null];
+          if (location !== null) yield [index as ClusterIndex, location];
+        }
+        if (!metaSeen && pendingMeta !== undefined) yield pendingMeta;
+      } finally {
+        await iterator?.close();
+      }
+    })();
   }
 
   /** The position marker last written with apply({ meta }), if any. */
   async getMeta(): Promise<Buffer | undefined> {
     this.checkOpen();
+    if (this.pendingMeta !== undefined) return this.pendingMeta.meta;
     try {
       return await this.db.get(META_KEY);
     } catch (err) {
@@ -223,28 +389,17 @@ export class LbaMap {
    */
   snapshotEntries(): AsyncGenerator<[ClusterIndex, ClusterLocation] | Buffer> {
     this.checkOpen();
-    const iterator = this.db.iterator({ gte: encodeKey(0) });
-    const dir = this.dir;
-    return (async function* () {
-      try {
-        for await (const [key, value] of iterator) {
-          if (key.equals(META_KEY)) {
-            yield value;
-            continue;
-          }
-          assert(key.length === LBA_MAP_KEY_SIZE_BYTES, 'LBA map key of the wrong size');
-          const index = key.readUIntBE(2, 6) as ClusterIndex;
-          yield [index, decodeValue(value, index, dir)];
-        }
-      } finally {
-        await iterator.close();
-      }
-    })();
+    return this.merged(0, CLUSTER_INDEX_MAX + 1, true);
   }
 
   /** Removes every entry and the marker (before a rebuild). */
   async clear(): Promise<void> {
     this.checkOpen();
+    // What is still being written would land after the clear: let it land first.
+    while (this.writing !== undefined) await this.writing;
+    this.pending.clear();
+    this.pendingMeta = undefined;
+    this.failure = undefined;
     this.epoch += 1;
     try {
       await this.db.clear();
@@ -257,13 +412,20 @@ export class LbaMap {
   }
 
   /** Cache counters, for metrics and tests. */
-  cacheStats(): { entries: number; hits: number; misses: number } {
-    return { entries: this.cache.size, hits: this.cacheHits, misses: this.cacheMisses };
+  cacheStats(): { entries: number; hits: number; misses: number; pending: number } {
+    return {
+      entries: this.cache.size,
+      hits: this.cacheHits,
+      misses: this.cacheMisses,
+      pending: this.pending.size,
+    };
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Applies still on their way to LevelDB land first (a failure is the TLogs' to repair).
+    while (this.writing !== undefined) await this.writing;
     this.cache.clear();
     await this.db.close();
   }

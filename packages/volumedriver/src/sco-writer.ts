@@ -121,6 +121,21 @@ export class ScoWriter {
    * to a new SCO first.
    */
   append(clusters: readonly Buffer[]): Promise<ScoAppendResult> {
+    const appended = this.appendQueued(clusters);
+    return appended.written.then(() => ({
+      firstClusterOffset: appended.firstClusterOffset,
+      crc32cs: appended.crc32cs,
+    }));
+  }
+
+  /**
+   * append(), answered before the write: where the clusters go and their CRC32Cs are known
+   * at once (so the TLog entries naming them can be written at the same time as the data),
+   * and `written` settles when the gathered write has. Recovery cuts a TLog at the first
+   * entry whose cluster is not on disk, so an entry may reach the page cache before its
+   * data as long as neither is acknowledged before both are written.
+   */
+  appendQueued(clusters: readonly Buffer[]): ScoAppendResult & { readonly written: Promise<void> } {
     assert(!this.sealRequested, `append to sealed SCO ${this.scoNumber}`);
     assert(clusters.length > 0, 'append of an empty batch');
     assert(clusters.length <= SCO_APPEND_MAX_CLUSTERS, `append of ${clusters.length} clusters`);
@@ -140,14 +155,14 @@ export class ScoWriter {
     const firstClusterOffset = this.acceptedClusters;
     this.acceptedClusters += clusters.length;
     this.sharedSync = undefined;
-    return this.enqueue(async () => {
+    const written = this.enqueue(async () => {
       assert(this.writtenClusters === firstClusterOffset, 'SCO appends ran out of order');
       await this.writeAll(clusters, firstClusterOffset * this.clusterSizeBytes);
       for (const cluster of clusters) this.runningCrc = crc32c(cluster, this.runningCrc);
       this.writtenClusters += clusters.length;
       // Durability: the batch is in the page cache only; sync() or seal() makes it durable.
-      return { firstClusterOffset, crc32cs };
     });
+    return { firstClusterOffset, crc32cs, written };
   }
 
   /**

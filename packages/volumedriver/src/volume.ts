@@ -193,8 +193,8 @@ export class Volume implements VolumeIo {
   private readonly lane: LaneItem[] = [];
   private laneRunning: Promise<void> | undefined;
   private holds = 0;
-  /** TLog appends of the batch in progress (awaited before the map batch and any sync). */
-  private tlogWrites: Promise<number>[] = [];
+  /** SCO and TLog writes of the batch in progress (awaited before the map and any sync). */
+  private tlogWrites: Promise<unknown>[] = [];
   private laneFailure: Error | undefined;
 
   // local SCOs
@@ -708,7 +708,10 @@ export class Volume implements VolumeIo {
           0,
           Math.min(run.length, sco.remainingClusters, SCO_APPEND_MAX_CLUSTERS),
         );
-        const appended = await sco.append(part.map((p) => p.payload));
+        // The data and the TLog entries naming it are written at the same time; the batch
+        // is acknowledged only after both (recovery cuts a TLog at data that is missing).
+        const appended = sco.appendQueued(part.map((p) => p.payload));
+        this.laneWrite(appended.written);
         const entries: TLogEntry[] = new Array(part.length);
         for (let i = 0; i < part.length; i += 1) {
           const p = part[i] as { index: number; payload: Buffer };
@@ -720,7 +723,7 @@ export class Volume implements VolumeIo {
           entries[i] = { type: 'write', clusterIndex: p.index as ClusterIndex, ...location };
           updates.push({ clusterIndex: p.index as ClusterIndex, location });
         }
-        this.tlogWrites.push(this.tlog.append(entries));
+        this.laneWrite(this.tlog.append(entries));
         this.risk.note(this.tlog.tlogNumber, part.length * cs);
         this.dirtyScoBytes += part.length * cs;
         if (sco.isFull) await this.sealCurrentSco();
@@ -779,7 +782,7 @@ export class Volume implements VolumeIo {
           await flushRun();
           for (let from = firstWhole; from < endWhole; from += TRIM_CLUSTER_COUNT_MAX) {
             const count = Math.min(endWhole - from, TRIM_CLUSTER_COUNT_MAX);
-            this.tlogWrites.push(
+            this.laneWrite(
               this.tlog.append([
                 { type: 'trim', firstClusterIndex: from as ClusterIndex, clusterCount: count },
               ]),
@@ -832,16 +835,29 @@ export class Volume implements VolumeIo {
     if (checkpoint) this.enqueueCheckpoint();
   }
 
-  /** Applies map updates in LevelDB batches; the marker goes with the last one. */
+  /**
+   * Applies map updates (visible to reads at once; LevelDB catches up behind the lane), in
+   * chunks; the marker goes with the last one.
+   */
   private async applyUpdates(updates: readonly LbaUpdate[], position: MapPosition): Promise<void> {
     const meta = encodeMapPosition(position);
     for (let i = 0; i < updates.length || i === 0; i += LBA_MAP_APPLY_MAX_UPDATES) {
       const chunk = updates.slice(i, i + LBA_MAP_APPLY_MAX_UPDATES);
       const last = i + LBA_MAP_APPLY_MAX_UPDATES >= updates.length;
       // Replaying from an older marker is idempotent, so a crash between chunks is safe.
-      await this.lba.apply(chunk, last ? { meta } : {});
+      await this.lba.applyBehind(chunk, last ? { meta } : {});
       if (updates.length === 0) break;
     }
+  }
+
+  /**
+   * A write of the running batch, awaited (with every other) before the batch is answered.
+   * Marked handled now: when the batch fails earlier, its rejection must not crash the
+   * process as unhandled (the batch's own error is what its requests get).
+   */
+  private laneWrite(write: Promise<unknown>): void {
+    write.catch(() => undefined);
+    this.tlogWrites.push(write);
   }
 
   private async startSco(): Promise<void> {
@@ -864,7 +880,7 @@ export class Volume implements VolumeIo {
     this.localScos.set(sco.scoNumber, sco.clusterCount * this.config.clusterSizeBytes);
     this.sco = undefined;
     const sealed = await sco.seal();
-    this.tlogWrites.push(
+    this.laneWrite(
       this.tlog.append([
         {
           type: 'scoSealed',

@@ -78,6 +78,8 @@ export class VolumedriverDaemon {
     private readonly metricsServer: MetricsServer | undefined,
     readonly host: string,
     readonly port: number,
+    /** The daemon's Prometheus registry (a co-located edge adds its metrics to it). */
+    readonly registry: Registry,
   ) {}
 
   get metricsPort(): number | undefined {
@@ -134,7 +136,15 @@ export class VolumedriverDaemon {
           port: options.metricsPort,
         });
       }
-      return new VolumedriverDaemon(manager, backend, server, metricsServer, host, port);
+      return new VolumedriverDaemon(
+        manager,
+        backend,
+        server,
+        metricsServer,
+        host,
+        port,
+        metricsRegistry,
+      );
     } catch (err) {
       server.forceShutdown();
       await metricsServer?.close();

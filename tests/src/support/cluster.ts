@@ -19,7 +19,12 @@ export interface Cluster {
    * A volumedriver on this cluster (its write buffer in `dir`; port 0 picks one); stopped
    * by stop().
    */
-  startVolumedriver(nodeId: string, dir: string, port?: number): Promise<ShaleProcess>;
+  startVolumedriver(
+    nodeId: string,
+    dir: string,
+    port?: number,
+    extra?: readonly string[],
+  ): Promise<ShaleProcess>;
   /** An edge in front of the given volumedriver ports; stopped by stop(). */
   startEdge(volumedriverPorts: readonly number[], extra?: readonly string[]): Promise<ShaleProcess>;
   /** SIGKILLs every process it started (newest first), stops etcd, removes the dir. */
@@ -80,7 +85,7 @@ export async function startCluster(prefix: string): Promise<Cluster> {
       kv,
       proxy,
       processes,
-      async startVolumedriver(nodeId, vdDir, port = 0) {
+      async startVolumedriver(nodeId, vdDir, port = 0, extra = []) {
         const vd = await startShale(
           [
             'volumedriver',
@@ -95,6 +100,7 @@ export async function startCluster(prefix: string): Promise<Cluster> {
             String(port),
             '--node-id',
             nodeId,
+            ...extra,
           ],
           60_000,
         );

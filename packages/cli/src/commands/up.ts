@@ -91,7 +91,7 @@ export const upCommand: Command = {
   summary:
     'run a whole single-node cluster in the foreground (ASDs, proxy, maintenance, volumedriver, edge, API)',
   usage:
-    'shale up [--data-dir DIR] [--asds 6] [--nbd-port 10809] [--api-port 8080] [--kv embedded|etcd://HOST:PORT,...] [--asd-dir DIR] [--write-buffer-dir DIR] [--data-at-risk-ms 30000] [--reserve 64MiB]',
+    'shale up [--data-dir DIR] [--asds 6] [--nbd-port 10809] [--api-port 8080] [--kv embedded|etcd://HOST:PORT,...] [--asd-dir DIR] [--write-buffer-dir DIR] [--data-at-risk-ms 30000] [--reserve 64MiB] [--separate-edge]',
   options: {
     'data-dir': {
       type: 'string',
@@ -157,9 +157,16 @@ export const upCommand: Command = {
       valueName: 'SIZE',
       description: 'passed to the volumedriver: free space below which writes are refused',
     },
+    'separate-edge': {
+      type: 'boolean',
+      description:
+        'run the NBD server as its own process (shale edge serve, as on a compute host) instead of inside the volumedriver',
+    },
   },
   details: [
-    'Every daemon is a child process, restarted (and reported) if it dies. The first start',
+    'Every daemon is a child process, restarted (and reported) if it dies. The NBD server runs',
+    'inside the volumedriver (co-located: no process boundary on the data path) unless',
+    '--separate-edge. The first start',
     'creates the backend "local" over the ASDs, its default preset, and the vPool "default".',
     'Ctrl-C or SIGTERM stops everything in reverse order (every vDisk is made durable);',
     'running it again on the same data dir brings every vDisk back.',
@@ -178,6 +185,7 @@ export const upCommand: Command = {
     const nbdPort = parsePort(optionalString(values, 'nbd-port') ?? '10809', 'nbd-port');
     const apiPort = parsePort(optionalString(values, 'api-port') ?? '8080', 'api-port');
     const kv = optionalString(values, 'kv') ?? 'embedded';
+    const separateEdge = values['separate-edge'] === true;
     if (kv !== 'embedded' && !kv.startsWith('etcd://')) {
       throw new UsageError(`--kv must be embedded or etcd://HOST:PORT[,...], not "${kv}"`);
     }
@@ -312,26 +320,30 @@ export const upCommand: Command = {
             ...passed('data-at-risk-ms'),
             ...passed('write-buffer-reserve'),
             ...passed('write-buffer-margin'),
+            // The NBD server runs inside the volumedriver: no process boundary on the data path.
+            ...(separateEdge ? [] : ['--nbd-port', String(nbdPort)]),
           ],
           { stopGraceMs: 120_000 },
         ),
       ),
     );
     steps.push(() => ensureDefaultVpool(volumedriver, log));
-    steps.push(() =>
-      supervisor.start(
-        shaleChild('edge', [
-          'edge',
-          'serve',
-          '--volumedriver',
-          volumedriver,
-          '--host',
-          HOST,
-          '--port',
-          String(nbdPort),
-        ]),
-      ),
-    );
+    if (separateEdge) {
+      steps.push(() =>
+        supervisor.start(
+          shaleChild('edge', [
+            'edge',
+            'serve',
+            '--volumedriver',
+            volumedriver,
+            '--host',
+            HOST,
+            '--port',
+            String(nbdPort),
+          ]),
+        ),
+      );
+    }
     steps.push(() =>
       supervisor.start(
         shaleChild('api', [

@@ -1,5 +1,6 @@
 import os from 'node:os';
 import { errorMessage, parseSizeBytes } from '@shale/common';
+import { EDGE_MAX_BUFFERED_BYTES, EdgeDaemon } from '@shale/edge';
 import {
   DATA_AT_RISK_MAX_MS,
   DATA_AT_RISK_MIN_MS,
@@ -43,7 +44,7 @@ const serve: Command = {
   summary:
     'run a volumedriver: vDisks on a local write buffer, their data in an ALBA backend, over gRPC',
   usage:
-    'shale volumedriver serve (--kv etcd://HOST:PORT,... | --kv kv://HOST:PORT | --kv-dir DIR) --proxy HOST:PORT --dir DIR --port PORT [--host 127.0.0.1] [--metrics-port PORT] [--node-id ID] [--advertise HOST:PORT] [--data-at-risk-ms 30000] [--write-buffer-reserve 64MiB] [--write-buffer-margin 32MiB]',
+    'shale volumedriver serve (--kv etcd://HOST:PORT,... | --kv kv://HOST:PORT | --kv-dir DIR) --proxy HOST:PORT --dir DIR --port PORT [--host 127.0.0.1] [--metrics-port PORT] [--node-id ID] [--advertise HOST:PORT] [--data-at-risk-ms 30000] [--write-buffer-reserve 64MiB] [--write-buffer-margin 32MiB] [--nbd-port PORT] [--nbd-max-buffered-bytes 512MiB]',
   options: {
     ...KV_OPTIONS,
     proxy: {
@@ -99,10 +100,23 @@ const serve: Command = {
       description: 'writes are refused (ENOSPC) before the write buffer has less free than this',
       default: '32MiB',
     },
+    'nbd-port': {
+      type: 'string',
+      valueName: 'PORT',
+      description:
+        'also serve NBD here, inside this process (co-located edge): vDisks open here are served without crossing a process boundary, others through their owner',
+    },
+    'nbd-max-buffered-bytes': {
+      type: 'string',
+      valueName: 'SIZE',
+      description: "the co-located edge's memory budget over all NBD connections",
+      default: `${EDGE_MAX_BUFFERED_BYTES / (1024 * 1024)}MiB`,
+    },
   },
   details: [
-    'Prints {"event":"listening",...} on stdout when ready. SIGTERM or SIGINT stops it: calls in',
-    'progress finish (Io streams get 10 s), every open vDisk is made durable.',
+    'Prints {"event":"listening",...} on stdout when ready. SIGTERM or SIGINT stops it: NBD',
+    'connections get 10 s to finish, then calls in progress finish (Io streams get 10 s),',
+    'every open vDisk is made durable.',
   ].join('\n'),
   async run(values) {
     const shutdown = waitForShutdownSignal();
@@ -125,12 +139,33 @@ const serve: Command = {
             ? undefined
             : parsePort(requireString(values, 'metrics-port'), 'metrics-port'),
       });
+      let edge: EdgeDaemon | undefined;
+      try {
+        if (values['nbd-port'] !== undefined) {
+          edge = await EdgeDaemon.start({
+            local: daemon.manager,
+            volumedrivers: [daemon.address],
+            registry: daemon.registry,
+            host: daemon.host,
+            port: parsePort(requireString(values, 'nbd-port'), 'nbd-port'),
+            maxBufferedBytes: parseSize(values, 'nbd-max-buffered-bytes'),
+            log: (line) => process.stderr.write(`volumedriver: nbd: ${line}\n`),
+          });
+        }
+      } catch (err) {
+        await daemon.close();
+        throw err;
+      }
       process.stdout.write(
-        `${JSON.stringify({ event: 'listening', service: 'volumedriver', nodeId, address: daemon.address, port: daemon.port, metricsPort: daemon.metricsPort ?? null })}\n`,
+        `${JSON.stringify({ event: 'listening', service: 'volumedriver', nodeId, address: daemon.address, port: daemon.port, metricsPort: daemon.metricsPort ?? null, nbdPort: edge?.port ?? null })}\n`,
       );
-      process.stderr.write(`volumedriver ${nodeId} serving on ${daemon.address}\n`);
+      process.stderr.write(
+        `volumedriver ${nodeId} serving on ${daemon.address}${edge === undefined ? '' : `, NBD on ${edge.host}:${edge.port}`}\n`,
+      );
       const signal = await shutdown;
       process.stderr.write(`volumedriver: ${signal}, stopping\n`);
+      // NBD connections first (their requests finish on the open vDisks), then the vDisks.
+      await edge?.close();
       await daemon.close();
       return EXIT_OK;
     } finally {
