@@ -1,4 +1,4 @@
-// Proves the LBA map on a real LevelDB directory: round trips, persistence across reopen, cache coherence (a seeded random model check with a tiny cache, and a get racing an apply), range order, and VD_DIR_LOCKED for a second process.
+// Proves the LBA map on a real LevelDB directory: round trips, persistence across reopen, cache coherence (a seeded random model check with a tiny cache, and a get racing an apply), range order, VD_DIR_LOCKED for a second process, and applyBehind (updates visible to reads, ranges and snapshots before LevelDB has them; all there after a reopen: a seeded model check).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -233,5 +233,70 @@ describe('LBA map', () => {
     }
     const again = await LbaMap.open({ dir });
     await again.close();
+  });
+  test('applyBehind: reads, ranges and snapshots see applies at once, before LevelDB has them; a reopen after drain has them all (seeded model check)', async () => {
+    const seed = Number(process.env.VD_TEST_SEED ?? Date.now() % 2 ** 31);
+    const random = prng(seed);
+    const dir = await tempDir();
+    let map = await LbaMap.open({ dir, cacheEntries: 8 });
+    const model = new Map<number, ClusterLocation>();
+    const say = (step: number) => `seed ${seed} (VD_TEST_SEED=${seed}) step ${step}`;
+    const CLUSTERS = 200;
+    const sorted = () => [...model.entries()].sort((a, b) => a[0] - b[0]);
+    let meta = 0;
+    for (let step = 0; step < 400; step += 1) {
+      const updates: LbaUpdate[] = [];
+      for (let n = Math.floor(random() * 20); n > 0; n -= 1) {
+        const index = Math.floor(random() * CLUSTERS);
+        if (random() < 0.25) {
+          updates.push(unmap(index));
+          model.delete(index);
+        } else {
+          const location = loc(1 + Math.floor(random() * 5), step, Math.floor(random() * 2 ** 32));
+          updates.push(put(index, location));
+          model.set(index, location);
+        }
+      }
+      meta += 1;
+      const marker = Buffer.from(String(meta));
+      // Not awaited on purpose: what follows runs while LevelDB writes behind.
+      const applied = map.applyBehind(updates, { meta: marker });
+      const from = Math.floor(random() * CLUSTERS);
+      const to = from + Math.floor(random() * (CLUSTERS - from + 1));
+      const ranged = collect(map, from, to);
+      const snapshot = (async () => {
+        const out: [number, ClusterLocation][] = [];
+        let seenMeta: Buffer | undefined;
+        for await (const value of map.snapshotEntries()) {
+          if (Buffer.isBuffer(value)) seenMeta = value;
+          else out.push(value);
+        }
+        return { out, seenMeta };
+      })();
+      const indexes = Array.from({ length: 10 }, () =>
+        clusterIndex(Math.floor(random() * CLUSTERS)),
+      );
+      const got = await map.getMany(indexes);
+      const expectedRange = sorted().filter(([i]) => i >= from && i < to);
+      const expectedAll = sorted();
+      for (let k = 0; k < indexes.length; k += 1) {
+        assert.deepEqual(got[k], model.get(indexes[k] as number), say(step));
+      }
+      assert.deepEqual(await ranged, expectedRange, `${say(step)}: range ${from}..${to}`);
+      const snap = await snapshot;
+      assert.deepEqual(snap.out, expectedAll, `${say(step)}: snapshot`);
+      assert.equal(snap.seenMeta?.toString(), String(meta), `${say(step)}: snapshot marker`);
+      assert.equal((await map.getMeta())?.toString(), String(meta), say(step));
+      await applied;
+      if (random() < 0.05) {
+        await map.close();
+        map = await LbaMap.open({ dir, cacheEntries: 8 });
+        assert.deepEqual(await collect(map, 0, CLUSTERS), sorted(), `${say(step)}: after reopen`);
+        assert.equal((await map.getMeta())?.toString(), String(meta), `${say(step)}: marker`);
+      }
+    }
+    await map.drain();
+    assert.equal(map.cacheStats().pending, 0, 'everything reached LevelDB');
+    await map.close();
   });
 });
