@@ -68,6 +68,11 @@ export const CHECKPOINT_PART_ENTRIES = 1 << 20;
 export const SCO_READERS_OPEN_MAX = 32;
 /** Uploaded SCOs kept in the write buffer as a read cache, per vDisk (bytes). */
 export const SCO_CACHE_DEFAULT_BYTES = 1024 * MiB;
+/**
+ * Memory for the clusters last written or read, shared by every vDisk of a volumedriver
+ * (cluster-cache.ts): reads of them copy from memory instead of going to a SCO file.
+ */
+export const CLUSTER_CACHE_DEFAULT_BYTES = 512 * MiB;
 /** Default write buffer (dirty SCO bytes before writes are slowed down), per vDisk. */
 export const WRITE_BUFFER_DEFAULT_BYTES = 1024 * MiB;
 /** Clone depth limit: the layer of a location is a u8. */

@@ -1,4 +1,4 @@
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, writeSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { assert, errorMessage, systemErrorCode } from '@shale/common';
@@ -127,7 +127,9 @@ export class TLogWriter {
     return this.enqueue(async () => {
       let written = 0;
       while (written < buf.length) {
-        const { bytesWritten } = await this.handle.write(
+        // Synchronous: a page-cache write in one system call (see sco-disk.ts for why).
+        const bytesWritten = writeSync(
+          this.handle.fd,
           buf,
           written,
           buf.length - written,

@@ -22,8 +22,10 @@ import type {
   VolumeManagerApi,
   VpoolInfo,
 } from './api-types.js';
+import { ClusterCacheBudget } from './cluster-cache.js';
 import {
   CLONE_DEPTH_MAX,
+  CLUSTER_CACHE_DEFAULT_BYTES,
   CLUSTER_SIZE_BYTES,
   DATA_AT_RISK_MAX_MS,
   FAMILY_COMMIT_ATTEMPTS,
@@ -100,6 +102,8 @@ export interface VolumeManagerOptions {
   readonly writeBufferMarginBytes?: number;
   /** The file-system seam of the space guard (tests: a disk that fills up on demand). */
   readonly writeBufferStatfs?: WriteBufferSpaceOptions['statfs'];
+  /** Memory for the cluster caches of all vDisks; default CLUSTER_CACHE_DEFAULT_BYTES. */
+  readonly clusterCacheBytes?: number;
 }
 
 interface FailedOpen {
@@ -124,8 +128,12 @@ export class VolumeManager implements VolumeManagerApi {
   private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly space: WriteBufferSpace;
+  readonly clusterCache: ClusterCacheBudget;
 
   private constructor(options: VolumeManagerOptions) {
+    this.clusterCache = new ClusterCacheBudget(
+      options.clusterCacheBytes ?? CLUSTER_CACHE_DEFAULT_BYTES,
+    );
     this.registry = new VdiskRegistry(options.kv);
     this.backend = options.backend;
     this.dir = options.dir;
@@ -215,6 +223,7 @@ export class VolumeManager implements VolumeManagerApi {
       log: this.log,
       dataAtRiskMaxMs: this.dataAtRiskMaxMs,
       space: this.space,
+      clusterCache: this.clusterCache,
       onDataAtRisk: (marker) => this.reportAtRisk(record, marker),
       ...(this.observeLatency === undefined ? {} : { observeLatency: this.observeLatency }),
     };

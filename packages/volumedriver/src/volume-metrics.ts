@@ -50,6 +50,28 @@ export function registerVolumeMetrics(
       },
     });
   }
+  const cacheFields = [
+    ['shale_vdisk_cluster_cache_hits_total', 'Clusters read from the cluster cache', 'hits'],
+    [
+      'shale_vdisk_cluster_cache_misses_total',
+      'Mapped clusters the cluster cache did not hold (read from a SCO)',
+      'misses',
+    ],
+    ['shale_vdisk_cluster_cache_bytes', "Memory of the vDisk's cluster cache", 'bytes'],
+  ] as const;
+  for (const [name, help, field] of cacheFields) {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['vdisk'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const volume of volumes())
+          this.set({ vdisk: volume.name }, volume.clusterCacheStats()[field]);
+      },
+    });
+  }
   new Gauge({
     name: 'shale_vdisk_data_at_risk_age_seconds',
     help: 'Age of the oldest acknowledged write not in the backend yet (0: none)',

@@ -1,4 +1,4 @@
-// Proves the volume keeps every acknowledged byte through random writes, trims, flushes, snapshots, clones, rollbacks, restarts, crashes and restores from the backend, by checking every read against an in-memory model (seeded: SHALE_SEED replays, SHALE_MODEL_OPS sets the length).
+// Proves the volume keeps every acknowledged byte through random writes, trims, flushes, snapshots, clones, rollbacks, restarts, crashes and restores from the backend, by checking every read against an in-memory model, with no cluster cache, a tiny one or the default (seeded: SHALE_SEED replays, SHALE_MODEL_OPS sets the length).
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -30,7 +30,18 @@ test('seeded model: volumes through writes, trims, snapshots, clones, rollbacks,
   const kv = await LevelKv.open({ dir: path.join(dir, 'kv') });
   const backend = new MemoryVolumeBackend();
   const wb = path.join(dir, 'wb');
-  const open = () => VolumeManager.open({ kv, backend, dir: wb, nodeId: 'node-a', tlogScos: 2 });
+  // The cluster cache: none, one chunk shared by every vDisk (evicting all the time), or the
+  // default; chosen by the seed.
+  const clusterCacheBytes = [0, MiB, undefined][int(3)];
+  const open = () =>
+    VolumeManager.open({
+      kv,
+      backend,
+      dir: wb,
+      nodeId: 'node-a',
+      tlogScos: 2,
+      ...(clusterCacheBytes === undefined ? {} : { clusterCacheBytes }),
+    });
   let manager = await open();
   const model = new Map<string, ModelDisk>();
   let step = 0;

@@ -2,12 +2,14 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { assert, crc32c, errorMessage, isShaleError } from '@shale/common';
 import type { BlockExtent, ScrubReport, VdiskStats, VolumeIo } from './api-types.js';
+import { ClusterCache, ClusterCacheBudget } from './cluster-cache.js';
 import {
   BLOCK_STATUS_MAX_CLUSTERS,
   BLOCK_STATUS_MAX_EXTENTS,
   CHECKPOINT_EVERY_TLOGS,
   CHECKPOINT_MAX_TLOGS,
   CHECKPOINT_PART_ENTRIES,
+  CLUSTER_CACHE_DEFAULT_BYTES,
   DATA_AT_RISK_MAX_MS,
   DATA_AT_RISK_MIN_MS,
   LANE_BATCH_MAX_BYTES,
@@ -138,6 +140,11 @@ export interface VolumeOptions {
   readonly closeUploadWaitMs?: number;
   /** The write buffer's space guard (write-buffer-space.ts): throws VD_NO_SPACE to refuse. */
   readonly space?: { admit(bytes: number): void };
+  /**
+   * The memory the vDisk's cluster cache draws from, shared by every vDisk of the
+   * volumedriver (default: a budget of CLUSTER_CACHE_DEFAULT_BYTES of its own).
+   */
+  readonly clusterCache?: ClusterCacheBudget;
 }
 
 export type { DataAtRiskMarker } from './data-at-risk.js';
@@ -201,6 +208,8 @@ export class Volume implements VolumeIo {
   /** Sealed SCO files in the write buffer -> size in bytes. */
   private readonly localScos = new Map<number, number>();
   private readonly readers = new Map<number, ScoReader>();
+  /** Clusters last written or read, in memory (cluster-cache.ts). */
+  private readonly clusterCache: ClusterCache;
   private readonly uploadedScos = new Set<number>();
   private readonly uploadedTlogs = new Set<number>();
   private dirtyScoBytes = 0;
@@ -240,6 +249,11 @@ export class Volume implements VolumeIo {
     this.tlog = tlog;
     this.closeUploadWaitMs = options.closeUploadWaitMs ?? VOLUME_CLOSE_UPLOAD_WAIT_MS;
     this.space = options.space;
+    this.clusterCache = new ClusterCache(
+      config.clusterSizeBytes,
+      config.scoSizeBytes / config.clusterSizeBytes,
+      options.clusterCache ?? new ClusterCacheBudget(CLUSTER_CACHE_DEFAULT_BYTES),
+    );
     const maxMs = options.dataAtRiskMaxMs ?? DATA_AT_RISK_MAX_MS;
     assert(
       Number.isFinite(maxMs) && maxMs >= DATA_AT_RISK_MIN_MS,
@@ -451,6 +465,7 @@ export class Volume implements VolumeIo {
     this.sco = undefined;
     await this.tlog.abort().catch(() => undefined);
     await this.lba.close().catch(() => undefined);
+    this.clusterCache.close();
   }
 
   private stateFile(): VolumeState {
@@ -712,6 +727,10 @@ export class Volume implements VolumeIo {
         // is acknowledged only after both (recovery cuts a TLog at data that is missing).
         const appended = sco.appendQueued(part.map((p) => p.payload));
         this.laneWrite(appended.written);
+        for (let i = 0; i < part.length; i += 1) {
+          const payload = (part[i] as { payload: Buffer }).payload;
+          this.clusterCache.put(0, sco.scoNumber, appended.firstClusterOffset + i, payload);
+        }
         const entries: TLogEntry[] = new Array(part.length);
         for (let i = 0; i < part.length; i += 1) {
           const p = part[i] as { index: number; payload: Buffer };
@@ -924,25 +943,63 @@ export class Volume implements VolumeIo {
       const to = Math.min(last + 1, from + SCO_READ_MAX_CLUSTERS * 8);
       const indexes: ClusterIndex[] = [];
       for (let i = from; i < to; i += 1) indexes.push(i as ClusterIndex);
-      let clusters: (Buffer | undefined)[];
       try {
-        clusters = await this.readClusters(indexes);
+        await this.readInto(out, offsetBytes, from, indexes);
       } catch (err) {
         // The SCO moved under us (scrubbing or a rollback deleted it after the lookup):
         // look again once.
         if (!isShaleError(err, VdErrorCode.NotFound)) throw err;
-        clusters = await this.readClusters(indexes);
-      }
-      for (let i = 0; i < indexes.length; i += 1) {
-        const data = clusters[i];
-        if (data === undefined) continue;
-        const clusterStart = (from + i) * cs;
-        const copyFrom = Math.max(offsetBytes, clusterStart);
-        const copyTo = Math.min(offsetBytes + lengthBytes, clusterStart + cs);
-        data.copy(out, copyFrom - offsetBytes, copyFrom - clusterStart, copyTo - clusterStart);
+        await this.readInto(out, offsetBytes, from, indexes);
       }
     }
     return out;
+  }
+
+  /**
+   * Copies clusters `indexes` (consecutive from cluster `from`) into `out`, which holds the
+   * bytes from `offsetBytes`: from the cluster cache where it has them (copied at once, in
+   * the same turn as the lookup), the rest from the SCOs, which then go into the cache.
+   */
+  private async readInto(
+    out: Buffer,
+    offsetBytes: number,
+    from: number,
+    indexes: readonly ClusterIndex[],
+  ): Promise<void> {
+    const cs = this.config.clusterSizeBytes;
+    const end = offsetBytes + out.length;
+    const locations = await this.lba.getMany(indexes);
+    const missed: number[] = [];
+    for (let i = 0; i < indexes.length; i += 1) {
+      const location = locations[i];
+      if (location === undefined) continue; // a hole: zeros
+      const clusterStart = (from + i) * cs;
+      const copyFrom = Math.max(offsetBytes, clusterStart);
+      const copyTo = Math.min(end, clusterStart + cs);
+      const hit = this.clusterCache.copyOut(
+        location.layer ?? 0,
+        location.scoNumber,
+        location.clusterOffset,
+        out,
+        copyFrom - offsetBytes,
+        copyFrom - clusterStart,
+        copyTo - clusterStart,
+      );
+      if (!hit) missed.push(i);
+    }
+    if (missed.length === 0) return;
+    const missedLocations = missed.map((i) => locations[i] as ClusterLocation);
+    const clusters = await this.readLocations(missedLocations);
+    for (let k = 0; k < missed.length; k += 1) {
+      const i = missed[k] as number;
+      const data = clusters[k] as Buffer;
+      const location = missedLocations[k] as ClusterLocation;
+      this.clusterCache.put(location.layer ?? 0, location.scoNumber, location.clusterOffset, data);
+      const clusterStart = (from + i) * cs;
+      const copyFrom = Math.max(offsetBytes, clusterStart);
+      const copyTo = Math.min(end, clusterStart + cs);
+      data.copy(out, copyFrom - offsetBytes, copyFrom - clusterStart, copyTo - clusterStart);
+    }
   }
 
   /** A whole cluster's current content (zeros if unmapped), for read-modify-write. */
@@ -2040,6 +2097,10 @@ export class Volume implements VolumeIo {
       this.risk.note(n, writes * this.config.clusterSizeBytes, Math.floor(bornMs));
     }
     await this.risk.settle();
+  }
+
+  clusterCacheStats(): { hits: number; misses: number; bytes: number } {
+    return this.clusterCache.stats();
   }
 
   vdiskStats(): VdiskStats {

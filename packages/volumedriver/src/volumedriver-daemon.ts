@@ -43,6 +43,8 @@ export interface VolumedriverDaemonOptions {
   /** The write buffer's reserve file and free-space margin (write-buffer-space.ts). */
   readonly writeBufferReserveBytes?: number | undefined;
   readonly writeBufferMarginBytes?: number | undefined;
+  /** Memory for the cluster caches of all vDisks (default CLUSTER_CACHE_DEFAULT_BYTES). */
+  readonly clusterCacheBytes?: number | undefined;
 }
 
 /** The VolumeService's own counters, as Prometheus counters. */
@@ -114,6 +116,9 @@ export class VolumedriverDaemon {
         ...(options.writeBufferMarginBytes === undefined
           ? {}
           : { writeBufferMarginBytes: options.writeBufferMarginBytes }),
+        ...(options.clusterCacheBytes === undefined
+          ? {}
+          : { clusterCacheBytes: options.clusterCacheBytes }),
       });
     } catch (err) {
       backend.close();

@@ -2,6 +2,7 @@ import os from 'node:os';
 import { errorMessage, parseSizeBytes } from '@shale/common';
 import { EDGE_MAX_BUFFERED_BYTES, EdgeDaemon } from '@shale/edge';
 import {
+  CLUSTER_CACHE_DEFAULT_BYTES,
   DATA_AT_RISK_MAX_MS,
   DATA_AT_RISK_MIN_MS,
   VolumeClient,
@@ -44,7 +45,7 @@ const serve: Command = {
   summary:
     'run a volumedriver: vDisks on a local write buffer, their data in an ALBA backend, over gRPC',
   usage:
-    'shale volumedriver serve (--kv etcd://HOST:PORT,... | --kv kv://HOST:PORT | --kv-dir DIR) --proxy HOST:PORT --dir DIR --port PORT [--host 127.0.0.1] [--metrics-port PORT] [--node-id ID] [--advertise HOST:PORT] [--data-at-risk-ms 30000] [--write-buffer-reserve 64MiB] [--write-buffer-margin 32MiB] [--nbd-port PORT] [--nbd-max-buffered-bytes 512MiB]',
+    'shale volumedriver serve (--kv etcd://HOST:PORT,... | --kv kv://HOST:PORT | --kv-dir DIR) --proxy HOST:PORT --dir DIR --port PORT [--host 127.0.0.1] [--metrics-port PORT] [--node-id ID] [--advertise HOST:PORT] [--data-at-risk-ms 30000] [--write-buffer-reserve 64MiB] [--write-buffer-margin 32MiB] [--cluster-cache-bytes 512MiB] [--nbd-port PORT] [--nbd-max-buffered-bytes 512MiB]',
   options: {
     ...KV_OPTIONS,
     proxy: {
@@ -100,6 +101,13 @@ const serve: Command = {
       description: 'writes are refused (ENOSPC) before the write buffer has less free than this',
       default: '32MiB',
     },
+    'cluster-cache-bytes': {
+      type: 'string',
+      valueName: 'SIZE',
+      description:
+        'memory for the clusters last written or read, shared by every vDisk (reads of them skip the SCO files)',
+      default: `${CLUSTER_CACHE_DEFAULT_BYTES / (1024 * 1024)}MiB`,
+    },
     'nbd-port': {
       type: 'string',
       valueName: 'PORT',
@@ -134,6 +142,7 @@ const serve: Command = {
         dataAtRiskMaxMs: parseBoundMs(requireString(values, 'data-at-risk-ms')),
         writeBufferReserveBytes: parseSize(values, 'write-buffer-reserve'),
         writeBufferMarginBytes: parseSize(values, 'write-buffer-margin'),
+        clusterCacheBytes: parseSize(values, 'cluster-cache-bytes'),
         metricsPort:
           values['metrics-port'] === undefined
             ? undefined
