@@ -133,7 +133,8 @@ describe('edge with real NBD clients', { timeout: 900_000 }, () => {
       '--nbd-port',
       '0',
     ]);
-    vd2 = await cluster.startVolumedriver('node-2', path.join(cluster.dir, 'vd2'));
+    // node-2 reaches the backend through the proxy process (node-1 with the engine inside).
+    vd2 = await cluster.startVolumedriver('node-2', path.join(cluster.dir, 'vd2'), 0, [], 'proxy');
     client1 = new VolumeClient(`127.0.0.1:${vd1.port}`);
     client2 = new VolumeClient(`127.0.0.1:${vd2.port}`);
     await client1.createVpool({ name: 'pool', backendId: TEST_BACKEND, scoSizeBytes: SCO_BYTES });

@@ -1,4 +1,4 @@
-// Proves a real volumedriver (etcd + 6 ASDs + proxy, all separate processes) keeps every acknowledged byte through SIGKILL mid-write at queue depth ~16 (seeded: after each restart every byte is checked against a model of the flushed value, the acknowledged value and the writes still in flight), restores a synced vDisk onto an empty node, fences an old owner, and serves a clone as of its snapshot; SHALE_SEED replays, SHALE_LONG=1 runs more crash rounds.
+// Proves a real volumedriver (etcd + 6 ASDs + proxy, all separate processes; the volumedriver uploads with the proxy engine in its own process, one fencing writer through the proxy process) keeps every acknowledged byte through SIGKILL mid-write at queue depth ~16 (seeded: after each restart every byte is checked against a model of the flushed value, the acknowledged value and the writes still in flight), restores a synced vDisk onto an empty node, fences an old owner, and serves a clone as of its snapshot; SHALE_SEED replays, SHALE_LONG=1 runs more crash rounds.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -591,7 +591,15 @@ test(
       const asSynced = model.current.slice();
 
       // B opens the vDisk (same node id, its own empty write buffer): the epoch bump fences A.
-      const vdB = await cluster.startVolumedriver('fence-node', path.join(cluster.dir, 'vd-b'));
+      // A uploads with the proxy engine in its process, B through the proxy process: a
+      // fence holds across both ways of reaching the backend.
+      const vdB = await cluster.startVolumedriver(
+        'fence-node',
+        path.join(cluster.dir, 'vd-b'),
+        0,
+        [],
+        'proxy',
+      );
       const b = new VolumeClient(`127.0.0.1:${vdB.port}`);
       clients.push(b);
       assert.ok((await b.vdiskInfo('disk')).stats !== undefined, 'B opened the vDisk');

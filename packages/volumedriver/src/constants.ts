@@ -73,6 +73,12 @@ export const SCO_CACHE_DEFAULT_BYTES = 1024 * MiB;
  * (cluster-cache.ts): reads of them copy from memory instead of going to a SCO file.
  */
 export const CLUSTER_CACHE_DEFAULT_BYTES = 512 * MiB;
+/**
+ * Memory for SCOs kept whole until they are uploaded (sco-memory.ts), shared by every vDisk
+ * of a volumedriver: an upload takes the bytes from memory instead of reading the file back.
+ * 256 MiB = 4 SCOs of the default 64 MiB; past it, SCOs are read back from the write buffer.
+ */
+export const SCO_MEMORY_DEFAULT_BYTES = 256 * MiB;
 /** Default write buffer (dirty SCO bytes before writes are slowed down), per vDisk. */
 export const WRITE_BUFFER_DEFAULT_BYTES = 1024 * MiB;
 /** Clone depth limit: the layer of a location is a u8. */

@@ -1,6 +1,11 @@
 export type * from './api-types.js';
 export { VDISK_STATES } from './api-types.js';
 export * from './constants.js';
+export {
+  ENGINE_CACHE_DEFAULT_BYTES,
+  type EngineBackendOptions,
+  EngineVolumeBackend,
+} from './engine-backend.js';
 export { VdErrorCode, vdError } from './errors.js';
 export { type FoldedMap, foldTLogs } from './history.js';
 export { LbaMap, type LbaMapOptions, type LbaUpdate } from './lba-map.js';

@@ -16,6 +16,11 @@ export interface ScoWriterOptions {
   readonly clusterSizeBytes?: number;
   readonly scoSizeBytes?: number;
   readonly disk?: ScoDisk;
+  /**
+   * A buffer of scoSizeBytes (sco-memory.ts) that receives a copy of every append; the
+   * file is written from it, and once sealed it is the whole SCO, ready for upload.
+   */
+  readonly memory?: Buffer | undefined;
 }
 
 export interface ScoAppendResult {
@@ -53,6 +58,8 @@ export class ScoWriter {
   private readonly dir: string;
   private readonly disk: ScoDisk;
   private readonly handle: ScoWriteHandle;
+  /** The SCO's bytes in memory (see ScoWriterOptions.memory), or undefined. */
+  readonly memory: Buffer | undefined;
   private state: 'open' | 'sealed' | 'failed' = 'open';
   private failure: Error | undefined;
   /** Clusters accepted by append() (including ones still queued). */
@@ -67,7 +74,12 @@ export class ScoWriter {
   /** A sync() queued after the last append, which later sync() calls can share. */
   private sharedSync: Promise<void> | undefined;
 
-  private constructor(options: Required<ScoWriterOptions>, handle: ScoWriteHandle) {
+  private constructor(
+    options: Required<Omit<ScoWriterOptions, 'memory'>>,
+    handle: ScoWriteHandle,
+    memory: Buffer | undefined,
+  ) {
+    this.memory = memory;
     this.scoNumber = options.scoNumber;
     this.clusterSizeBytes = options.clusterSizeBytes;
     this.capacityClusters = options.scoSizeBytes / options.clusterSizeBytes;
@@ -79,7 +91,7 @@ export class ScoWriter {
 
   /** Creates the SCO file (VD_SCO_EXISTS if it exists: SCO numbers are never reused). */
   static async create(options: ScoWriterOptions): Promise<ScoWriter> {
-    const full: Required<ScoWriterOptions> = {
+    const full: Required<Omit<ScoWriterOptions, 'memory'>> = {
       dir: options.dir,
       scoNumber: options.scoNumber,
       clusterSizeBytes: options.clusterSizeBytes ?? CLUSTER_SIZE_BYTES,
@@ -87,6 +99,10 @@ export class ScoWriter {
       disk: options.disk ?? nodeScoDisk,
     };
     checkScoSize(full.scoSizeBytes, full.clusterSizeBytes);
+    assert(
+      options.memory === undefined || options.memory.length === full.scoSizeBytes,
+      'SCO memory must be exactly one SCO',
+    );
     const filePath = scoFilePath(full.dir, full.scoNumber);
     let handle: ScoWriteHandle;
     try {
@@ -94,7 +110,7 @@ export class ScoWriter {
     } catch (err) {
       throw scoIoError(err, 'cannot create SCO', filePath);
     }
-    return new ScoWriter(full, handle);
+    return new ScoWriter(full, handle, options.memory);
   }
 
   /** Clusters accepted so far (appends still in flight included). */
@@ -115,9 +131,9 @@ export class ScoWriter {
   }
 
   /**
-   * Appends a batch of whole clusters with one gathered write. The buffers are written
-   * as they are (views of the caller's request, not copies) and must not change until the
-   * promise settles. The batch must fit: the caller checks `remainingClusters` and rolls
+   * Appends a batch of whole clusters with one gathered write. Without SCO memory the
+   * buffers are written as they are (views of the caller's request, not copies) and must
+   * not change until the promise settles; with it they are copied at once. The batch must fit: the caller checks `remainingClusters` and rolls
    * to a new SCO first.
    */
   append(clusters: readonly Buffer[]): Promise<ScoAppendResult> {
@@ -155,10 +171,22 @@ export class ScoWriter {
     const firstClusterOffset = this.acceptedClusters;
     this.acceptedClusters += clusters.length;
     this.sharedSync = undefined;
+    const position = firstClusterOffset * this.clusterSizeBytes;
+    let toWrite = clusters;
+    if (this.memory !== undefined) {
+      // One copy into the SCO's memory now (the caller's buffers are free at once); the
+      // file is written from there, one contiguous range per append.
+      for (let i = 0; i < clusters.length; i += 1) {
+        (clusters[i] as Buffer).copy(this.memory, position + i * this.clusterSizeBytes);
+      }
+      toWrite = [
+        this.memory.subarray(position, position + clusters.length * this.clusterSizeBytes),
+      ];
+    }
     const written = this.enqueue(async () => {
       assert(this.writtenClusters === firstClusterOffset, 'SCO appends ran out of order');
-      await this.writeAll(clusters, firstClusterOffset * this.clusterSizeBytes);
-      for (const cluster of clusters) this.runningCrc = crc32c(cluster, this.runningCrc);
+      await this.writeAll(toWrite, position);
+      for (const part of toWrite) this.runningCrc = crc32c(part, this.runningCrc);
       this.writtenClusters += clusters.length;
       // Durability: the batch is in the page cache only; sync() or seal() makes it durable.
     });

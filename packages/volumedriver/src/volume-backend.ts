@@ -33,7 +33,8 @@ export interface VolumeBackend {
   close(): void;
 }
 
-function backendError(err: unknown, what: string): Error {
+/** The one map from proxy errors to volume errors (ProxyVolumeBackend and EngineVolumeBackend). */
+export function backendError(err: unknown, what: string): Error {
   if (isShaleError(err, ProxyErrorCode.ObjectNotFound)) {
     return vdError(VdErrorCode.NotFound, `${what}: not in the backend`, { cause: err });
   }
@@ -47,7 +48,7 @@ function backendError(err: unknown, what: string): Error {
   return vdError(VdErrorCode.BackendError, `${what}: ${errorMessage(err)}`, { cause: err });
 }
 
-const LIST_PAGE_OBJECTS = 1000;
+export const LIST_PAGE_OBJECTS = 1000;
 
 /** The ALBA proxy as a volume backend (one proxy serves one backend). */
 export class ProxyVolumeBackend implements VolumeBackend {

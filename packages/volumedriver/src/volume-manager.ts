@@ -30,6 +30,7 @@ import {
   DATA_AT_RISK_MAX_MS,
   FAMILY_COMMIT_ATTEMPTS,
   OPEN_RETRY_MS,
+  SCO_MEMORY_DEFAULT_BYTES,
   SCO_SIZE_DEFAULT_BYTES,
   SCRUB_LIVE_FRACTION_DEFAULT,
   TLOG_SCOS_PER_TLOG,
@@ -38,6 +39,7 @@ import {
 import { VdErrorCode, vdError } from './errors.js';
 import type { FoldedMap } from './history.js';
 import { checkClusterSize, checkScoSize } from './sco-file.js';
+import { ScoMemoryPool } from './sco-memory.js';
 import { type VdiskRecord, VdiskRegistry, type VersionedRecord } from './vdisk-registry.js';
 import {
   type DataAtRiskMarker,
@@ -104,6 +106,8 @@ export interface VolumeManagerOptions {
   readonly writeBufferStatfs?: WriteBufferSpaceOptions['statfs'];
   /** Memory for the cluster caches of all vDisks; default CLUSTER_CACHE_DEFAULT_BYTES. */
   readonly clusterCacheBytes?: number;
+  /** Memory for SCOs kept whole until uploaded; default SCO_MEMORY_DEFAULT_BYTES. */
+  readonly scoMemoryBytes?: number;
 }
 
 interface FailedOpen {
@@ -129,11 +133,13 @@ export class VolumeManager implements VolumeManagerApi {
   private closed = false;
   private readonly space: WriteBufferSpace;
   readonly clusterCache: ClusterCacheBudget;
+  readonly scoMemory: ScoMemoryPool;
 
   private constructor(options: VolumeManagerOptions) {
     this.clusterCache = new ClusterCacheBudget(
       options.clusterCacheBytes ?? CLUSTER_CACHE_DEFAULT_BYTES,
     );
+    this.scoMemory = new ScoMemoryPool(options.scoMemoryBytes ?? SCO_MEMORY_DEFAULT_BYTES);
     this.registry = new VdiskRegistry(options.kv);
     this.backend = options.backend;
     this.dir = options.dir;
@@ -224,6 +230,7 @@ export class VolumeManager implements VolumeManagerApi {
       dataAtRiskMaxMs: this.dataAtRiskMaxMs,
       space: this.space,
       clusterCache: this.clusterCache,
+      scoMemory: this.scoMemory,
       onDataAtRisk: (marker) => this.reportAtRisk(record, marker),
       ...(this.observeLatency === undefined ? {} : { observeLatency: this.observeLatency }),
     };

@@ -73,6 +73,16 @@ export function registerVolumeMetrics(
     });
   }
   new Gauge({
+    name: 'shale_vdisk_sco_memory_bytes',
+    help: "Memory holding the vDisk's open SCO and its sealed SCOs waiting for upload",
+    labelNames: ['vdisk'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const volume of volumes()) this.set({ vdisk: volume.name }, volume.scoMemoryBytes());
+    },
+  });
+  new Gauge({
     name: 'shale_vdisk_data_at_risk_age_seconds',
     help: 'Age of the oldest acknowledged write not in the backend yet (0: none)',
     labelNames: ['vdisk'],

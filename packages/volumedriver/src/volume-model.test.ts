@@ -1,4 +1,4 @@
-// Proves the volume keeps every acknowledged byte through random writes, trims, flushes, snapshots, clones, rollbacks, restarts, crashes and restores from the backend, by checking every read against an in-memory model, with no cluster cache, a tiny one or the default (seeded: SHALE_SEED replays, SHALE_MODEL_OPS sets the length).
+// Proves the volume keeps every acknowledged byte through random writes, trims, flushes, snapshots, clones, rollbacks, restarts, crashes and restores from the backend, by checking every read against an in-memory model, with no cluster cache, a tiny one or the default, and no, one SCO's or the default SCO memory (seeded: SHALE_SEED replays, SHALE_MODEL_OPS sets the length).
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -33,6 +33,9 @@ test('seeded model: volumes through writes, trims, snapshots, clones, rollbacks,
   // The cluster cache: none, one chunk shared by every vDisk (evicting all the time), or the
   // default; chosen by the seed.
   const clusterCacheBytes = [0, MiB, undefined][int(3)];
+  // SCO memory (sealed SCOs kept whole until uploaded): none (every upload reads the file
+  // back), one SCO's worth (buffers recycled all the time, most SCOs read back), or the default.
+  const scoMemoryBytes = [0, 4 * MiB, undefined][int(3)];
   const open = () =>
     VolumeManager.open({
       kv,
@@ -41,6 +44,7 @@ test('seeded model: volumes through writes, trims, snapshots, clones, rollbacks,
       nodeId: 'node-a',
       tlogScos: 2,
       ...(clusterCacheBytes === undefined ? {} : { clusterCacheBytes }),
+      ...(scoMemoryBytes === undefined ? {} : { scoMemoryBytes }),
     });
   let manager = await open();
   const model = new Map<string, ModelDisk>();

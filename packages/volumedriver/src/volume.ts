@@ -17,6 +17,7 @@ import {
   LBA_MAP_APPLY_MAX_UPDATES,
   SCO_APPEND_MAX_CLUSTERS,
   SCO_CACHE_DEFAULT_BYTES,
+  SCO_MEMORY_DEFAULT_BYTES,
   SCO_READ_MAX_CLUSTERS,
   SCO_READERS_OPEN_MAX,
   TLOG_ENTRY_SIZE_BYTES,
@@ -40,6 +41,7 @@ import {
 } from './history.js';
 import { LbaMap, type LbaUpdate } from './lba-map.js';
 import { parseScoFileName, scoFilePath } from './sco-file.js';
+import { ScoMemoryPool } from './sco-memory.js';
 import { ScoReader } from './sco-reader.js';
 import { ScoWriter } from './sco-writer.js';
 import { planScrub, versionKey } from './scrub-plan.js';
@@ -145,6 +147,11 @@ export interface VolumeOptions {
    * volumedriver (default: a budget of CLUSTER_CACHE_DEFAULT_BYTES of its own).
    */
   readonly clusterCache?: ClusterCacheBudget;
+  /**
+   * Where SCOs are kept whole until uploaded, shared by every vDisk of the volumedriver
+   * (default: a pool of SCO_MEMORY_DEFAULT_BYTES of its own).
+   */
+  readonly scoMemory?: ScoMemoryPool;
 }
 
 export type { DataAtRiskMarker } from './data-at-risk.js';
@@ -210,6 +217,9 @@ export class Volume implements VolumeIo {
   private readonly readers = new Map<number, ScoReader>();
   /** Clusters last written or read, in memory (cluster-cache.ts). */
   private readonly clusterCache: ClusterCache;
+  private readonly scoMemory: ScoMemoryPool;
+  /** Sealed SCOs still in memory (until uploaded), by SCO number. */
+  private readonly sealedMemory = new Map<number, Buffer>();
   private readonly uploadedScos = new Set<number>();
   private readonly uploadedTlogs = new Set<number>();
   private dirtyScoBytes = 0;
@@ -254,6 +264,7 @@ export class Volume implements VolumeIo {
       config.scoSizeBytes / config.clusterSizeBytes,
       options.clusterCache ?? new ClusterCacheBudget(CLUSTER_CACHE_DEFAULT_BYTES),
     );
+    this.scoMemory = options.scoMemory ?? new ScoMemoryPool(SCO_MEMORY_DEFAULT_BYTES);
     const maxMs = options.dataAtRiskMaxMs ?? DATA_AT_RISK_MAX_MS;
     assert(
       Number.isFinite(maxMs) && maxMs >= DATA_AT_RISK_MIN_MS,
@@ -461,8 +472,13 @@ export class Volume implements VolumeIo {
     this.risk.stop();
     for (const reader of this.readers.values()) await reader.close();
     this.readers.clear();
+    const memory = this.sco?.memory;
     await this.sco?.abort().catch(() => undefined);
     this.sco = undefined;
+    // An upload may still be reading these: they leave the pool, never to be reused.
+    if (memory !== undefined) this.scoMemory.forget(memory);
+    for (const buffer of this.sealedMemory.values()) this.scoMemory.forget(buffer);
+    this.sealedMemory.clear();
     await this.tlog.abort().catch(() => undefined);
     await this.lba.close().catch(() => undefined);
     this.clusterCache.close();
@@ -884,12 +900,19 @@ export class Volume implements VolumeIo {
     this.state.nextScoNumber += 1;
     // The number is durable before the file exists: a crash leaves a gap, never a reuse.
     await this.persistState();
-    this.sco = await ScoWriter.create({
-      dir: this.scoDir,
-      scoNumber: scoNumber(number),
-      clusterSizeBytes: this.config.clusterSizeBytes,
-      scoSizeBytes: this.config.scoSizeBytes,
-    });
+    const memory = this.scoMemory.take(this.config.scoSizeBytes);
+    try {
+      this.sco = await ScoWriter.create({
+        dir: this.scoDir,
+        scoNumber: scoNumber(number),
+        clusterSizeBytes: this.config.clusterSizeBytes,
+        scoSizeBytes: this.config.scoSizeBytes,
+        memory,
+      });
+    } catch (err) {
+      if (memory !== undefined) this.scoMemory.give(memory);
+      throw err;
+    }
   }
 
   /** Seals the current SCO (fsync), journals it, queues its upload; rolls the TLog when due. */
@@ -898,7 +921,14 @@ export class Volume implements VolumeIo {
     // Listed as local before it stops being current, so no read misses it in between.
     this.localScos.set(sco.scoNumber, sco.clusterCount * this.config.clusterSizeBytes);
     this.sco = undefined;
-    const sealed = await sco.seal();
+    let sealed: Awaited<ReturnType<ScoWriter['seal']>>;
+    try {
+      sealed = await sco.seal();
+    } catch (err) {
+      if (sco.memory !== undefined) this.scoMemory.forget(sco.memory);
+      throw err;
+    }
+    if (sco.memory !== undefined) this.sealedMemory.set(sealed.scoNumber, sco.memory);
     this.laneWrite(
       this.tlog.append([
         {
@@ -1599,8 +1629,20 @@ export class Volume implements VolumeIo {
     const ns = this.config.namespace;
     switch (item.kind) {
       case 'sco': {
-        const data = await fs.readFile(scoFilePath(this.scoDir, scoNumber(item.scoNumber)));
+        const memory = this.sealedMemory.get(item.scoNumber);
+        const size = this.localScos.get(item.scoNumber);
+        // A sealed SCO still in memory goes up from there; otherwise it is read back.
+        const data =
+          memory !== undefined && size !== undefined
+            ? memory.subarray(0, size)
+            : await fs.readFile(scoFilePath(this.scoDir, scoNumber(item.scoNumber)));
         await this.backend.putObject(ns, scoObjectName(item.scoNumber), data, this.epoch);
+        if (memory !== undefined && this.sealedMemory.get(item.scoNumber) === memory) {
+          // putObject resolved: the backend no longer reads `data` (what it still writes
+          // in the background, it copied).
+          this.sealedMemory.delete(item.scoNumber);
+          this.scoMemory.give(memory);
+        }
         this.uploadedScos.add(item.scoNumber);
         this.dirtyScoBytes = Math.max(0, this.dirtyScoBytes - data.length);
         this.stats.scosUploaded += 1;
@@ -1769,6 +1811,12 @@ export class Volume implements VolumeIo {
 
   private async dropLocalSco(n: number): Promise<void> {
     this.localScos.delete(n);
+    const memory = this.sealedMemory.get(n);
+    if (memory !== undefined) {
+      // An upload may still be reading it: out of the pool, never reused.
+      this.sealedMemory.delete(n);
+      this.scoMemory.forget(memory);
+    }
     const reader = this.readers.get(n);
     this.readers.delete(n);
     await fs.rm(scoFilePath(this.scoDir, scoNumber(n)), { force: true });
@@ -2101,6 +2149,13 @@ export class Volume implements VolumeIo {
 
   clusterCacheStats(): { hits: number; misses: number; bytes: number } {
     return this.clusterCache.stats();
+  }
+
+  /** Sealed SCOs of this vDisk waiting for upload in memory (their bytes). */
+  scoMemoryBytes(): number {
+    let bytes = 0;
+    for (const buffer of this.sealedMemory.values()) bytes += buffer.length;
+    return bytes + (this.sco?.memory?.length ?? 0);
   }
 
   vdiskStats(): VdiskStats {

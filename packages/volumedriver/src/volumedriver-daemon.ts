@@ -8,8 +8,9 @@ import {
   startMetricsServer,
 } from '@shale/common';
 import { Registry } from 'prom-client';
+import { EngineVolumeBackend } from './engine-backend.js';
 import { VOLUME_SHUTDOWN_GRACE_MS } from './service-constants.js';
-import { ProxyVolumeBackend } from './volume-backend.js';
+import { ProxyVolumeBackend, type VolumeBackend } from './volume-backend.js';
 import { VolumeManager } from './volume-manager.js';
 import {
   createVolumeGrpcServer,
@@ -20,8 +21,16 @@ import {
 export interface VolumedriverDaemonOptions {
   /** The metadata store, opened by the caller (and closed by it after close()). */
   readonly kv: KvStore;
-  /** The ALBA proxy (host:port) of the backend that holds the vDisks' SCOs and TLogs. */
-  readonly proxyAddress: string;
+  /**
+   * Where the vDisks' SCOs and TLogs go, one of: `proxyAddress`, an ALBA proxy (host:port)
+   * over gRPC; or `backendId`, the proxy's engine inside this process (no socket on the
+   * upload path: engine-backend.ts), with its own fragment cache and the key file.
+   */
+  readonly proxyAddress?: string | undefined;
+  readonly backendId?: string | undefined;
+  readonly engineCacheDir?: string | undefined;
+  readonly engineCacheBytes?: number | undefined;
+  readonly keyFile?: string | undefined;
   /** The local write buffer: SCOs, TLogs and LBA maps of the vDisks open here. */
   readonly dir: string;
   /** This storage router's id (owner of the vDisks it opens). */
@@ -45,6 +54,8 @@ export interface VolumedriverDaemonOptions {
   readonly writeBufferMarginBytes?: number | undefined;
   /** Memory for the cluster caches of all vDisks (default CLUSTER_CACHE_DEFAULT_BYTES). */
   readonly clusterCacheBytes?: number | undefined;
+  /** Memory for SCOs kept whole until uploaded (default SCO_MEMORY_DEFAULT_BYTES). */
+  readonly scoMemoryBytes?: number | undefined;
 }
 
 /** The VolumeService's own counters, as Prometheus counters. */
@@ -75,7 +86,7 @@ const SERVICE_COUNTER_ROWS: readonly (readonly [string, string, keyof VolumeServ
 export class VolumedriverDaemon {
   private constructor(
     readonly manager: VolumeManager,
-    private readonly backend: ProxyVolumeBackend,
+    private readonly closeBackend: () => Promise<void>,
     private readonly server: grpc.Server,
     private readonly metricsServer: MetricsServer | undefined,
     readonly host: string,
@@ -97,7 +108,8 @@ export class VolumedriverDaemon {
     const metricsRegistry = new Registry();
     const counters = createVolumeServiceCounters();
     registerStatsCounters(metricsRegistry, SERVICE_COUNTER_ROWS, () => counters);
-    const backend = new ProxyVolumeBackend(options.proxyAddress);
+    const log = options.log ?? ((line) => process.stderr.write(`volumedriver: ${line}\n`));
+    const { backend, closeBackend } = await openBackend(options, log);
     let manager: VolumeManager;
     try {
       manager = await VolumeManager.open({
@@ -106,7 +118,7 @@ export class VolumedriverDaemon {
         dir: options.dir,
         nodeId: options.nodeId,
         metricsRegistry,
-        log: options.log ?? ((line) => process.stderr.write(`volumedriver: ${line}\n`)),
+        log,
         ...(options.dataAtRiskMaxMs === undefined
           ? {}
           : { dataAtRiskMaxMs: options.dataAtRiskMaxMs }),
@@ -119,9 +131,10 @@ export class VolumedriverDaemon {
         ...(options.clusterCacheBytes === undefined
           ? {}
           : { clusterCacheBytes: options.clusterCacheBytes }),
+        ...(options.scoMemoryBytes === undefined ? {} : { scoMemoryBytes: options.scoMemoryBytes }),
       });
     } catch (err) {
-      backend.close();
+      await closeBackend();
       throw err;
     }
     const server = createVolumeGrpcServer(manager, {
@@ -143,7 +156,7 @@ export class VolumedriverDaemon {
       }
       return new VolumedriverDaemon(
         manager,
-        backend,
+        closeBackend,
         server,
         metricsServer,
         host,
@@ -154,7 +167,7 @@ export class VolumedriverDaemon {
       server.forceShutdown();
       await metricsServer?.close();
       await manager.close();
-      backend.close();
+      await closeBackend();
       throw err;
     }
   }
@@ -168,6 +181,28 @@ export class VolumedriverDaemon {
     await this.metricsServer?.close();
     await shutdownGrpcServer(this.server, graceMs);
     await this.manager.close();
-    this.backend.close();
+    await this.closeBackend();
   }
+}
+
+async function openBackend(
+  options: VolumedriverDaemonOptions,
+  log: (line: string) => void,
+): Promise<{ backend: VolumeBackend; closeBackend: () => Promise<void> }> {
+  if ((options.proxyAddress === undefined) === (options.backendId === undefined)) {
+    throw new Error('the volumedriver needs exactly one of a proxy address or a backend id');
+  }
+  if (options.proxyAddress !== undefined) {
+    const backend = new ProxyVolumeBackend(options.proxyAddress);
+    return { backend, closeBackend: async () => backend.close() };
+  }
+  const backend = await EngineVolumeBackend.open({
+    kv: options.kv,
+    backendId: options.backendId as string,
+    cacheDir: options.engineCacheDir,
+    cacheBytes: options.engineCacheBytes,
+    keyFile: options.keyFile,
+    log: (line) => log(`proxy engine: ${line}`),
+  });
+  return { backend, closeBackend: () => backend.drainAndClose() };
 }

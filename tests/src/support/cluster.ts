@@ -17,13 +17,15 @@ export interface Cluster {
   readonly processes: ShaleProcess[];
   /**
    * A volumedriver on this cluster (its write buffer in `dir`; port 0 picks one); stopped
-   * by stop().
+   * by stop(). It reaches the backend with the proxy engine in its own process (`engine`,
+   * as `shale up` runs it) or through the cluster's proxy process over gRPC (`proxy`).
    */
   startVolumedriver(
     nodeId: string,
     dir: string,
     port?: number,
     extra?: readonly string[],
+    backendVia?: 'engine' | 'proxy',
   ): Promise<ShaleProcess>;
   /** An edge in front of the given volumedriver ports; stopped by stop(). */
   startEdge(volumedriverPorts: readonly number[], extra?: readonly string[]): Promise<ShaleProcess>;
@@ -85,15 +87,16 @@ export async function startCluster(prefix: string): Promise<Cluster> {
       kv,
       proxy,
       processes,
-      async startVolumedriver(nodeId, vdDir, port = 0, extra = []) {
+      async startVolumedriver(nodeId, vdDir, port = 0, extra = [], backendVia = 'engine') {
         const vd = await startShale(
           [
             'volumedriver',
             'serve',
             '--kv',
             kv,
-            '--proxy',
-            `127.0.0.1:${proxy.port}`,
+            ...(backendVia === 'engine'
+              ? ['--backend', TEST_BACKEND]
+              : ['--proxy', `127.0.0.1:${proxy.port}`]),
             '--dir',
             vdDir,
             '--port',

@@ -307,8 +307,12 @@ export const upCommand: Command = {
             'volumedriver',
             'serve',
             ...kvArgs(layout),
-            '--proxy',
-            `${HOST}:${layout.ports.proxy}`,
+            // The proxy's engine runs inside the volumedriver: sealed SCOs go to the ASDs
+            // without a gRPC hop (the proxy process created the backend and serves others).
+            '--backend',
+            BACKEND,
+            '--engine-cache-dir',
+            path.join(dataDir, 'volumedriver-engine-cache'),
             '--dir',
             writeBufferDirOf(dataDir, layout),
             '--host',

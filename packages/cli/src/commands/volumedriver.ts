@@ -5,6 +5,7 @@ import {
   CLUSTER_CACHE_DEFAULT_BYTES,
   DATA_AT_RISK_MAX_MS,
   DATA_AT_RISK_MIN_MS,
+  SCO_MEMORY_DEFAULT_BYTES,
   VolumeClient,
   VolumedriverDaemon,
 } from '@shale/volumedriver';
@@ -45,13 +46,37 @@ const serve: Command = {
   summary:
     'run a volumedriver: vDisks on a local write buffer, their data in an ALBA backend, over gRPC',
   usage:
-    'shale volumedriver serve (--kv etcd://HOST:PORT,... | --kv kv://HOST:PORT | --kv-dir DIR) --proxy HOST:PORT --dir DIR --port PORT [--host 127.0.0.1] [--metrics-port PORT] [--node-id ID] [--advertise HOST:PORT] [--data-at-risk-ms 30000] [--write-buffer-reserve 64MiB] [--write-buffer-margin 32MiB] [--cluster-cache-bytes 512MiB] [--nbd-port PORT] [--nbd-max-buffered-bytes 512MiB]',
+    'shale volumedriver serve (--kv etcd://HOST:PORT,... | --kv kv://HOST:PORT | --kv-dir DIR) (--backend NAME [--engine-cache-dir DIR] [--engine-cache-bytes 256MiB] [--key-file FILE] | --proxy HOST:PORT) --dir DIR --port PORT [--host 127.0.0.1] [--metrics-port PORT] [--node-id ID] [--advertise HOST:PORT] [--data-at-risk-ms 30000] [--write-buffer-reserve 64MiB] [--write-buffer-margin 32MiB] [--cluster-cache-bytes 512MiB] [--sco-memory-bytes 256MiB] [--nbd-port PORT] [--nbd-max-buffered-bytes 512MiB]',
   options: {
     ...KV_OPTIONS,
+    backend: {
+      type: 'string',
+      valueName: 'NAME',
+      description:
+        'the ALBA backend that holds the SCOs and TLogs, reached by the proxy engine inside this process (no socket on the upload path)',
+    },
+    'engine-cache-dir': {
+      type: 'string',
+      valueName: 'DIR',
+      description:
+        "with --backend: the engine's fragment cache (its own, never a proxy's); none without it",
+    },
+    'engine-cache-bytes': {
+      type: 'string',
+      valueName: 'SIZE',
+      description: 'with --engine-cache-dir: its quota',
+      default: '256MiB',
+    },
+    'key-file': {
+      type: 'string',
+      valueName: 'FILE',
+      description: "with --backend: the proxies' encryption keys (needed when the preset encrypts)",
+    },
     proxy: {
       type: 'string',
       valueName: 'HOST:PORT',
-      description: 'the ALBA proxy of the backend that holds the SCOs and TLogs',
+      description:
+        'instead of --backend: an ALBA proxy (shale proxy serve) of that backend, over gRPC',
     },
     dir: {
       type: 'string',
@@ -108,6 +133,13 @@ const serve: Command = {
         'memory for the clusters last written or read, shared by every vDisk (reads of them skip the SCO files)',
       default: `${CLUSTER_CACHE_DEFAULT_BYTES / (1024 * 1024)}MiB`,
     },
+    'sco-memory-bytes': {
+      type: 'string',
+      valueName: 'SIZE',
+      description:
+        'memory for SCOs kept whole until uploaded, shared by every vDisk (uploads past it read the SCO file back)',
+      default: `${SCO_MEMORY_DEFAULT_BYTES / (1024 * 1024)}MiB`,
+    },
     'nbd-port': {
       type: 'string',
       valueName: 'PORT',
@@ -127,13 +159,27 @@ const serve: Command = {
     'every open vDisk is made durable.',
   ].join('\n'),
   async run(values) {
+    const backendId = optionalString(values, 'backend');
+    const proxyAddress = optionalString(values, 'proxy');
+    if ((backendId === undefined) === (proxyAddress === undefined)) {
+      throw new UsageError('give exactly one of --backend NAME or --proxy HOST:PORT');
+    }
+    if (backendId === undefined) {
+      for (const name of ['engine-cache-dir', 'key-file']) {
+        if (values[name] !== undefined) throw new UsageError(`--${name} goes with --backend`);
+      }
+    }
     const shutdown = waitForShutdownSignal();
     const kv = await openKv(values);
     try {
       const nodeId = optionalString(values, 'node-id') ?? os.hostname();
       const daemon = await VolumedriverDaemon.start({
         kv,
-        proxyAddress: requireString(values, 'proxy'),
+        proxyAddress,
+        backendId,
+        engineCacheDir: optionalString(values, 'engine-cache-dir'),
+        engineCacheBytes: parseSize(values, 'engine-cache-bytes'),
+        keyFile: optionalString(values, 'key-file'),
         dir: requireString(values, 'dir'),
         nodeId,
         host: optionalString(values, 'host') ?? '127.0.0.1',
@@ -143,6 +189,7 @@ const serve: Command = {
         writeBufferReserveBytes: parseSize(values, 'write-buffer-reserve'),
         writeBufferMarginBytes: parseSize(values, 'write-buffer-margin'),
         clusterCacheBytes: parseSize(values, 'cluster-cache-bytes'),
+        scoMemoryBytes: parseSize(values, 'sco-memory-bytes'),
         metricsPort:
           values['metrics-port'] === undefined
             ? undefined

@@ -10,6 +10,8 @@
  *   DATA/kv/             the embedded metadata store (with --kv embedded)
  *   DATA/asd<N>/         one ASD each (ASD_DIR/asd<N> with --asd-dir)
  *   DATA/proxy-cache/    the proxy's fragment cache
+ *   DATA/volumedriver-engine-cache/  the fragment cache of the proxy engine inside the
+ *                        volumedriver (which uploads SCOs and reads the backend itself)
  *   DATA/volumedriver/   the write buffer: SCOs, TLogs, LBA maps (--write-buffer-dir)
  *
  * The ASDs and the write buffer should not share a file system: when the ASDs fill it, the
