@@ -2,10 +2,11 @@
  * The NBD benchmark: fio's nbd engine (libnbd, `--ioengine=nbd --uri=nbd://...`) against
  * three NBD servers, one after the other, in one run:
  *
- *   - shale:       `shale edge serve` in front of a whole cluster of real processes on
- *                  127.0.0.1: edge -> volumedriver -> proxy -> 6 ASDs, metadata in one etcd;
- *                  a vDisk with 8 MiB SCOs and 4 KiB clusters (SCOs seal and upload to the
- *                  ASDs while the writes run);
+ *   - shale:       the NBD server inside the volumedriver (`--nbd-port`, as `shale up`
+ *                  runs it) of a whole cluster of real processes on 127.0.0.1: volumedriver
+ *                  (with the proxy engine) -> 6 ASDs, metadata in one etcd; a vDisk with
+ *                  8 MiB SCOs and 4 KiB clusters (SCOs seal and upload while writes run);
+ *   - shaleRemoteEdge: `shale edge serve` (its own process) in front of that volumedriver;
  *   - edgeMemory:  the edge's protocol core alone (`NbdServer` serving `MemoryExports`, a
  *                  child process: benchmarks/dist/nbd/edge-memory.js);
  *   - nbdkit:      `nbdkit memory`, the reference.
@@ -19,7 +20,11 @@
  * checks (crc32c). CPU time of every server process is read from /proc around each job.
  * Measures, never asserts: only a fio error, a verify error or a hang fails the run.
  *
- *   node benchmarks/dist/nbd/run.js [--quick] [--scratch DIR]
+ * The volumedriver reaches the backend with the proxy engine in its own process (as `shale
+ * up` runs it); `--via-proxy` sends its uploads and backend reads through the proxy process
+ * over gRPC instead (the layout before 2026-12-03).
+ *
+ *   node benchmarks/dist/nbd/run.js [--quick] [--via-proxy] [--scratch DIR]
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -53,9 +58,15 @@ const VERIFY_BYTES = 16 * MIB;
 const EXPORT_NAME = 'bench';
 
 const { values: args } = parseArgs({
-  options: { quick: { type: 'boolean' }, scratch: { type: 'string' } },
+  options: {
+    quick: { type: 'boolean' },
+    scratch: { type: 'string' },
+    'via-proxy': { type: 'boolean' },
+  },
 });
 const quick = args.quick === true;
+/** The volumedriver uploads through the proxy process (gRPC) instead of its own engine. */
+const viaProxy = args['via-proxy'] === true;
 const RUNTIME_SECONDS = quick ? 3 : 20;
 
 const FILL: FioJob = { key: 'fill1MiBQd8', rw: 'write', blockBytes: MIB, queueDepth: 8 };
@@ -338,8 +349,7 @@ async function runShale(scratch: string): Promise<Record<string, Record<string, 
       String(nbdPort),
       '--kv',
       kv,
-      '--proxy',
-      `127.0.0.1:${proxy.port}`,
+      ...(viaProxy ? ['--proxy', `127.0.0.1:${proxy.port}`] : ['--backend', 'bench']),
       '--dir',
       path.join(scratch, 'vd'),
       '--port',
@@ -496,8 +506,9 @@ const out = {
   sigkilledAfterSigterm: sigkilled,
   setup: {
     client: `fio --ioengine=nbd --numjobs=1 --norandommap --randrepeat=0; time-based jobs ${RUNTIME_SECONDS} s each, no ramp (the fill warms up)`,
-    shale:
-      'shale volumedriver serve --nbd-port (the NBD server inside the volumedriver, as shale up runs it) -> shale proxy serve (backend default preset) -> 6 shale asd serve; etcd 1 member; all on 127.0.0.1',
+    shale: viaProxy
+      ? 'shale volumedriver serve --nbd-port --proxy (the NBD server inside the volumedriver) -> shale proxy serve over gRPC (backend default preset) -> 6 shale asd serve; etcd 1 member; all on 127.0.0.1'
+      : 'shale volumedriver serve --nbd-port --backend (the NBD server and the proxy engine inside the volumedriver, as shale up runs it) -> 6 shale asd serve; etcd 1 member; all on 127.0.0.1',
     shaleRemoteEdge:
       'shale edge serve (its own process, as on a compute host) -> the same volumedriver, another vDisk',
     edgeMemory: 'benchmarks/dist/nbd/edge-memory.js: NbdServer + MemoryExports + EdgeMetrics',
