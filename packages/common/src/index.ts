@@ -1,6 +1,7 @@
 export { AssertionFailure, assert, unreachable } from './assert.js';
 export { crc32c } from './crc32c.js';
 export { errorMessage, isShaleError, ShaleError, systemErrorCode } from './errors.js';
+export * from './frame/index.js';
 export {
   bindGrpcServer,
   grpcErrorOf,

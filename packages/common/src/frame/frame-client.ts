@@ -1,0 +1,291 @@
+import net from 'node:net';
+import { ShaleError } from '../errors.js';
+import { FrameDecoder } from './frame-decoder.js';
+import {
+  decodeErrorPayload,
+  encodeFrameHeader,
+  FRAME_MAX_PAYLOAD_DEFAULT_BYTES,
+  FRAME_VERSION_MAX,
+  FRAME_VERSION_MIN,
+  type Frame,
+  FrameErrorCode,
+  FrameFlag,
+  FrameOp,
+  FrameStatus,
+  frameError,
+} from './frame-format.js';
+import { encodeHello, readHelloReply } from './frame-hello.js';
+
+export interface FrameClientOptions {
+  readonly host: string;
+  readonly port: number;
+  /** Request and expected reply bytes in flight at most; later requests wait (default 64 MiB). */
+  readonly maxInFlightBytes?: number;
+  readonly maxPayloadBytes?: number;
+  readonly connectTimeoutMs?: number;
+  /** Checksum every payload sent (and ask for checksummed replies); default true. */
+  readonly payloadCrc?: boolean;
+  /** Names the peer in error messages ("volumedriver 127.0.0.1:4000"). */
+  readonly what?: string;
+}
+
+export interface FrameRequest {
+  readonly op: number;
+  readonly flags?: number;
+  readonly offset?: number;
+  readonly extent?: number;
+  readonly payload?: Buffer;
+  /** The reply's expected payload (a read's length): counted against the in-flight budget. */
+  readonly replyBytes?: number;
+}
+
+interface Pending {
+  readonly resolve: (frame: Frame) => void;
+  readonly reject: (err: ShaleError) => void;
+  readonly bytes: number;
+}
+
+const IN_FLIGHT_DEFAULT_BYTES = 64 * 1024 * 1024;
+const CONNECT_TIMEOUT_DEFAULT_MS = 5000;
+const HANDLE_MAX = 0xffff_ffff;
+
+/**
+ * One connection of the data protocol, client side: requests go out as they are made
+ * (those of one event-loop turn in one gathered write: the socket is corked until the
+ * next tick), many in flight, replies matched by handle in any order. At most
+ * maxInFlightBytes (request payloads plus expected reply payloads) are outstanding; a
+ * request over it waits, in order, for replies to free room (one request always fits).
+ * When the connection fails or the peer sends GOAWAY, every pending and waiting request
+ * rejects with that error and the client is dead: make a new one.
+ */
+export class FrameClient {
+  private readonly pending = new Map<number, Pending>();
+  private readonly waiting: { bytes: number; go: () => void }[] = [];
+  private nextHandle = 1;
+  private inFlightBytes = 0;
+  private corked = false;
+  private failure: ShaleError | undefined;
+  private readonly closedHandlers: ((err: ShaleError) => void)[] = [];
+  private readonly payloadCrc: boolean;
+  private readonly maxInFlightBytes: number;
+
+  private constructor(
+    private readonly socket: net.Socket,
+    readonly version: number,
+    /** What the server accepts in one frame. */
+    readonly serverMaxPayloadBytes: number,
+    options: FrameClientOptions,
+    readonly what: string,
+  ) {
+    this.payloadCrc = options.payloadCrc ?? true;
+    this.maxInFlightBytes = options.maxInFlightBytes ?? IN_FLIGHT_DEFAULT_BYTES;
+  }
+
+  /** Connects and negotiates the version (HELLO); FRAME_VERSION when none is common. */
+  static async connect(options: FrameClientOptions): Promise<FrameClient> {
+    const what = options.what ?? `${options.host}:${options.port}`;
+    const maxPayloadBytes = options.maxPayloadBytes ?? FRAME_MAX_PAYLOAD_DEFAULT_BYTES;
+    const socket = net.connect({ host: options.host, port: options.port, noDelay: true });
+    let decoder: FrameDecoder | undefined;
+    const hello = await new Promise<Frame>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(frameError(FrameErrorCode.Timeout, `${what}: no HELLO within the connect timeout`));
+      }, options.connectTimeoutMs ?? CONNECT_TIMEOUT_DEFAULT_MS);
+      const fail = (err: unknown): void => {
+        clearTimeout(timer);
+        socket.destroy();
+        reject(
+          err instanceof ShaleError
+            ? err
+            : frameError(FrameErrorCode.Closed, `${what}: cannot connect: ${String(err)}`, err),
+        );
+      };
+      socket.once('error', fail);
+      socket.once('close', () => fail(new Error('the connection closed during HELLO')));
+      decoder = new FrameDecoder({ maxPayloadBytes }, (frame) => {
+        clearTimeout(timer);
+        socket.removeAllListeners('error');
+        socket.removeAllListeners('close');
+        socket.removeAllListeners('data');
+        socket.pause();
+        resolve(frame);
+      });
+      socket.on('data', (chunk: Buffer) => {
+        try {
+          decoder?.push(chunk);
+        } catch (err) {
+          fail(err);
+        }
+      });
+      socket.once('connect', () => {
+        const hello = encodeHello(FRAME_VERSION_MIN, FRAME_VERSION_MAX, maxPayloadBytes);
+        socket.write(encodeFrameHeader({ op: FrameOp.Hello, handle: 0 }, hello));
+        socket.write(hello);
+      });
+    });
+    const { version, maxPayloadBytes: serverMax } = readHelloReply(hello, what);
+    const client = new FrameClient(socket, version, serverMax, options, what);
+    client.attach(maxPayloadBytes);
+    return client;
+  }
+
+  /** Set once the connection carries no more requests. */
+  get failed(): ShaleError | undefined {
+    return this.failure;
+  }
+
+  get pendingRequests(): number {
+    return this.pending.size + this.waiting.length;
+  }
+
+  /** Called once, when the connection fails or closes (with why). */
+  onClosed(handler: (err: ShaleError) => void): void {
+    if (this.failure !== undefined) handler(this.failure);
+    else this.closedHandlers.push(handler);
+  }
+
+  /** Sends a request; resolves with its OK reply, rejects with its error reply's code. */
+  async request(request: FrameRequest): Promise<Frame> {
+    if (this.failure !== undefined) throw this.failure;
+    const payloadBytes = request.payload?.length ?? 0;
+    if (payloadBytes > this.serverMaxPayloadBytes) {
+      throw frameError(
+        FrameErrorCode.TooLarge,
+        `${this.what}: a payload of ${payloadBytes} B, the server takes at most ${this.serverMaxPayloadBytes} B`,
+      );
+    }
+    const bytes = payloadBytes + (request.replyBytes ?? 0);
+    if (this.waiting.length > 0 || !this.fits(bytes)) {
+      // admit() reserves the room before it lets this one go.
+      await new Promise<void>((go) => this.waiting.push({ bytes, go }));
+      if (this.failure !== undefined) throw this.failure;
+    } else {
+      this.inFlightBytes += bytes;
+    }
+    return new Promise<Frame>((resolve, reject) => {
+      let handle = this.nextHandle;
+      while (this.pending.has(handle)) handle = handle === HANDLE_MAX ? 1 : handle + 1;
+      this.nextHandle = handle === HANDLE_MAX ? 1 : handle + 1;
+      this.pending.set(handle, { resolve, reject, bytes });
+      const flags = (request.flags ?? 0) | (this.payloadCrc ? FrameFlag.PayloadCrc : 0);
+      const header = encodeFrameHeader(
+        {
+          version: this.version,
+          op: request.op,
+          flags,
+          handle,
+          offset: request.offset ?? 0,
+          extent: request.extent ?? 0,
+        },
+        request.payload,
+      );
+      this.send(header, request.payload);
+    });
+  }
+
+  /** Closes after every pending request is answered. */
+  async close(): Promise<void> {
+    while (this.failure === undefined && this.pendingRequests > 0) {
+      await new Promise<void>((resolve) => this.onClosedOrIdle(resolve));
+    }
+    if (this.failure === undefined) {
+      this.fail(frameError(FrameErrorCode.Closed, `${this.what}: closed`));
+    }
+  }
+
+  /** Cuts the connection: every pending request rejects with FRAME_CLOSED. */
+  destroy(): void {
+    this.fail(frameError(FrameErrorCode.Closed, `${this.what}: the connection was cut`));
+  }
+
+  private idleWaiters: (() => void)[] = [];
+  private onClosedOrIdle(wake: () => void): void {
+    this.idleWaiters.push(wake);
+  }
+
+  private attach(maxPayloadBytes: number): void {
+    const decoder = new FrameDecoder({ maxPayloadBytes }, (frame) => this.onFrame(frame));
+    this.socket.on('data', (chunk: Buffer) => {
+      try {
+        decoder.push(chunk);
+      } catch (err) {
+        this.fail(err as ShaleError);
+      }
+    });
+    this.socket.on('error', (err) =>
+      this.fail(frameError(FrameErrorCode.Closed, `${this.what}: ${err.message}`, err)),
+    );
+    this.socket.on('close', () =>
+      this.fail(frameError(FrameErrorCode.Closed, `${this.what}: the connection closed`)),
+    );
+    this.socket.resume();
+  }
+
+  private send(header: Buffer, payload: Buffer | undefined): void {
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
+    this.socket.write(header);
+    if (payload !== undefined && payload.length > 0) this.socket.write(payload);
+  }
+
+  private onFrame(frame: Frame): void {
+    if (this.failure !== undefined) return;
+    if (frame.op === FrameOp.GoAway) {
+      const why = decodeErrorPayload(frame.payload);
+      this.fail(new ShaleError(why.code, `${this.what} said goodbye: ${why.message}`));
+      return;
+    }
+    const pending = this.pending.get(frame.handle);
+    if ((frame.flags & FrameFlag.Reply) === 0 || pending === undefined) {
+      this.fail(
+        frameError(
+          FrameErrorCode.Malformed,
+          `${this.what}: ${pending === undefined ? `a reply to unknown handle ${frame.handle}` : 'a request from the server'}`,
+        ),
+      );
+      return;
+    }
+    this.pending.delete(frame.handle);
+    this.inFlightBytes -= pending.bytes;
+    if (frame.status === FrameStatus.Ok) pending.resolve(frame);
+    else pending.reject(decodeErrorPayload(frame.payload));
+    this.admit();
+  }
+
+  /** One request always fits when nothing is outstanding. */
+  private fits(bytes: number): boolean {
+    return this.inFlightBytes === 0 || this.inFlightBytes + bytes <= this.maxInFlightBytes;
+  }
+
+  /** Lets waiting requests go while they fit. */
+  private admit(): void {
+    while (this.waiting.length > 0) {
+      const next = this.waiting[0] as { bytes: number; go: () => void };
+      if (!this.fits(next.bytes)) break;
+      this.waiting.shift();
+      this.inFlightBytes += next.bytes; // reserved now: it sends on its next turn
+      next.go();
+    }
+    if (this.pendingRequests === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+
+  private fail(err: ShaleError): void {
+    if (this.failure !== undefined) return;
+    this.failure = err;
+    this.socket.destroy();
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    this.inFlightBytes = 0;
+    for (const p of pending) p.reject(err);
+    for (const w of this.waiting.splice(0)) w.go();
+    for (const wake of this.idleWaiters.splice(0)) wake();
+    for (const handler of this.closedHandlers.splice(0)) handler(err);
+  }
+}
