@@ -79,7 +79,7 @@ export class ManifestCommitter {
   private readonly rangeCount: number;
   private readonly ranges = new LruMap<string, VersionRange>(VERSION_RANGES_MAX_NAMESPACES);
   /** Ranges being taken, one per namespace: concurrent puts wait for the same one. */
-  private readonly taking = new Map<string, Promise<VersionRange>>();
+  private readonly taking = new Map<string, Promise<void>>();
   /** The manifest and its modRevision as this proxy last committed or read it, by name. */
   private readonly known: LruMap<string, KnownManifest>;
   private readonly options: ManifestCommitterOptions;
@@ -103,10 +103,16 @@ export class ManifestCommitter {
       }
       let taking = this.taking.get(key);
       if (taking === undefined) {
-        taking = this.takeRange(ns).finally(() => this.taking.delete(key));
+        // Only the taker installs the range: a waiter that wakes late never puts an
+        // exhausted range back over a fresh one.
+        taking = this.takeRange(ns)
+          .then((taken) => {
+            this.ranges.set(key, taken);
+          })
+          .finally(() => this.taking.delete(key));
         this.taking.set(key, taking);
       }
-      this.ranges.set(key, await taking);
+      await taking;
     }
   }
 
