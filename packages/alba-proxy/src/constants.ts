@@ -110,6 +110,20 @@ export const READ_MAX_TOTAL_BYTES = 256 * 1024 * 1024;
 export const MANIFEST_CACHE_MAX_ENTRIES = 10_000;
 /** Fragment cache fills in flight (best effort; skipped when full). */
 export const CACHE_FILL_MAX_IN_FLIGHT = 16;
+/**
+ * Object versions taken from a namespace's counter at once and handed out from memory
+ * (one KV round trip per this many puts; a restart skips what was left, never reuses it).
+ */
+export const PUT_VERSION_RANGE_COUNT = 64;
+/** Namespaces whose version ranges are kept (LRU); a dropped range only leaves a gap. */
+export const VERSION_RANGES_MAX_NAMESPACES = 4096;
+/**
+ * Once every chunk has c fragments durable, a put waits this fraction of the time its
+ * writes took so far (at most PUT_COMPLETE_GRACE_MAX_MS) for the rest, so that one commit
+ * records them all: a late fragment costs a second KV transaction.
+ */
+export const PUT_COMPLETE_GRACE_RATIO = 0.5;
+export const PUT_COMPLETE_GRACE_MAX_MS = 100;
 /** Attempts of a compare-and-swap loop (manifest commit, epoch bump) before giving up. */
 export const CAS_MAX_ATTEMPTS = 32;
 /** Keys per list page and delete call when deleting a namespace or an object's fragments. */

@@ -24,6 +24,8 @@ import {
   OSD_ADMIN_DEADLINE_MS,
   OSD_PROBE_DEADLINE_MS,
   OSD_STATE_TTL_MS,
+  PUT_COMPLETE_GRACE_MAX_MS,
+  PUT_COMPLETE_GRACE_RATIO,
   PUT_MAX_CONCURRENT,
   PUT_MAX_QUEUED,
   PUT_REROUTE_MAX_ATTEMPTS,
@@ -41,6 +43,7 @@ import type { KeyProvider } from './key-provider.js';
 import { Limiter } from './limiter.js';
 import { LruMap } from './lru-map.js';
 import { decodeManifest, encodeManifest, type Manifest } from './manifest.js';
+import { ManifestCommitter } from './manifest-commit.js';
 import { type NamespaceInfo, NamespaceManager } from './namespace-manager.js';
 import {
   type ChunkInfo,
@@ -246,6 +249,7 @@ export class ProxyEngine {
   private readonly onDamaged: ((damage: DamagedFragment) => void) | undefined;
   private readonly log: (line: string) => void;
   private readonly putLimiter: Limiter;
+  private readonly committer: ManifestCommitter;
   private readonly nsCache = new LruMap<string, NamespaceEntry>(MANIFEST_CACHE_MAX_ENTRIES);
   private readonly manifestCache: LruMap<string, Manifest>;
   private readonly background = new Set<Promise<void>>();
@@ -301,6 +305,15 @@ export class ProxyEngine {
     });
     this.putLimiter = new Limiter(this.limits.putMaxConcurrent, this.limits.putMaxQueued, 'puts');
     this.manifestCache = new LruMap(this.limits.manifestCacheMaxEntries);
+    this.committer = new ManifestCommitter(this.kv, {
+      knownMaxEntries: this.limits.manifestCacheMaxEntries,
+      log: this.log,
+      namespaceGone: async (nsId) => {
+        this.nsCache.delete(nsId);
+        await this.namespace(nsId, true); // throws NOT_FOUND or DELETING
+        throw proxyError(ProxyErrorCode.Fenced, `namespace ${nsId} has no epoch`);
+      },
+    });
   }
 
   // ---------------------------------------------------------------- write path
@@ -363,7 +376,8 @@ export class ProxyEngine {
       minFreeBytes: Math.ceil(data.length / minK) + chunks * CODEC_BLOCK_SIZE_BYTES,
     });
     const { policy } = choice;
-    const { first: version } = await this.kv.allocate(nsKeys.versionSeq(nsId));
+    const lease = await this.committer.nextVersion(ns);
+    const version = lease.version;
     const encoded = await encodeObject(data, {
       k: policy.k,
       m: policy.m,
@@ -421,6 +435,7 @@ export class ProxyEngine {
       set.add(task.osdId);
       tried.set(task.chunkIndex, set);
     }
+    const writesStartMs = performance.now();
     const allDone = mapWithConcurrency(tasks, this.limits.putWriteConcurrency, async (task) => {
       task.state = 'sending';
       for (let attempt = 0; ; attempt++) {
@@ -478,9 +493,17 @@ export class ProxyEngine {
       });
     }
 
-    // Enough is durable. If the background is full, finish every write before acknowledging.
+    // Enough is durable. If the background is full, finish every write before acknowledging;
+    // otherwise give the rest a short grace, so that one commit records them all.
     const backgroundFull = this.background.size >= this.limits.backgroundMaxTasks;
     if (backgroundFull) await allDone;
+    else if (tasks.some((t) => t.state === 'queued' || t.state === 'sending')) {
+      const graceMs = Math.min(
+        PUT_COMPLETE_GRACE_MAX_MS,
+        PUT_COMPLETE_GRACE_RATIO * (performance.now() - writesStartMs),
+      );
+      await settledWithin(allDone, graceMs);
+    }
     for (const task of tasks) {
       // Writes still to be sent (or re-sent elsewhere after a failure) outlive this call:
       // they must not read the caller's buffer.
@@ -503,7 +526,7 @@ export class ProxyEngine {
     const bytes = encodeManifest(manifest);
     let previous: Manifest | undefined;
     try {
-      previous = await this.commitManifest(ns, name, bytes, version, writerEpoch);
+      ({ previous } = await this.committer.commit(ns, manifest, bytes, lease));
     } catch (err) {
       if (isShaleError(err, ProxyErrorCode.Fenced)) this.counters.fencedCommits += 1;
       // Durability: not acknowledged; our fragments are deleted now and as late writes land.
@@ -536,60 +559,6 @@ export class ProxyEngine {
   }
 
   /**
-   * Commits a manifest conditional on the epoch and on the key being unchanged since it was
-   * read (so the replaced manifest is known exactly). Returns the replaced manifest, if any.
-   */
-  private async commitManifest(
-    ns: NamespaceInfo,
-    name: string,
-    bytes: Buffer,
-    version: number,
-    writerEpoch: number,
-  ): Promise<Manifest | undefined> {
-    const key = nsKeys.manifest(ns.nsId, name);
-    const epochKey = nsKeys.epoch(ns.nsId);
-    for (let attempt = 0; attempt < CAS_MAX_ATTEMPTS; attempt++) {
-      const current = await this.kv.get(key);
-      const currentManifest = tryDecode(current);
-      if (currentManifest?.version === version) return undefined; // an unknown outcome landed
-      let succeeded: boolean;
-      let epochItem: KeyValue | undefined;
-      try {
-        const result = await this.kv.txn({
-          compares: [ifValueEquals(epochKey, encodeEpoch(writerEpoch)), ifUnchanged(key, current)],
-          success: [{ type: 'put', key, value: bytes }],
-          failure: [{ type: 'get', key: epochKey }],
-        });
-        succeeded = result.succeeded;
-        const first = result.results[0];
-        epochItem = first?.type === 'get' ? first.item : undefined;
-      } catch (err) {
-        if (!isShaleError(err, KvErrorCode.OutcomeUnknown)) throw err;
-        this.log(`commit ${ns.nsId}/${name} v${version}: outcome unknown, re-reading`);
-        continue; // the next turn re-reads: our version there = committed; else retry the txn
-      }
-      if (succeeded) return currentManifest;
-      const epoch = epochItem === undefined ? undefined : decodeEpoch(epochItem.value);
-      if (epoch === undefined) {
-        this.nsCache.delete(ns.nsId);
-        await this.namespace(ns.nsId, true); // throws NOT_FOUND or DELETING
-      }
-      if (epoch !== writerEpoch) {
-        throw proxyError(
-          ProxyErrorCode.Fenced,
-          `namespace ${ns.nsId} is at epoch ${epoch}, the writer holds ${writerEpoch}`,
-          { details: { nsId: ns.nsId, epoch: String(epoch), writerEpoch: String(writerEpoch) } },
-        );
-      }
-      // Same epoch, the manifest changed under us (a concurrent put of the same name): again.
-    }
-    throw proxyError(
-      ProxyErrorCode.CommitUnknown,
-      `commit ${ns.nsId}/${name} v${version}: no definite outcome after ${CAS_MAX_ATTEMPTS} attempts`,
-    );
-  }
-
-  /**
    * After the last fragment writes of an acknowledged put (`tasks`: those not durable at
    * acknowledgement): record the newly durable
    * fragments in the manifest, if it is still this version and the epoch still the writer's.
@@ -604,14 +573,7 @@ export class ProxyEngine {
     const view = await this.osdStates();
     const late = tasks.filter((t) => t.state === 'durable');
     if (late.length === 0) return;
-    const key = nsKeys.manifest(ns.nsId, acked.name);
-    for (let attempt = 0; attempt < CAS_MAX_ATTEMPTS; attempt++) {
-      const item = await this.kv.get(key);
-      const current = tryDecode(item);
-      if (item === undefined || current === undefined || current.version !== acked.version) {
-        await this.deleteFragmentsBestEffort(view, ns.nsId, acked.version, writtenOf(late));
-        return;
-      }
+    const result = await this.committer.recordLate(ns, acked, writerEpoch, (current) => {
       const placement = current.placement.map((p) => [...p]);
       for (const task of late) {
         for (const f of task.fragmentIndices) {
@@ -619,31 +581,20 @@ export class ProxyEngine {
           row[f] ??= task.osdId;
         }
       }
-      const updated: Manifest = { ...current, placement };
-      const bytes = encodeManifest(updated);
-      const result = await this.kv.txn({
-        compares: [
-          ifValueEquals(nsKeys.epoch(ns.nsId), encodeEpoch(writerEpoch)),
-          ifUnchanged(key, item),
-        ],
-        success: [{ type: 'put', key, value: bytes }],
-        failure: [{ type: 'get', key: nsKeys.epoch(ns.nsId) }],
-      });
-      if (result.succeeded) {
-        this.counters.manifestUpdates += 1;
-        this.counters.manifestBytesWritten += bytes.length;
-        this.manifestCache.set(cacheKey(ns.nsId, acked.name), updated);
-        return;
-      }
-      const first = result.results[0];
-      const epochItem = first?.type === 'get' ? first.item : undefined;
-      if (epochItem === undefined || decodeEpoch(epochItem.value) !== writerEpoch) {
-        // Fenced since: the manifest keeps its missing fragments (maintenance rewrites them).
-        await this.deleteFragmentsBestEffort(view, ns.nsId, acked.version, writtenOf(late));
-        return;
-      }
+      return { ...current, placement };
+    });
+    if (result.outcome === 'recorded') {
+      this.counters.manifestUpdates += 1;
+      this.counters.manifestBytesWritten += result.bytes ?? 0;
+      if (result.manifest !== undefined)
+        this.manifestCache.set(cacheKey(ns.nsId, acked.name), result.manifest);
+    } else if (result.outcome === 'contention') {
+      this.log(`manifest ${ns.nsId}/${acked.name}: late fragments not recorded (contention)`);
+    } else {
+      // Superseded (nobody's fragments) or fenced since (the manifest keeps its gaps,
+      // maintenance rewrites them): delete them.
+      await this.deleteFragmentsBestEffort(view, ns.nsId, acked.version, writtenOf(late));
     }
-    this.log(`manifest ${ns.nsId}/${acked.name}: late fragments not recorded (contention)`);
   }
 
   /**
@@ -682,6 +633,7 @@ export class ProxyEngine {
       }
       if (result.succeeded) {
         this.manifestCache.delete(cacheKey(nsId, name));
+        this.committer.forgetObject(nsId, name);
         if (item === undefined) return { deleted: false };
         this.counters.deletes += 1;
         // Durability: the manifest delete is committed; the object is gone for readers.
@@ -1479,6 +1431,21 @@ export class ProxyEngine {
     );
     this.background.add(tracked);
   }
+}
+
+/** Resolves when `work` settles or after `ms`, whichever is first (never rejects). */
+async function settledWithin(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    work.then(
+      () => undefined,
+      () => undefined,
+    ),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+    }),
+  ]);
+  clearTimeout(timer);
 }
 
 function objectAad(nsId: string, name: string): Buffer {

@@ -1,5 +1,6 @@
 import { constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
+import { writeFileDurably } from './direct-write.js';
 
 /**
  * The narrow seam between the ASD and the real disk: every file-system call the store
@@ -7,7 +8,10 @@ import fs from 'node:fs/promises';
  * at named points without a real broken disk.
  */
 export interface Disk {
-  /** Creates or truncates `path`, writes `data`, fsyncs and closes it. */
+  /**
+   * Creates or truncates `path`, writes `data`, fsyncs and closes it (the real disk: large
+   * values with O_DIRECT, see direct-write.ts).
+   */
   writeFileDurably(path: string, data: Uint8Array): Promise<void>;
   /** Reads exactly `length` bytes at `offset`; fails with ESHORTREAD on a short file. */
   readRange(path: string, offset: number, length: number): Promise<Buffer>;
@@ -55,23 +59,7 @@ export class ShortReadError extends Error {
 }
 
 export const nodeDisk: Disk = {
-  async writeFileDurably(path, data) {
-    const handle = await fs.open(
-      path,
-      fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC,
-      0o640,
-    );
-    try {
-      let written = 0;
-      while (written < data.length) {
-        const { bytesWritten } = await handle.write(data, written, data.length - written, written);
-        written += bytesWritten;
-      }
-      await handle.datasync();
-    } finally {
-      await handle.close();
-    }
-  },
+  writeFileDurably,
 
   async readRange(path, offset, length) {
     const handle = await fs.open(path, fsConstants.O_RDONLY);

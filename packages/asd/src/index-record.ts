@@ -1,4 +1,4 @@
-import { assert, crc32c } from '@shale/common';
+import { assert, crc32c, crc32cCombine } from '@shale/common';
 
 /**
  * What the index knows of one object, encoded compactly (a 4 MiB value with 64 KiB
@@ -75,7 +75,10 @@ export function decodeRecord(buf: Buffer): ObjectRecord | undefined {
   return { sizeBytes, blockSizeBytes, crc32c: crc, blockCrcs, inline: value, fileId };
 }
 
-/** Per-block CRC32Cs and the whole-value CRC32C, in one pass over the value. */
+/**
+ * Per-block CRC32Cs and the whole-value CRC32C, in one pass over the value: the whole is
+ * combined from the blocks' checksums (crc32cCombine), not computed over the bytes again.
+ */
 export function checksumValue(
   value: Uint8Array,
   blockSizeBytes: number,
@@ -88,8 +91,9 @@ export function checksumValue(
       i * blockSizeBytes,
       Math.min((i + 1) * blockSizeBytes, value.length),
     );
-    blockCrcs[i] = crc32c(block);
-    whole = crc32c(block, whole);
+    const crc = crc32c(block);
+    blockCrcs[i] = crc;
+    whole = i === 0 ? crc : crc32cCombine(whole, crc, block.length);
   }
   return { crc32c: whole, blockCrcs };
 }

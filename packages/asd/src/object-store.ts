@@ -38,6 +38,7 @@ import {
   checkKeys,
   checkListBound,
   checkListLimit,
+  checkPutChecksum,
   checkPutItems,
   checkSlices,
   type PutItem,
@@ -105,6 +106,8 @@ export interface AsdStats {
   /** When a put was last refused with ASD_NO_SPACE (0: never since start). */
   readonly lastNoSpaceAtMs: number;
 }
+
+type ValueChecksums = ReturnType<typeof checksumValue>;
 
 interface PendingPut {
   readonly key: Buffer;
@@ -304,6 +307,13 @@ export class AsdStore {
   async put(items: readonly PutItem[]): Promise<number[]> {
     return this.call(async () => {
       const totalBytes = checkPutItems(items);
+      // Every byte is read once, here: block checksums, the whole value's checksum combined
+      // from them, and the check against what the caller sent, before any I/O.
+      const sums = items.map((item, index) => {
+        const sum = checksumValue(item.value, BLOCK_SIZE_BYTES);
+        checkPutChecksum(item, index, sum.crc32c);
+        return sum;
+      });
       this.checkWritable();
       if (
         this.inflightPutBytes + totalBytes > MAX_INFLIGHT_PUT_BYTES &&
@@ -320,19 +330,22 @@ export class AsdStore {
       this.inflightPutBytes += totalBytes;
       try {
         await this.checkSpace(totalBytes + fileCount * FILE_OVERHEAD_BYTES, totalBytes);
-        return await this.putAdmitted(items);
+        return await this.putAdmitted(items, sums);
       } finally {
         this.inflightPutBytes -= totalBytes;
       }
     });
   }
 
-  private async putAdmitted(items: readonly PutItem[]): Promise<number[]> {
+  private async putAdmitted(
+    items: readonly PutItem[],
+    sums: readonly ValueChecksums[],
+  ): Promise<number[]> {
     const entries: PendingPut[] = [];
     const writes: { fileId: number; value: Uint8Array }[] = [];
     const dirs = new Set<number>();
-    for (const item of items) {
-      const { crc32c: crc, blockCrcs } = checksumValue(item.value, BLOCK_SIZE_BYTES);
+    for (const [index, item] of items.entries()) {
+      const { crc32c: crc, blockCrcs } = sums[index] as ValueChecksums;
       const inline = item.value.length <= INLINE_MAX_BYTES;
       const fileId = inline ? 0 : this.allocateFileId();
       const record: ObjectRecord = {

@@ -1,4 +1,3 @@
-import { crc32c } from '@shale/common';
 import {
   LIST_DEFAULT_LIMIT,
   LIST_MAX_LIMIT,
@@ -88,18 +87,19 @@ export function checkPutItems(items: readonly PutItem[]): number {
       `put: ${totalBytes} value bytes in one call; the limit is ${MAX_CALL_BYTES}`,
     );
   }
-  // Checksums last: they cost a pass over the data, the checks above cost nothing.
-  items.forEach((item, index) => {
-    if (item.crc32c === undefined) return;
-    const actual = crc32c(item.value);
-    if (actual !== item.crc32c >>> 0) {
-      throw asdError(
-        AsdErrorCode.ChecksumMismatch,
-        `put item ${index} (${describeKey(item.key)}): the value's CRC32C is ${hex(actual)}, the request says ${hex(item.crc32c)}; damaged in transit, nothing stored`,
-      );
-    }
-  });
   return totalBytes;
+}
+
+/**
+ * An item's CRC32C as sent against the one the store computed while checksumming its
+ * blocks (so every byte is read once): ASD_CHECKSUM_MISMATCH, before anything is stored.
+ */
+export function checkPutChecksum(item: PutItem, index: number, actual: number): void {
+  if (item.crc32c === undefined || actual === item.crc32c >>> 0) return;
+  throw asdError(
+    AsdErrorCode.ChecksumMismatch,
+    `put item ${index} (${describeKey(item.key)}): the value's CRC32C is ${hex(actual)}, the request says ${hex(item.crc32c)}; damaged in transit, nothing stored`,
+  );
 }
 
 export function checkKeys(keys: readonly Uint8Array[], op: string): void {

@@ -1,5 +1,5 @@
 export { AssertionFailure, assert, unreachable } from './assert.js';
-export { crc32c } from './crc32c.js';
+export { crc32c, crc32cCombine } from './crc32c.js';
 export { errorMessage, isShaleError, ShaleError, systemErrorCode } from './errors.js';
 export * from './frame/index.js';
 export {
