@@ -134,7 +134,13 @@ describe('edge with real NBD clients', { timeout: 900_000 }, () => {
       '0',
     ]);
     // node-2 reaches the backend through the proxy process (node-1 with the engine inside).
-    vd2 = await cluster.startVolumedriver('node-2', path.join(cluster.dir, 'vd2'), 0, [], 'proxy');
+    vd2 = await cluster.startVolumedriver(
+      'node-2',
+      path.join(cluster.dir, 'vd2'),
+      0,
+      ['--metrics-port', '0'],
+      'proxy',
+    );
     client1 = new VolumeClient(`127.0.0.1:${vd1.port}`);
     client2 = new VolumeClient(`127.0.0.1:${vd2.port}`);
     await client1.createVpool({ name: 'pool', backendId: TEST_BACKEND, scoSizeBytes: SCO_BYTES });
@@ -367,6 +373,16 @@ print("ro OK")
     process.stdout.write(
       `fio verify: ${Math.round(job.write.iops)} write IOPS at QD32 (disk-c, routed to node-2)\n`,
     );
+    // The edge reached node-2 over the data protocol, not the gRPC Io stream.
+    const metrics = await (await fetch(`http://127.0.0.1:${vd2.ready.metricsPort}/metrics`)).text();
+    const dataRequests = Number(
+      /^shale_volumedriver_data_requests_total (\d+)/m.exec(metrics)?.[1],
+    );
+    const ioStreamRequests = Number(
+      /^shale_volumedriver_io_requests_received_total (\d+)/m.exec(metrics)?.[1] ?? 0,
+    );
+    assert.ok(dataRequests >= 12_288, `node-2 served ${dataRequests} data protocol requests`);
+    assert.equal(ioStreamRequests, 0, 'no request came over the gRPC Io stream');
   });
 
   test("co-located: the NBD server inside volumedriver node-1 serves its own vDisks in-process and node-2's through node-2; a client that floods reads and never reads replies, and one that sends garbage, leave fio verify at QD32 unaffected", async () => {

@@ -10,7 +10,7 @@
  * where the edge's relocate-and-retry logic takes over.
  */
 import { formatBytes, isShaleError } from '@shale/common';
-import type { VdiskInfo, VolumeIo } from '@shale/volumedriver';
+import type { VdiskInfo, VolumeIo } from '@shale/volumedriver/client';
 import type { BlockExport, ExportInfo, ExportProvider, Extent } from './block-export.js';
 import { EDGE_ZERO_WRITE_CHUNK_BYTES } from './constants.js';
 import { EdgeErrorCode, edgeError } from './errors.js';

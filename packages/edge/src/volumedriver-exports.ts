@@ -1,8 +1,11 @@
 /**
  * Exports backed by vDisks: each export name is a vDisk name, served by the volumedriver
  * that owns it. The edge asks any volumedriver it was given where a vDisk lives
- * (LocateVdisk: the owner's address and the fail-over routers), opens one Io stream per
- * open vDisk to the owner, and shares it between every connection to that export. Each
+ * (LocateVdisk: the owner's address and the fail-over routers), opens one data channel per
+ * open vDisk to the owner — a connection of the data protocol to the owner's data server
+ * (framed binary, @shale/volumedriver/client's VolumeDataStream), or the gRPC Io stream when
+ * the owner announces no data address — and shares it between every connection to that
+ * export (below, "stream" is that channel). Each
  * connection that opens the export asks where it lives again, so it is told the vDisk's size
  * of now even when the stream is older than a resize.
  *
@@ -18,8 +21,9 @@ import {
   type VdiskInfo,
   type VdiskLocation,
   VolumeClient,
-  type VolumeIoStream,
-} from '@shale/volumedriver';
+  VolumeDataStream,
+  type VolumeIoChannel,
+} from '@shale/volumedriver/client';
 import type { BlockExport, ExportInfo, ExportProvider, Extent } from './block-export.js';
 import {
   EDGE_CONTROL_CALL_DEADLINE_MS,
@@ -208,10 +212,10 @@ interface Pending {
 class VdiskLink {
   private refs = 0;
   private location: VdiskLocation | undefined;
-  private stream: VolumeIoStream | undefined;
+  private stream: VolumeIoChannel | undefined;
   private streamAddress = '';
   private streamClient: VolumeClient | undefined;
-  private connecting: Promise<VolumeIoStream> | undefined;
+  private connecting: Promise<VolumeIoChannel> | undefined;
   private readonly pending = new Set<Pending>();
   private sweep: NodeJS.Timeout | undefined;
   private streamsOpened = 0;
@@ -347,7 +351,7 @@ class VdiskLink {
   }
 
   /** The current stream, or a new one (one connect at a time; callers share it). */
-  private connected(deadlineMs: number): Promise<VolumeIoStream> {
+  private connected(deadlineMs: number): Promise<VolumeIoChannel> {
     const current = this.stream;
     if (current !== undefined && current.failed === undefined) return Promise.resolve(current);
     if (current !== undefined) {
@@ -367,7 +371,7 @@ class VdiskLink {
     return this.connecting;
   }
 
-  private async connect(deadlineMs: number): Promise<VolumeIoStream> {
+  private async connect(deadlineMs: number): Promise<VolumeIoChannel> {
     let backoffMs = EDGE_RECONNECT_MIN_MS;
     for (;;) {
       if (this.closed) throw edgeError(EdgeErrorCode.Closed, `vDisk ${this.name}: closed`);
@@ -388,7 +392,12 @@ class VdiskLink {
           this.location !== undefined && this.location.ownerAddress !== location.ownerAddress;
         this.location = location;
         const client = this.provider.client(location.ownerAddress);
-        const stream = client.openIo(this.name);
+        // The owner's data server when it has one (the data protocol: framed binary, no
+        // gRPC per request); the gRPC Io stream otherwise.
+        const stream: VolumeIoChannel =
+          location.ownerDataAddress !== ''
+            ? await VolumeDataStream.open(location.ownerDataAddress, this.name)
+            : client.openIo(this.name);
         this.stream = stream;
         this.streamClient = client;
         this.streamAddress = location.ownerAddress;
@@ -414,7 +423,7 @@ class VdiskLink {
   }
 
   /** Runs one request, on a new stream as often as needed, until the request deadline. */
-  private run<T>(op: (stream: VolumeIoStream) => Promise<T>): Promise<T> {
+  private run<T>(op: (stream: VolumeIoChannel) => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const entry: Pending = {
         deadlineMs: Date.now() + this.provider.requestTimeoutMs,
@@ -439,7 +448,10 @@ class VdiskLink {
     });
   }
 
-  private async attempt<T>(op: (stream: VolumeIoStream) => Promise<T>, entry: Pending): Promise<T> {
+  private async attempt<T>(
+    op: (stream: VolumeIoChannel) => Promise<T>,
+    entry: Pending,
+  ): Promise<T> {
     let backoffMs = EDGE_RECONNECT_MIN_MS;
     for (let tries = 0; ; tries += 1) {
       if (tries > 0) this.requestsRetried += 1;

@@ -181,6 +181,8 @@ export interface StorageRouterInfo {
   /** host:port of its VolumeService. */
   readonly address: string;
   readonly startedAtMs: number;
+  /** host:port of its data server (data-protocol.ts); absent or empty: none. */
+  readonly dataAddress?: string;
 }
 
 /** Where a vDisk is served: its owner, and the other storage routers to try if it is silent. */
@@ -192,6 +194,8 @@ export interface VdiskLocation {
   readonly ownerNodeId: string;
   /** The owner's VolumeService; empty when the owner never registered. */
   readonly ownerAddress: string;
+  /** The owner's data server (the data protocol); empty: only the gRPC Io stream. */
+  readonly ownerDataAddress: string;
   /** Every other registered storage router (the fail-over candidates), by node id. */
   readonly failoverRouters: readonly StorageRouterInfo[];
 }

@@ -304,7 +304,12 @@ export function scrubReportCopy(report: ScrubReport): ScrubReport {
 }
 
 export function routerCopy(info: StorageRouterInfo): StorageRouterInfo {
-  return { nodeId: info.nodeId, address: info.address, startedAtMs: info.startedAtMs };
+  return {
+    nodeId: info.nodeId,
+    address: info.address,
+    startedAtMs: info.startedAtMs,
+    dataAddress: info.dataAddress ?? '',
+  };
 }
 
 export function locationCopy(location: VdiskLocation): VdiskLocation {
@@ -315,6 +320,7 @@ export function locationCopy(location: VdiskLocation): VdiskLocation {
     clusterSizeBytes: location.clusterSizeBytes,
     ownerNodeId: location.ownerNodeId,
     ownerAddress: location.ownerAddress,
+    ownerDataAddress: location.ownerDataAddress ?? '',
     failoverRouters: location.failoverRouters.map(routerCopy),
   };
 }

@@ -410,8 +410,13 @@ export class VolumeManager implements VolumeManagerApi {
    * Registers this volumedriver's VolumeService address (after it is bound), so that edges
    * and other routers can find the owner of a vDisk. Overwrites an earlier record.
    */
-  async registerStorageRouter(address: string): Promise<StorageRouterInfo> {
-    const info: StorageRouterInfo = { nodeId: this.nodeId, address, startedAtMs: Date.now() };
+  async registerStorageRouter(address: string, dataAddress?: string): Promise<StorageRouterInfo> {
+    const info: StorageRouterInfo = {
+      nodeId: this.nodeId,
+      address,
+      startedAtMs: Date.now(),
+      ...(dataAddress === undefined ? {} : { dataAddress }),
+    };
     await this.registry.registerStorageRouter(info);
     return info;
   }
@@ -423,13 +428,15 @@ export class VolumeManager implements VolumeManagerApi {
   async locateVdisk(name: string): Promise<VdiskLocation> {
     const { record } = await this.versioned(name);
     const routers = await this.registry.listStorageRouters();
+    const owner = routers.find((r) => r.nodeId === record.ownerNodeId);
     return {
       vdiskName: record.name,
       vdiskId: record.id,
       sizeBytes: record.sizeBytes,
       clusterSizeBytes: record.clusterSizeBytes,
       ownerNodeId: record.ownerNodeId,
-      ownerAddress: routers.find((r) => r.nodeId === record.ownerNodeId)?.address ?? '',
+      ownerAddress: owner?.address ?? '',
+      ownerDataAddress: owner?.dataAddress ?? '',
       failoverRouters: routers.filter((r) => r.nodeId !== record.ownerNodeId),
     };
   }

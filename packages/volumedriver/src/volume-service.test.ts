@@ -87,6 +87,7 @@ class FakeManager implements VolumeManagerApi {
       clusterSizeBytes: info.clusterSizeBytes,
       ownerNodeId: info.ownerNodeId,
       ownerAddress: this.routers.find((r) => r.nodeId === info.ownerNodeId)?.address ?? '',
+      ownerDataAddress: '',
       failoverRouters: this.routers.filter((r) => r.nodeId !== info.ownerNodeId),
     };
   }

@@ -2,12 +2,14 @@ import type * as grpc from '@grpc/grpc-js';
 import type { KvStore } from '@shale/arakoon-kv';
 import {
   bindGrpcServer,
+  type FrameServerCounters,
   type MetricsServer,
   registerStatsCounters,
   shutdownGrpcServer,
   startMetricsServer,
 } from '@shale/common';
 import { Registry } from 'prom-client';
+import { VolumeDataServer } from './data-server.js';
 import { EngineVolumeBackend } from './engine-backend.js';
 import { VOLUME_SHUTDOWN_GRACE_MS } from './service-constants.js';
 import { ProxyVolumeBackend, type VolumeBackend } from './volume-backend.js';
@@ -43,6 +45,11 @@ export interface VolumedriverDaemonOptions {
    * edges and other routers). Default: host:port as bound.
    */
   readonly advertiseAddress?: string | undefined;
+  /**
+   * The data server's port (the data protocol, for remote edges); 0 or absent picks a free
+   * one. It is registered with the advertised host, so edges learn it from LocateVdisk.
+   */
+  readonly dataPort?: number | undefined;
   /** Serve Prometheus /metrics and /health here. */
   readonly metricsPort?: number | undefined;
   /** Where the volumedriver's log lines go (default: stderr, one line each). */
@@ -82,6 +89,27 @@ const SERVICE_COUNTER_ROWS: readonly (readonly [string, string, keyof VolumeServ
   ],
 ];
 
+/** The data server's counters (every connection of the data protocol), as Prometheus counters. */
+const DATA_COUNTER_ROWS: readonly (readonly [string, string, keyof FrameServerCounters])[] = [
+  [
+    'shale_volumedriver_data_connections_total',
+    'data protocol connections accepted',
+    'connections',
+  ],
+  ['shale_volumedriver_data_requests_total', 'data protocol requests started', 'requests'],
+  ['shale_volumedriver_data_error_replies_total', 'data protocol error replies', 'errorReplies'],
+  [
+    'shale_volumedriver_data_protocol_errors_total',
+    'data connections closed for breaking the protocol (GOAWAY)',
+    'protocolErrors',
+  ],
+  [
+    'shale_volumedriver_data_pauses_total',
+    'times a data connection stopped being read (its memory budget was full)',
+    'pauses',
+  ],
+];
+
 /** `shale volumedriver serve`: a VolumeManager behind the VolumeService. */
 export class VolumedriverDaemon {
   private constructor(
@@ -89,6 +117,8 @@ export class VolumedriverDaemon {
     private readonly closeBackend: () => Promise<void>,
     private readonly server: grpc.Server,
     private readonly metricsServer: MetricsServer | undefined,
+    /** The data protocol's server (data-server.ts). */
+    readonly dataServer: VolumeDataServer,
     readonly host: string,
     readonly port: number,
     /** The daemon's Prometheus registry (a co-located edge adds its metrics to it). */
@@ -145,9 +175,20 @@ export class VolumedriverDaemon {
       writeBufferSpace: () => manager.spaceStatus(),
     });
     let metricsServer: MetricsServer | undefined;
+    let dataServer: VolumeDataServer | undefined;
     try {
       const port = await bindGrpcServer(server, host, options.port);
-      await manager.registerStorageRouter(options.advertiseAddress ?? `${host}:${port}`);
+      dataServer = await VolumeDataServer.start({
+        manager,
+        host,
+        port: options.dataPort ?? 0,
+        log,
+      });
+      const started = dataServer;
+      registerStatsCounters(metricsRegistry, DATA_COUNTER_ROWS, () => started.counters);
+      const advertised = options.advertiseAddress ?? `${host}:${port}`;
+      const advertisedHost = advertised.slice(0, advertised.lastIndexOf(':'));
+      await manager.registerStorageRouter(advertised, `${advertisedHost}:${dataServer.port}`);
       if (options.metricsPort !== undefined) {
         metricsServer = await startMetricsServer(metricsRegistry, {
           host,
@@ -159,6 +200,7 @@ export class VolumedriverDaemon {
         closeBackend,
         server,
         metricsServer,
+        dataServer,
         host,
         port,
         metricsRegistry,
@@ -166,6 +208,7 @@ export class VolumedriverDaemon {
     } catch (err) {
       server.forceShutdown();
       await metricsServer?.close();
+      await dataServer?.close(0);
       await manager.close();
       await closeBackend();
       throw err;
@@ -179,7 +222,7 @@ export class VolumedriverDaemon {
    */
   async close(graceMs = VOLUME_SHUTDOWN_GRACE_MS): Promise<void> {
     await this.metricsServer?.close();
-    await shutdownGrpcServer(this.server, graceMs);
+    await Promise.all([shutdownGrpcServer(this.server, graceMs), this.dataServer.close(graceMs)]);
     await this.manager.close();
     await this.closeBackend();
   }

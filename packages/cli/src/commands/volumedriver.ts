@@ -46,7 +46,7 @@ const serve: Command = {
   summary:
     'run a volumedriver: vDisks on a local write buffer, their data in an ALBA backend, over gRPC',
   usage:
-    'shale volumedriver serve (--kv etcd://HOST:PORT,... | --kv kv://HOST:PORT | --kv-dir DIR) (--backend NAME [--engine-cache-dir DIR] [--engine-cache-bytes 256MiB] [--key-file FILE] | --proxy HOST:PORT) --dir DIR --port PORT [--host 127.0.0.1] [--metrics-port PORT] [--node-id ID] [--advertise HOST:PORT] [--data-at-risk-ms 30000] [--write-buffer-reserve 64MiB] [--write-buffer-margin 32MiB] [--cluster-cache-bytes 512MiB] [--sco-memory-bytes 256MiB] [--nbd-port PORT] [--nbd-max-buffered-bytes 512MiB]',
+    'shale volumedriver serve (--kv etcd://HOST:PORT,... | --kv kv://HOST:PORT | --kv-dir DIR) (--backend NAME [--engine-cache-dir DIR] [--engine-cache-bytes 256MiB] [--key-file FILE] | --proxy HOST:PORT) --dir DIR --port PORT [--host 127.0.0.1] [--metrics-port PORT] [--node-id ID] [--advertise HOST:PORT] [--data-at-risk-ms 30000] [--write-buffer-reserve 64MiB] [--write-buffer-margin 32MiB] [--cluster-cache-bytes 512MiB] [--sco-memory-bytes 256MiB] [--data-port PORT] [--nbd-port PORT] [--nbd-max-buffered-bytes 512MiB]',
   options: {
     ...KV_OPTIONS,
     backend: {
@@ -133,6 +133,12 @@ const serve: Command = {
         'memory for the clusters last written or read, shared by every vDisk (reads of them skip the SCO files)',
       default: `${CLUSTER_CACHE_DEFAULT_BYTES / (1024 * 1024)}MiB`,
     },
+    'data-port': {
+      type: 'string',
+      valueName: 'PORT',
+      description:
+        'the data protocol (remote edges send block I/O here; registered with the advertised host); default: a free port',
+    },
     'sco-memory-bytes': {
       type: 'string',
       valueName: 'SIZE',
@@ -184,6 +190,10 @@ const serve: Command = {
         nodeId,
         host: optionalString(values, 'host') ?? '127.0.0.1',
         port: parsePort(requireString(values, 'port'), 'port'),
+        dataPort:
+          values['data-port'] === undefined
+            ? undefined
+            : parsePort(requireString(values, 'data-port'), 'data-port'),
         advertiseAddress: optionalString(values, 'advertise'),
         dataAtRiskMaxMs: parseBoundMs(requireString(values, 'data-at-risk-ms')),
         writeBufferReserveBytes: parseSize(values, 'write-buffer-reserve'),
@@ -213,7 +223,7 @@ const serve: Command = {
         throw err;
       }
       process.stdout.write(
-        `${JSON.stringify({ event: 'listening', service: 'volumedriver', nodeId, address: daemon.address, port: daemon.port, metricsPort: daemon.metricsPort ?? null, nbdPort: edge?.port ?? null })}\n`,
+        `${JSON.stringify({ event: 'listening', service: 'volumedriver', nodeId, address: daemon.address, port: daemon.port, dataPort: daemon.dataServer.port, metricsPort: daemon.metricsPort ?? null, nbdPort: edge?.port ?? null })}\n`,
       );
       process.stderr.write(
         `volumedriver ${nodeId} serving on ${daemon.address}${edge === undefined ? '' : `, NBD on ${edge.host}:${edge.port}`}\n`,
