@@ -393,6 +393,9 @@ async function runShale(scratch: string): Promise<Record<string, Record<string, 
       volumedriver: [vd],
       ...backend,
     });
+    // The co-located vDisk's last writes finish uploading first: its backlog must not run
+    // under the remote edge's jobs.
+    await client.syncToBackend(EXPORT_NAME);
     const edge = await shale(
       'edge',
       ['edge', 'serve', '--volumedriver', `127.0.0.1:${vd.port}`, '--port', '0'],
