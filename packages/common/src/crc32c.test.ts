@@ -1,4 +1,4 @@
-// Proves crc32cCombine(crc(a), crc(b), len(b)) equals crc(a ++ b) for seeded random splits and lengths (SHALE_SEED replays).
+// Proves crc32cCombine(crc(a), crc(b), len(b)) equals crc(a ++ b) for seeded random splits and lengths (SHALE_SEED replays), and that the table CRC32C used for short inputs equals the native one.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
@@ -32,4 +32,15 @@ test('crc32cCombine matches the checksum of the concatenation', () => {
   }
   assert.equal(whole, crc32c(data));
   assert.equal(crc32cCombine(0x12345678, crc32c(Buffer.alloc(0)), 0), 0x12345678);
+});
+
+test('the table CRC32C for short inputs equals the native one, with and without a seed', async () => {
+  const { crc32c: native } = await import('@node-rs/crc32');
+  // The known answer: CRC32C("123456789") = 0xe3069283.
+  assert.equal(crc32c(Buffer.from('123456789')), 0xe3069283);
+  for (let length = 0; length < 300; length += 1) {
+    const data = randomBytes(length);
+    const seed = length % 3 === 0 ? 0 : randomBytes(4).readUInt32LE(0);
+    assert.equal(crc32c(data, seed), native(data, seed) >>> 0, `length ${length}`);
+  }
 });
