@@ -308,7 +308,7 @@ export function routerCopy(info: StorageRouterInfo): StorageRouterInfo {
     nodeId: info.nodeId,
     address: info.address,
     startedAtMs: info.startedAtMs,
-    dataAddress: info.dataAddress ?? '',
+    ...(info.dataAddress ? { dataAddress: info.dataAddress } : {}),
   };
 }
 

@@ -743,9 +743,13 @@ export class Volume implements VolumeIo {
         // is acknowledged only after both (recovery cuts a TLog at data that is missing).
         const appended = sco.appendQueued(part.map((p) => p.payload));
         this.laneWrite(appended.written);
-        for (let i = 0; i < part.length; i += 1) {
-          const payload = (part[i] as { payload: Buffer }).payload;
-          this.clusterCache.put(0, sco.scoNumber, appended.firstClusterOffset + i, payload);
+        // A SCO in memory serves reads of its clusters until it is uploaded; without memory
+        // the cluster cache takes a copy.
+        if (sco.memory === undefined) {
+          for (let i = 0; i < part.length; i += 1) {
+            const payload = (part[i] as { payload: Buffer }).payload;
+            this.clusterCache.put(0, sco.scoNumber, appended.firstClusterOffset + i, payload);
+          }
         }
         const entries: TLogEntry[] = new Array(part.length);
         for (let i = 0; i < part.length; i += 1) {
@@ -920,15 +924,19 @@ export class Volume implements VolumeIo {
     const sco = this.sco as ScoWriter;
     // Listed as local before it stops being current, so no read misses it in between.
     this.localScos.set(sco.scoNumber, sco.clusterCount * this.config.clusterSizeBytes);
+    // Its memory keeps serving reads while it seals (the same turn as `this.sco` changes).
+    if (sco.memory !== undefined) this.sealedMemory.set(sco.scoNumber, sco.memory);
     this.sco = undefined;
     let sealed: Awaited<ReturnType<ScoWriter['seal']>>;
     try {
       sealed = await sco.seal();
     } catch (err) {
-      if (sco.memory !== undefined) this.scoMemory.forget(sco.memory);
+      if (sco.memory !== undefined && this.sealedMemory.get(sco.scoNumber) === sco.memory) {
+        this.sealedMemory.delete(sco.scoNumber);
+        this.scoMemory.forget(sco.memory);
+      }
       throw err;
     }
-    if (sco.memory !== undefined) this.sealedMemory.set(sealed.scoNumber, sco.memory);
     this.laneWrite(
       this.tlog.append([
         {
@@ -1006,6 +1014,18 @@ export class Volume implements VolumeIo {
       const clusterStart = (from + i) * cs;
       const copyFrom = Math.max(offsetBytes, clusterStart);
       const copyTo = Math.min(end, clusterStart + cs);
+      const memory = (location.layer ?? 0) === 0 ? this.memoryOf(location.scoNumber) : undefined;
+      if (memory !== undefined) {
+        // Copied in the same turn as the lookup: the buffer cannot be recycled meanwhile.
+        const at = location.clusterOffset * cs;
+        memory.copy(
+          out,
+          copyFrom - offsetBytes,
+          at + copyFrom - clusterStart,
+          at + copyTo - clusterStart,
+        );
+        continue;
+      }
       const hit = this.clusterCache.copyOut(
         location.layer ?? 0,
         location.scoNumber,
@@ -1032,6 +1052,16 @@ export class Volume implements VolumeIo {
     }
   }
 
+  /**
+   * The memory of SCO `n` of this vDisk while it has one (the open SCO, or a sealed one
+   * not uploaded yet). Read it in the same turn: once uploaded, the buffer is recycled.
+   */
+  private memoryOf(n: number): Buffer | undefined {
+    const sco = this.sco;
+    if (sco !== undefined && sco.scoNumber === n) return sco.memory;
+    return this.sealedMemory.get(n);
+  }
+
   /** A whole cluster's current content (zeros if unmapped), for read-modify-write. */
   private async readClusterUnlocked(index: number): Promise<Buffer> {
     const [data] = await this.readClusters([index as ClusterIndex]);
@@ -1050,10 +1080,19 @@ export class Volume implements VolumeIo {
     const cs = this.config.clusterSizeBytes;
     const out: (Buffer | undefined)[] = new Array(locations.length);
     const remote = new Map<number, number[]>(); // layer -> positions
+    // Clusters of SCOs still in memory first, copied now (before any await).
+    for (let k = 0; k < locations.length; k += 1) {
+      const location = locations[k];
+      if (location === undefined || (location.layer ?? 0) !== 0) continue;
+      const memory = this.memoryOf(location.scoNumber);
+      if (memory === undefined) continue;
+      const at = location.clusterOffset * cs;
+      out[k] = Buffer.from(memory.subarray(at, at + cs));
+    }
     let i = 0;
     while (i < locations.length) {
       const location = locations[i];
-      if (location === undefined) {
+      if (location === undefined || out[i] !== undefined) {
         i += 1;
         continue;
       }
