@@ -23,7 +23,7 @@ import { VdErrorCode, vdError } from './errors.js';
 import {
   type BackendSlice,
   backendError,
-  LIST_PAGE_OBJECTS,
+  listAllObjects,
   type VolumeBackend,
 } from './volume-backend.js';
 
@@ -147,23 +147,11 @@ export class EngineVolumeBackend implements VolumeBackend {
     }
   }
 
-  async listObjects(ns: string, prefix: string): Promise<{ name: string; sizeBytes: number }[]> {
-    const out: { name: string; sizeBytes: number }[] = [];
-    let continuation: Buffer | undefined;
-    try {
-      for (;;) {
-        const page = await this.engine.listObjects(ns, {
-          prefix,
-          limit: LIST_PAGE_OBJECTS,
-          ...(continuation === undefined ? {} : { continuation }),
-        });
-        for (const o of page.objects) out.push({ name: o.name, sizeBytes: o.sizeBytes });
-        if (page.continuation === undefined) return out;
-        continuation = page.continuation;
-      }
-    } catch (err) {
-      throw backendError(err, `list ${ns}/${prefix}*`);
-    }
+  listObjects(ns: string, prefix: string): Promise<{ name: string; sizeBytes: number }[]> {
+    return listAllObjects(ns, prefix, async (options) => {
+      const page = await this.engine.listObjects(ns, options);
+      return { objects: page.objects, continuation: page.continuation };
+    });
   }
 
   /** Finishes the engine's background fragment writes, then closes its OSD connections. */

@@ -48,7 +48,37 @@ export function backendError(err: unknown, what: string): Error {
   return vdError(VdErrorCode.BackendError, `${what}: ${errorMessage(err)}`, { cause: err });
 }
 
-export const LIST_PAGE_OBJECTS = 1000;
+const LIST_PAGE_OBJECTS = 1000;
+
+/** One page of a listing: its objects and where the next starts (undefined: the last). */
+export interface ObjectPage {
+  readonly objects: readonly { name: string; sizeBytes: number | bigint | string }[];
+  readonly continuation: Buffer | undefined;
+}
+
+/** Every object of `ns` under `prefix`, page after page (for both kinds of proxy backend). */
+export async function listAllObjects(
+  ns: string,
+  prefix: string,
+  page: (options: { prefix: string; limit: number; continuation?: Buffer }) => Promise<ObjectPage>,
+): Promise<{ name: string; sizeBytes: number }[]> {
+  const out: { name: string; sizeBytes: number }[] = [];
+  let continuation: Buffer | undefined;
+  try {
+    for (;;) {
+      const next = await page({
+        prefix,
+        limit: LIST_PAGE_OBJECTS,
+        ...(continuation === undefined ? {} : { continuation }),
+      });
+      for (const o of next.objects) out.push({ name: o.name, sizeBytes: Number(o.sizeBytes) });
+      if (next.continuation === undefined) return out;
+      continuation = next.continuation;
+    }
+  } catch (err) {
+    throw backendError(err, `list ${ns}/${prefix}*`);
+  }
+}
 
 /** The ALBA proxy as a volume backend (one proxy serves one backend). */
 export class ProxyVolumeBackend implements VolumeBackend {
@@ -119,23 +149,15 @@ export class ProxyVolumeBackend implements VolumeBackend {
     }
   }
 
-  async listObjects(ns: string, prefix: string): Promise<{ name: string; sizeBytes: number }[]> {
-    const out: { name: string; sizeBytes: number }[] = [];
-    let continuation: Buffer | undefined;
-    try {
-      for (;;) {
-        const page = await this.client.listObjects(ns, {
-          prefix,
-          limit: LIST_PAGE_OBJECTS,
-          ...(continuation === undefined ? {} : { continuation }),
-        });
-        for (const o of page.objects) out.push({ name: o.name, sizeBytes: Number(o.sizeBytes) });
-        if (page.continuation.length === 0) return out;
-        continuation = page.continuation;
-      }
-    } catch (err) {
-      throw backendError(err, `list ${ns}/${prefix}*`);
-    }
+  listObjects(ns: string, prefix: string): Promise<{ name: string; sizeBytes: number }[]> {
+    return listAllObjects(ns, prefix, async (options) => {
+      const page = await this.client.listObjects(ns, options);
+      // The gRPC reply says "last page" with an empty continuation.
+      return {
+        objects: page.objects,
+        continuation: page.continuation.length === 0 ? undefined : page.continuation,
+      };
+    });
   }
 
   close(): void {

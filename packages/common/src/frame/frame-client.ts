@@ -15,6 +15,7 @@ import {
   frameError,
 } from './frame-format.js';
 import { encodeHello, readHelloReply } from './frame-hello.js';
+import { GatheredWriter } from './gathered-writer.js';
 
 export interface FrameClientOptions {
   readonly host: string;
@@ -63,9 +64,11 @@ export class FrameClient {
   private readonly waiting: { bytes: number; go: () => void }[] = [];
   private nextHandle = 1;
   private inFlightBytes = 0;
-  private corked = false;
+  private readonly writer: GatheredWriter;
   private failure: ShaleError | undefined;
   private readonly closedHandlers: ((err: ShaleError) => void)[] = [];
+  /** close() calls waiting for the last reply (or the failure). */
+  private readonly idleWaiters: (() => void)[] = [];
   private readonly payloadCrc: boolean;
   private readonly maxInFlightBytes: number;
 
@@ -77,6 +80,7 @@ export class FrameClient {
     options: FrameClientOptions,
     readonly what: string,
   ) {
+    this.writer = new GatheredWriter(socket);
     this.payloadCrc = options.payloadCrc ?? true;
     this.maxInFlightBytes = options.maxInFlightBytes ?? IN_FLIGHT_DEFAULT_BYTES;
   }
@@ -180,14 +184,14 @@ export class FrameClient {
         },
         request.payload,
       );
-      this.send(header, request.payload);
+      this.writer.write(header, request.payload);
     });
   }
 
   /** Closes after every pending request is answered. */
   async close(): Promise<void> {
     while (this.failure === undefined && this.pendingRequests > 0) {
-      await new Promise<void>((resolve) => this.onClosedOrIdle(resolve));
+      await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     }
     if (this.failure === undefined) {
       this.fail(frameError(FrameErrorCode.Closed, `${this.what}: closed`));
@@ -197,11 +201,6 @@ export class FrameClient {
   /** Cuts the connection: every pending request rejects with FRAME_CLOSED. */
   destroy(): void {
     this.fail(frameError(FrameErrorCode.Closed, `${this.what}: the connection was cut`));
-  }
-
-  private idleWaiters: (() => void)[] = [];
-  private onClosedOrIdle(wake: () => void): void {
-    this.idleWaiters.push(wake);
   }
 
   private attach(maxPayloadBytes: number): void {
@@ -220,19 +219,6 @@ export class FrameClient {
       this.fail(frameError(FrameErrorCode.Closed, `${this.what}: the connection closed`)),
     );
     this.socket.resume();
-  }
-
-  private send(header: Buffer, payload: Buffer | undefined): void {
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
-    }
-    this.socket.write(header);
-    if (payload !== undefined && payload.length > 0) this.socket.write(payload);
   }
 
   private onFrame(frame: Frame): void {

@@ -13,6 +13,7 @@ import {
   frameError,
 } from './frame-format.js';
 import { readHello } from './frame-hello.js';
+import { GatheredWriter } from './gathered-writer.js';
 
 /**
  * What a service does with the requests of one connection. `handle` answers one request:
@@ -86,7 +87,7 @@ class FrameServerConnection {
   private heldBytes = 0;
   private version = 0;
   private paused = false;
-  private corked = false;
+  private readonly writer: GatheredWriter;
   private done = false;
   private readonly maxBuffered: number;
   private readonly maxPayload: number;
@@ -97,6 +98,7 @@ class FrameServerConnection {
     private readonly session: FrameSession,
     private readonly options: FrameServerOptions,
   ) {
+    this.writer = new GatheredWriter(socket);
     this.maxBuffered = options.maxBufferedBytes ?? BUFFERED_DEFAULT_BYTES;
     this.maxPayload = options.maxPayloadBytes ?? FRAME_MAX_PAYLOAD_DEFAULT_BYTES;
     this.counters = options.counters ?? createFrameServerCounters();
@@ -212,16 +214,7 @@ class FrameServerConnection {
       { version: this.version || 1, op: request.op, flags, handle: request.handle, status },
       payload,
     );
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
-    }
-    this.socket.write(header);
-    if (payload !== undefined && payload.length > 0) this.socket.write(payload);
+    this.writer.write(header, payload);
   }
 
   /** Stops reading while the connection holds too much; reads again once it drained. */
