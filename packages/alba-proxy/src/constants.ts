@@ -155,3 +155,9 @@ export const MAINTENANCE_VERIFY_INTERVAL_MS = 24 * 60 * 60 * 1000;
 export const MAINTENANCE_MAX_REPORTED_UNRECOVERABLE = 1000;
 /** Compare-and-swap attempts of one manifest update by maintenance. */
 export const MAINTENANCE_CAS_ATTEMPTS = 4;
+/**
+ * An OSD client asks its ASD's stats for the data protocol port at most this often, when
+ * it has none (an ASD without a data server, or one whose data connection failed); the
+ * calls in between go over gRPC.
+ */
+export const OSD_DATA_REDISCOVER_MS = 5000;

@@ -1,4 +1,6 @@
-import { AsdClient, type ItemResult, type Slice } from '@shale/asd';
+import { AsdClient, AsdDataClient, AsdErrorCode, type ItemResult, type Slice } from '@shale/asd';
+import { isShaleError } from '@shale/common';
+import { OSD_DATA_REDISCOVER_MS } from './constants.js';
 
 /**
  * An OSD: something that stores fragments. Today an ASD; the contract is shaped so that a
@@ -55,27 +57,48 @@ export interface OsdAddress {
   readonly address: string;
 }
 
-/** An ASD as an OSD. */
+/**
+ * An ASD as an OSD. The bulk calls (put, get, ranged get) go over the ASD's data server
+ * (Shale's frame protocol: no protobuf, no HTTP/2, fragments sent as one frame) when its
+ * gRPC stats name a `dataPort`; everything else, and every call to an ASD that names none
+ * (an older version), goes over gRPC. The data port is asked once, and again after the
+ * data connection could not be made (a restarted ASD may listen on another port); while
+ * it is unknown the calls use gRPC.
+ */
 export class AsdOsd implements Osd {
   readonly osdId: string;
   readonly nodeId: string;
   private readonly client: AsdClient;
+  private readonly host: string;
+  private readonly deadlineMs: number;
+  /** The data client, undefined when the ASD has none; pending while stats are asked. */
+  private data: Promise<AsdDataClient | undefined> | undefined;
+  private dataAskedAtMs = 0;
+  private closed = false;
 
   constructor(address: OsdAddress, options: { deadlineMs?: number } = {}) {
     this.osdId = address.osdId;
     this.nodeId = address.nodeId;
-    this.client = new AsdClient(address.address, { deadlineMs: options.deadlineMs ?? 10_000 });
+    this.deadlineMs = options.deadlineMs ?? 10_000;
+    this.client = new AsdClient(address.address, { deadlineMs: this.deadlineMs });
+    this.host = hostOf(address.address);
   }
 
   async putFragments(items: readonly FragmentWrite[], options: OsdCallOptions = {}): Promise<void> {
-    await this.client.put(items, options);
+    await this.bulk(
+      (data) => data.put(items, options),
+      () => this.client.put(items, options),
+    );
   }
 
   async getFragments(
     keys: readonly Uint8Array[],
     options: OsdCallOptions = {},
   ): Promise<ItemResult<Buffer>[]> {
-    const results = await this.client.get(keys, options);
+    const results = await this.bulk(
+      (data) => data.get(keys, options),
+      () => this.client.get(keys, options),
+    );
     return results.map((result) => (result.ok ? { ok: true, value: result.value.value } : result));
   }
 
@@ -83,7 +106,63 @@ export class AsdOsd implements Osd {
     slices: readonly Slice[],
     options: OsdCallOptions = {},
   ): Promise<ItemResult<Buffer>[]> {
-    return this.client.getRanges(slices, options);
+    return this.bulk(
+      (data) => data.getRanges(slices, options),
+      () => this.client.getRanges(slices, options),
+    );
+  }
+
+  /**
+   * One bulk call: over the data client when there is one, else gRPC. A data call that
+   * could not be sent (no connection: the port may have changed) forgets the port and
+   * goes over gRPC instead; any other failure is the call's answer.
+   */
+  private async bulk<T>(
+    overData: (data: AsdDataClient) => Promise<T>,
+    overGrpc: () => Promise<T>,
+  ): Promise<T> {
+    const data = await this.dataClient();
+    if (data === undefined) return overGrpc();
+    try {
+      return await overData(data);
+    } catch (err) {
+      if (!isShaleError(err, AsdErrorCode.Unavailable) || err.details.sent !== 'no') throw err;
+      this.forgetData(data);
+      return overGrpc();
+    }
+  }
+
+  private dataClient(): Promise<AsdDataClient | undefined> {
+    const now = Date.now();
+    if (
+      this.data === undefined &&
+      !this.closed &&
+      now - this.dataAskedAtMs >= OSD_DATA_REDISCOVER_MS
+    ) {
+      this.dataAskedAtMs = now;
+      const asked = this.client.stats({ deadlineMs: Math.min(this.deadlineMs, 2000) }).then(
+        (stats) => {
+          if (stats.dataPort > 0 && !this.closed)
+            return new AsdDataClient(this.host, stats.dataPort, { deadlineMs: this.deadlineMs });
+          // No data server (an older ASD): gRPC; ask again later, it may be upgraded.
+          if (this.data === asked) this.data = undefined;
+          return undefined;
+        },
+        () => {
+          // Not reachable now: gRPC answers this call (with its own error); ask again later.
+          if (this.data === asked) this.data = undefined;
+          return undefined;
+        },
+      );
+      this.data = asked;
+    }
+    return this.data ?? Promise.resolve(undefined);
+  }
+
+  private forgetData(data: AsdDataClient): void {
+    data.close();
+    this.data = undefined;
+    this.dataAskedAtMs = 0;
   }
 
   async deleteFragments(keys: readonly Uint8Array[], options: OsdCallOptions = {}): Promise<void> {
@@ -113,6 +192,16 @@ export class AsdOsd implements Osd {
   }
 
   close(): void {
+    this.closed = true;
     this.client.close();
+    void this.data?.then((data) => data?.close());
+    this.data = undefined;
   }
+}
+
+/** The host of a gRPC address "host:port" or "[v6]:port". */
+function hostOf(address: string): string {
+  const cut = address.lastIndexOf(':');
+  const host = cut < 0 ? address : address.slice(0, cut);
+  return host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
 }

@@ -153,7 +153,10 @@ export class AsdClient {
     }
   }
 
-  async stats(options: CallOptions = {}): Promise<AsdStats & { version: string }> {
+  /** `dataPort`: the ASD's data protocol port on the same host (0: none, use gRPC). */
+  async stats(
+    options: CallOptions = {},
+  ): Promise<AsdStats & { version: string; dataPort: number }> {
     return this.call<WireStatsResponse>('stats', {}, true, options);
   }
 

@@ -56,3 +56,14 @@ export const DIRECT_WRITE_ALIGN_BYTES = 4096;
 export const DIRECT_WRITE_BUFFER_BYTES = 4 * 1024 * 1024;
 /** Staging buffers at most (memory: this x DIRECT_WRITE_BUFFER_BYTES); past it writes are buffered. */
 export const DIRECT_WRITE_BUFFERS_MAX = 16;
+/**
+ * Data protocol (data-server.ts): the largest frame payload, a whole call plus room for the
+ * index and keys (1,024 x (12 B + 1 KiB) ~ 1 MiB), as on gRPC.
+ */
+export const DATA_MAX_PAYLOAD_BYTES = MAX_CALL_BYTES + 4 * 1024 * 1024;
+/** Bytes one data connection may hold (requests being served, replies unsent) before it is not read. */
+export const DATA_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
+/** Data client: request and expected reply bytes in flight on its one connection. */
+export const DATA_CLIENT_MAX_IN_FLIGHT_BYTES = 128 * 1024 * 1024;
+/** Data client: connecting and the HELLO exchange, at most. */
+export const DATA_CLIENT_CONNECT_TIMEOUT_MS = 3000;

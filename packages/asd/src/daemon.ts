@@ -6,6 +6,7 @@ import {
   shutdownGrpcServer,
   startMetricsServer,
 } from '@shale/common';
+import { AsdDataServer } from './data-server.js';
 import { createAsdGrpcServer } from './grpc-server.js';
 import { AsdMetrics } from './metrics.js';
 import { AsdStore } from './object-store.js';
@@ -16,6 +17,8 @@ export interface AsdDaemonOptions {
   /** 0 picks a free port. */
   readonly port: number;
   readonly metricsPort?: number | undefined;
+  /** The data protocol server's port (fragment puts and gets); 0 or undefined picks a free one. */
+  readonly dataPort?: number | undefined;
   readonly nodeId?: string | undefined;
   readonly asdId?: string | undefined;
   readonly claim?: boolean | undefined;
@@ -24,16 +27,21 @@ export interface AsdDaemonOptions {
   readonly log?: ((line: string) => void) | undefined;
 }
 
-/** `shale asd serve`: the store, its gRPC service and its metrics endpoint. */
+/** `shale asd serve`: the store, its gRPC service, its data server and its metrics endpoint. */
 export class AsdDaemon {
   private constructor(
     readonly store: AsdStore,
     readonly metrics: AsdMetrics,
     private readonly server: grpc.Server,
+    private readonly dataServer: AsdDataServer,
     private readonly metricsServer: MetricsServer | undefined,
     readonly host: string,
     readonly port: number,
   ) {}
+
+  get dataPort(): number {
+    return this.dataServer.port;
+  }
 
   get metricsPort(): number | undefined {
     return this.metricsServer?.port;
@@ -61,9 +69,15 @@ export class AsdDaemon {
       inflightPutBytes: () => store.snapshot().inflightPutBytes,
     });
     store.metrics = metrics;
-    const server = createAsdGrpcServer(store, metrics);
+    let dataServer: AsdDataServer | undefined;
+    const server = createAsdGrpcServer(store, metrics, () => dataServer?.port ?? 0);
     let metricsServer: MetricsServer | undefined;
     try {
+      dataServer = await AsdDataServer.start(store, metrics, {
+        host,
+        port: options.dataPort ?? 0,
+        log: options.log,
+      });
       const port = await bindGrpcServer(server, host, options.port);
       if (options.metricsPort !== undefined) {
         metricsServer = await startMetricsServer(metrics.registry, {
@@ -72,9 +86,10 @@ export class AsdDaemon {
           health: async () => store.health().status === 'ok',
         });
       }
-      return new AsdDaemon(store, metrics, server, metricsServer, host, port);
+      return new AsdDaemon(store, metrics, server, dataServer, metricsServer, host, port);
     } catch (err) {
       server.forceShutdown();
+      await dataServer?.stop(0);
       await metricsServer?.close();
       await store.close();
       throw err;
@@ -83,7 +98,7 @@ export class AsdDaemon {
 
   /** Stops taking calls, lets the ones in progress finish (up to graceMs), closes the store. */
   async stop(graceMs = 5000): Promise<void> {
-    await shutdownGrpcServer(this.server, graceMs);
+    await Promise.all([shutdownGrpcServer(this.server, graceMs), this.dataServer.stop(graceMs)]);
     await this.metricsServer?.close();
     await this.store.close();
   }

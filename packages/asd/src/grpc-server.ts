@@ -24,7 +24,12 @@ import {
 type Op = 'put' | 'get' | 'get_ranges' | 'delete' | 'list' | 'stats' | 'health';
 
 /** Binds the store to the gRPC service: decoding, metrics and the error table, nothing else. */
-export function createAsdGrpcServer(store: AsdStore, metrics: AsdMetrics): grpc.Server {
+export function createAsdGrpcServer(
+  store: AsdStore,
+  metrics: AsdMetrics,
+  /** The data server's port, for stats (0: none). */
+  dataPort: () => number = () => 0,
+): grpc.Server {
   const server = new grpc.Server({
     'grpc.max_receive_message_length': MAX_GRPC_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_GRPC_MESSAGE_BYTES,
@@ -131,7 +136,7 @@ export function createAsdGrpcServer(store: AsdStore, metrics: AsdMetrics): grpc.
 
     stats: unary<Record<string, never>, WireStatsResponse>('stats', async () => {
       const stats = await store.stats();
-      return { ...stats, version: ASD_VERSION };
+      return { ...stats, version: ASD_VERSION, dataPort: dataPort() };
     }),
 
     health: unary<Record<string, never>, WireHealthResponse>('health', async () => {

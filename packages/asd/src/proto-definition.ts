@@ -72,6 +72,8 @@ export interface WireStatsResponse {
   version: string;
   filesystemId: string;
   lastNoSpaceAtMs: number;
+  /** 0 when the ASD has no data server (older versions). */
+  dataPort: number;
 }
 export interface WireHealthResponse {
   status: string;

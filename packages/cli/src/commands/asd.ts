@@ -14,7 +14,7 @@ const serve: Command = {
   name: 'serve',
   summary: 'run an ASD: one daemon owning one disk directory, serving fragment objects over gRPC',
   usage:
-    'shale asd serve --dir DIR --port PORT [--host 127.0.0.1] [--metrics-port PORT] [--node-id NODE] [--claim]',
+    'shale asd serve --dir DIR --port PORT [--host 127.0.0.1] [--data-port PORT] [--metrics-port PORT] [--node-id NODE] [--claim]',
   options: {
     dir: {
       type: 'string',
@@ -27,6 +27,12 @@ const serve: Command = {
       valueName: 'HOST',
       description: 'address to listen on',
       default: '127.0.0.1',
+    },
+    'data-port': {
+      type: 'string',
+      valueName: 'PORT',
+      description:
+        'data protocol port: fragment puts and gets over Shale frames, on the same host (default 0: pick a free one; stats report it)',
     },
     'metrics-port': {
       type: 'string',
@@ -74,6 +80,10 @@ const serve: Command = {
       dir: requireString(values, 'dir'),
       port: parsePort(requireString(values, 'port'), 'port'),
       host: optionalString(values, 'host'),
+      dataPort:
+        values['data-port'] === undefined
+          ? 0
+          : parsePort(requireString(values, 'data-port'), 'data-port'),
       metricsPort:
         values['metrics-port'] === undefined
           ? undefined
@@ -96,10 +106,10 @@ const serve: Command = {
         : `, metrics on http://${daemon.host}:${daemon.metricsPort}/metrics`;
     // One machine-readable line on stdout: tests and `shale up` wait for it.
     process.stdout.write(
-      `${JSON.stringify({ event: 'listening', service: 'asd', asdId: daemon.store.identity.asdId, nodeId: daemon.store.identity.nodeId, address: daemon.address, port: daemon.port, metricsPort: daemon.metricsPort ?? null })}\n`,
+      `${JSON.stringify({ event: 'listening', service: 'asd', asdId: daemon.store.identity.asdId, nodeId: daemon.store.identity.nodeId, address: daemon.address, port: daemon.port, dataPort: daemon.dataPort, metricsPort: daemon.metricsPort ?? null })}\n`,
     );
     process.stderr.write(
-      `asd ${daemon.store.identity.asdId} serving ${daemon.store.dir} on ${daemon.address}${metrics}\n`,
+      `asd ${daemon.store.identity.asdId} serving ${daemon.store.dir} on ${daemon.address} (data protocol on port ${daemon.dataPort})${metrics}\n`,
     );
     const signal = await shutdown;
     process.stderr.write(`asd ${daemon.store.identity.asdId}: ${signal}, stopping\n`);
