@@ -2,6 +2,7 @@ import os from 'node:os';
 import type * as grpc from '@grpc/grpc-js';
 import {
   bindGrpcServer,
+  type FrameServerCounters,
   type MetricsServer,
   shutdownGrpcServer,
   startMetricsServer,
@@ -19,6 +20,8 @@ export interface AsdDaemonOptions {
   readonly metricsPort?: number | undefined;
   /** The data protocol server's port (fragment puts and gets); 0 or undefined picks a free one. */
   readonly dataPort?: number | undefined;
+  /** false: no data server, gRPC only (stats report dataPort 0, as an older ASD). */
+  readonly dataServer?: boolean | undefined;
   readonly nodeId?: string | undefined;
   readonly asdId?: string | undefined;
   readonly claim?: boolean | undefined;
@@ -33,14 +36,20 @@ export class AsdDaemon {
     readonly store: AsdStore,
     readonly metrics: AsdMetrics,
     private readonly server: grpc.Server,
-    private readonly dataServer: AsdDataServer,
+    private readonly dataServer: AsdDataServer | undefined,
     private readonly metricsServer: MetricsServer | undefined,
     readonly host: string,
     readonly port: number,
   ) {}
 
+  /** 0 when this daemon runs without a data server. */
   get dataPort(): number {
-    return this.dataServer.port;
+    return this.dataServer?.port ?? 0;
+  }
+
+  /** The data server's counters (connections, requests, protocol errors). */
+  get dataCounters(): FrameServerCounters | undefined {
+    return this.dataServer?.counters;
   }
 
   get metricsPort(): number | undefined {
@@ -73,11 +82,13 @@ export class AsdDaemon {
     const server = createAsdGrpcServer(store, metrics, () => dataServer?.port ?? 0);
     let metricsServer: MetricsServer | undefined;
     try {
-      dataServer = await AsdDataServer.start(store, metrics, {
-        host,
-        port: options.dataPort ?? 0,
-        log: options.log,
-      });
+      if (options.dataServer !== false) {
+        dataServer = await AsdDataServer.start(store, metrics, {
+          host,
+          port: options.dataPort ?? 0,
+          log: options.log,
+        });
+      }
       const port = await bindGrpcServer(server, host, options.port);
       if (options.metricsPort !== undefined) {
         metricsServer = await startMetricsServer(metrics.registry, {
@@ -98,7 +109,7 @@ export class AsdDaemon {
 
   /** Stops taking calls, lets the ones in progress finish (up to graceMs), closes the store. */
   async stop(graceMs = 5000): Promise<void> {
-    await Promise.all([shutdownGrpcServer(this.server, graceMs), this.dataServer.stop(graceMs)]);
+    await Promise.all([shutdownGrpcServer(this.server, graceMs), this.dataServer?.stop(graceMs)]);
     await this.metricsServer?.close();
     await this.store.close();
   }
