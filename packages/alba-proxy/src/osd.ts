@@ -126,7 +126,12 @@ export class AsdOsd implements Osd {
     try {
       return await overData(data);
     } catch (err) {
-      if (!isShaleError(err, AsdErrorCode.Unavailable) || err.details.sent !== 'no') throw err;
+      // Not sent: no connection (the port may have changed), or the client was closed
+      // under a call waiting to retry (another call forgot it).
+      const unsent =
+        (isShaleError(err, AsdErrorCode.Unavailable) || isShaleError(err, AsdErrorCode.Closed)) &&
+        err.details.sent === 'no';
+      if (!unsent) throw err;
       this.forgetData(data);
       return overGrpc();
     }
@@ -161,8 +166,13 @@ export class AsdOsd implements Osd {
 
   private forgetData(data: AsdDataClient): void {
     data.close();
-    this.data = undefined;
-    this.dataAskedAtMs = 0;
+    // Only the data client of now: a call that failed on an older one changes nothing.
+    void this.data?.then((current) => {
+      if (current === data) {
+        this.data = undefined;
+        this.dataAskedAtMs = 0;
+      }
+    });
   }
 
   async deleteFragments(keys: readonly Uint8Array[], options: OsdCallOptions = {}): Promise<void> {

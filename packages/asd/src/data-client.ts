@@ -39,10 +39,12 @@ export interface AsdDataClientOptions {
  * connection, many requests in flight, made on first use and again after it failed.
  * Same results and codes as AsdClient, and the same retry rules: any call on ASD_BUSY,
  * reads also on a lost connection; a put whose connection broke after it was sent is not
- * retried (it may have committed).
+ * retried (it may have committed). A connection that cannot be made is not retried here:
+ * the caller decides (AsdOsd goes over gRPC and asks the ASD for its data port again).
  *
  * Failures of the hop become ASD codes: no connection, a lost one or a GOAWAY is
- * ASD_UNAVAILABLE (details.sent "no" when the request never left: safe to send elsewhere),
+ * ASD_UNAVAILABLE (details.sent "no" when the request never left: safe to send elsewhere;
+ * so is a call refused because the client was closed, ASD_CLOSED),
  * a deadline ASD_DEADLINE_EXCEEDED. A request that timed out keeps its slot until its late
  * reply arrives or the connection dies (the frame layer has no cancel).
  */
@@ -122,12 +124,16 @@ export class AsdDataClient {
     ).map((result) => (result.ok ? { ok: true, value: result.value.value } : result));
   }
 
+  /**
+   * No new calls (ASD_CLOSED, details.sent "no"); the connection closes once the requests
+   * already sent are answered.
+   */
   close(): void {
     this.closed = true;
     const connection = this.connection;
     this.connection = undefined;
     connection?.then(
-      (client) => client.destroy(),
+      (client) => client.close(),
       () => undefined,
     );
   }
@@ -144,8 +150,7 @@ export class AsdDataClient {
       } catch (err) {
         const retryable =
           isShaleError(err, AsdErrorCode.Busy) ||
-          (isShaleError(err, AsdErrorCode.Unavailable) &&
-            (idempotent || err.details.sent === 'no'));
+          (idempotent && isShaleError(err, AsdErrorCode.Unavailable) && err.details.sent === 'yes');
         const backoffMs = CLIENT_RETRY_BACKOFF_MS * 2 ** (attempt - 1);
         if (!retryable || attempt >= this.maxAttempts || Date.now() + backoffMs >= deadline)
           throw err;
@@ -183,7 +188,11 @@ export class AsdDataClient {
 
   /** The connection, made if there is none (or the last one failed). */
   private async connect(deadline: number): Promise<FrameClient> {
-    if (this.closed) throw asdError(AsdErrorCode.Closed, `ASD data client ${this.address} closed`);
+    if (this.closed) {
+      throw asdError(AsdErrorCode.Closed, `ASD data client ${this.address} closed`, {
+        details: { sent: 'no' },
+      });
+    }
     const known = this.connection;
     if (known !== undefined) {
       const client = await known.catch(() => undefined);
