@@ -5,6 +5,7 @@ import {
   FrameClient,
   FrameErrorCode,
   FrameFlag,
+  type FrameRequest,
   isShaleError,
   ShaleError,
 } from '@shale/common';
@@ -67,11 +68,11 @@ export class AsdDataClient {
 
   /** Stores all items or none; resolves when they are durable. Returns each value's CRC32C. */
   async put(items: readonly PutItem[], options: { deadlineMs?: number } = {}): Promise<number[]> {
-    // One copy of the values into the frame: FrameClient sends one payload buffer.
-    const payload = Buffer.concat(encodePutRequest(items));
-    // No PAYLOAD_CRC: each value's CRC32C is in the index (the ASD checks it while it
-    // computes its block checksums) and the index has its own.
-    const reply = await this.call({ op: AsdDataOp.Put, payload }, false, options);
+    // The index, then the values as they are (a gathered write, no copy). No PAYLOAD_CRC:
+    // each value's CRC32C is in the index (the ASD checks it while it computes its block
+    // checksums) and the index has its own.
+    const payloadParts = encodePutRequest(items);
+    const reply = await this.call({ op: AsdDataOp.Put, payloadParts }, false, options);
     return decodePutReply(reply.payload, items.length);
   }
 
@@ -139,7 +140,7 @@ export class AsdDataClient {
   }
 
   private async call(
-    request: { op: number; flags?: number; payload: Buffer; replyBytes?: number },
+    request: FrameRequest,
     idempotent: boolean,
     options: { deadlineMs?: number },
   ): Promise<Frame> {
@@ -159,10 +160,7 @@ export class AsdDataClient {
     }
   }
 
-  private async callOnce(
-    request: { op: number; flags?: number; payload: Buffer; replyBytes?: number },
-    deadline: number,
-  ): Promise<Frame> {
+  private async callOnce(request: FrameRequest, deadline: number): Promise<Frame> {
     const client = await this.connect(deadline);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {

@@ -279,7 +279,8 @@ export function decodeItemsReply(
   const indexEnd = PREFIX_BYTES + count * RESULT_ENTRY_BYTES;
   checkIndexCrc(payload, indexEnd, what);
   let end = indexEnd;
-  for (let i = 0; i < count; i += 1) end += payload.readUInt32LE(PREFIX_BYTES + i * 12 + 4);
+  for (let i = 0; i < count; i += 1)
+    end += payload.readUInt32LE(PREFIX_BYTES + i * RESULT_ENTRY_BYTES + 4);
   if (end !== payload.length) {
     throw malformed(what, `the index says ${end} B, the reply has ${payload.length} B`);
   }

@@ -14,6 +14,7 @@ import {
   FrameClient,
   FrameDecoder,
   FrameErrorCode,
+  FrameFlag,
   FrameOp,
   isShaleError,
   ShaleError,
@@ -139,6 +140,25 @@ test("the ASD's own checks come back as error replies with their codes; the conn
 
 const connectRaw = () =>
   FrameClient.connect({ host: '127.0.0.1', port: daemon.dataPort, payloadCrc: false });
+
+test('a PUT sent in pieces with the frame PAYLOAD_CRC over all of them is stored (gathered write)', async () => {
+  const client = await connectRaw();
+  try {
+    const values = [randomBytes(70_000), randomBytes(3)];
+    const parts = encodePutRequest(values.map((value, i) => ({ key: k(`p/${i}`), value })));
+    assert.equal(parts.length, 3, 'the index, then each value as it is');
+    const reply = await client.request({
+      op: AsdDataOp.Put,
+      flags: FrameFlag.PayloadCrc,
+      payloadParts: parts,
+    });
+    assert.equal(reply.payload.readUInt32LE(0), crc32c(values[0] as Buffer));
+    const got = await data.get([k('p/0'), k('p/1')]);
+    assert.ok(got.every((r, i) => r.ok && r.value.value.equals(values[i] as Buffer)));
+  } finally {
+    await client.close();
+  }
+});
 
 /** A request on its own connection: that connection must end with `code`. */
 async function goAwayWith(

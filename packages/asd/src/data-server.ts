@@ -110,7 +110,9 @@ export class AsdDataServer {
           const crcs = await this.store.put(items);
           // Durability: every value and its index record are on stable storage (the store's
           // put resolves after the fsync of its commit); only then the reply goes out.
-          this.metrics.bytes.inc({ direction: 'in' }, frame.payload.length);
+          let bytesIn = 0;
+          for (const item of items) bytesIn += item.value.length;
+          this.metrics.bytes.inc({ direction: 'in' }, bytesIn);
           return encodePutReply(crcs);
         });
       }

@@ -36,6 +36,11 @@ export interface FrameRequest {
   readonly offset?: number;
   readonly extent?: number;
   readonly payload?: Buffer;
+  /**
+   * Instead of `payload`: the payload as pieces sent back to back in the same gathered
+   * write (no copy into one buffer; e.g. an index, then fragments as they are).
+   */
+  readonly payloadParts?: readonly Buffer[];
   /** The reply's expected payload (a read's length): counted against the in-flight budget. */
   readonly replyBytes?: number;
 }
@@ -152,7 +157,9 @@ export class FrameClient {
   /** Sends a request; resolves with its OK reply, rejects with its error reply's code. */
   async request(request: FrameRequest): Promise<Frame> {
     if (this.failure !== undefined) throw this.failure;
-    const payloadBytes = request.payload?.length ?? 0;
+    const parts = request.payloadParts ?? (request.payload === undefined ? [] : [request.payload]);
+    let payloadBytes = 0;
+    for (const part of parts) payloadBytes += part.length;
     if (payloadBytes > this.serverMaxPayloadBytes) {
       throw frameError(
         FrameErrorCode.TooLarge,
@@ -182,9 +189,9 @@ export class FrameClient {
           offset: request.offset ?? 0,
           extent: request.extent ?? 0,
         },
-        request.payload,
+        parts,
       );
-      this.writer.write(header, request.payload);
+      this.writer.write(header, parts);
     });
   }
 

@@ -91,16 +91,27 @@ const TWO_32 = 2 ** 32;
  * Encodes a header for `payload` into a new 40-byte Buffer. With the PAYLOAD_CRC flag the
  * payload's CRC32C is computed here. Fields out of range are a programmer error (thrown).
  */
-export function encodeFrameHeader(fields: FrameFields, payload?: Uint8Array): Buffer {
+export function encodeFrameHeader(
+  fields: FrameFields,
+  payload?: Uint8Array | readonly Uint8Array[],
+): Buffer {
   const header = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
   writeFrameHeader(header, fields, payload);
   return header;
 }
 
-export function writeFrameHeader(header: Buffer, fields: FrameFields, payload?: Uint8Array): void {
+/** `payload` may be pieces sent back to back (a gathered write): length and CRC of them all. */
+export function writeFrameHeader(
+  header: Buffer,
+  fields: FrameFields,
+  payload?: Uint8Array | readonly Uint8Array[],
+): void {
   const flags = fields.flags ?? 0;
   const offset = fields.offset ?? 0;
-  const payloadBytes = payload?.length ?? 0;
+  const parts: readonly Uint8Array[] =
+    payload === undefined ? [] : payload instanceof Uint8Array ? [payload] : payload;
+  let payloadBytes = 0;
+  for (const part of parts) payloadBytes += part.length;
   if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`frame offset ${offset}`);
   for (const [name, value] of [
     ['handle', fields.handle],
@@ -120,10 +131,10 @@ export function writeFrameHeader(header: Buffer, fields: FrameFields, payload?: 
   header.writeUInt32LE(Math.floor(offset / TWO_32), 20);
   header.writeUInt32LE(fields.extent ?? 0, 24);
   header.writeUInt32LE(payloadBytes, 28);
-  header.writeUInt32LE(
-    (flags & FrameFlag.PayloadCrc) !== 0 && payload !== undefined ? crc32c(payload) : 0,
-    32,
-  );
+  let payloadCrc = 0;
+  if ((flags & FrameFlag.PayloadCrc) !== 0)
+    for (const part of parts) payloadCrc = crc32c(part, payloadCrc);
+  header.writeUInt32LE(payloadCrc, 32);
   header.writeUInt32LE(crc32c(header.subarray(0, 36)), 36);
 }
 

@@ -10,7 +10,7 @@ export class GatheredWriter {
 
   constructor(private readonly socket: net.Socket) {}
 
-  write(header: Buffer, payload: Buffer | undefined): void {
+  write(header: Buffer, payload: Buffer | readonly Buffer[] | undefined): void {
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
@@ -20,6 +20,11 @@ export class GatheredWriter {
       });
     }
     this.socket.write(header);
-    if (payload !== undefined && payload.length > 0) this.socket.write(payload);
+    if (payload === undefined) return;
+    if (Buffer.isBuffer(payload)) {
+      if (payload.length > 0) this.socket.write(payload);
+      return;
+    }
+    for (const part of payload) if (part.length > 0) this.socket.write(part);
   }
 }
