@@ -161,3 +161,5 @@ export const MAINTENANCE_CAS_ATTEMPTS = 4;
  * calls in between go over gRPC.
  */
 export const OSD_DATA_REDISCOVER_MS = 5000;
+/** Deadline of that stats call (within the deadline of the bulk call that made it). */
+export const OSD_DATA_DISCOVER_DEADLINE_MS = 2000;

@@ -1,6 +1,6 @@
 import { AsdClient, AsdDataClient, AsdErrorCode, type ItemResult, type Slice } from '@shale/asd';
 import { isShaleError } from '@shale/common';
-import { OSD_DATA_REDISCOVER_MS } from './constants.js';
+import { OSD_DATA_DISCOVER_DEADLINE_MS, OSD_DATA_REDISCOVER_MS } from './constants.js';
 
 /**
  * An OSD: something that stores fragments. Today an ASD; the contract is shaped so that a
@@ -86,8 +86,9 @@ export class AsdOsd implements Osd {
 
   async putFragments(items: readonly FragmentWrite[], options: OsdCallOptions = {}): Promise<void> {
     await this.bulk(
-      (data) => data.put(items, options),
-      () => this.client.put(items, options),
+      options,
+      (data, left) => data.put(items, left),
+      (left) => this.client.put(items, left),
     );
   }
 
@@ -96,8 +97,9 @@ export class AsdOsd implements Osd {
     options: OsdCallOptions = {},
   ): Promise<ItemResult<Buffer>[]> {
     const results = await this.bulk(
-      (data) => data.get(keys, options),
-      () => this.client.get(keys, options),
+      options,
+      (data, left) => data.get(keys, left),
+      (left) => this.client.get(keys, left),
     );
     return results.map((result) => (result.ok ? { ok: true, value: result.value.value } : result));
   }
@@ -107,24 +109,29 @@ export class AsdOsd implements Osd {
     options: OsdCallOptions = {},
   ): Promise<ItemResult<Buffer>[]> {
     return this.bulk(
-      (data) => data.getRanges(slices, options),
-      () => this.client.getRanges(slices, options),
+      options,
+      (data, left) => data.getRanges(slices, left),
+      (left) => this.client.getRanges(slices, left),
     );
   }
 
   /**
    * One bulk call: over the data client when there is one, else gRPC. A data call that
    * could not be sent (no connection: the port may have changed) forgets the port and
-   * goes over gRPC instead; any other failure is the call's answer.
+   * goes over gRPC instead; any other failure is the call's answer. One deadline covers
+   * it all (asking for the port, the data call, the gRPC call).
    */
   private async bulk<T>(
-    overData: (data: AsdDataClient) => Promise<T>,
-    overGrpc: () => Promise<T>,
+    options: OsdCallOptions,
+    overData: (data: AsdDataClient, left: OsdCallOptions) => Promise<T>,
+    overGrpc: (left: OsdCallOptions) => Promise<T>,
   ): Promise<T> {
-    const data = await this.dataClient();
-    if (data === undefined) return overGrpc();
+    const deadlineAt = Date.now() + (options.deadlineMs ?? this.deadlineMs);
+    const left = (): OsdCallOptions => ({ deadlineMs: Math.max(1, deadlineAt - Date.now()) });
+    const data = await this.dataClient(left().deadlineMs as number);
+    if (data === undefined) return overGrpc(left());
     try {
-      return await overData(data);
+      return await overData(data, left());
     } catch (err) {
       // Not sent: no connection (the port may have changed), or the client was closed
       // under a call waiting to retry (another call forgot it).
@@ -133,11 +140,11 @@ export class AsdOsd implements Osd {
         err.details.sent === 'no';
       if (!unsent) throw err;
       this.forgetData(data);
-      return overGrpc();
+      return overGrpc(left());
     }
   }
 
-  private dataClient(): Promise<AsdDataClient | undefined> {
+  private dataClient(deadlineMs: number): Promise<AsdDataClient | undefined> {
     const now = Date.now();
     if (
       this.data === undefined &&
@@ -145,20 +152,22 @@ export class AsdOsd implements Osd {
       now - this.dataAskedAtMs >= OSD_DATA_REDISCOVER_MS
     ) {
       this.dataAskedAtMs = now;
-      const asked = this.client.stats({ deadlineMs: Math.min(this.deadlineMs, 2000) }).then(
-        (stats) => {
-          if (stats.dataPort > 0 && !this.closed)
-            return new AsdDataClient(this.host, stats.dataPort, { deadlineMs: this.deadlineMs });
-          // No data server (an older ASD): gRPC; ask again later, it may be upgraded.
-          if (this.data === asked) this.data = undefined;
-          return undefined;
-        },
-        () => {
-          // Not reachable now: gRPC answers this call (with its own error); ask again later.
-          if (this.data === asked) this.data = undefined;
-          return undefined;
-        },
-      );
+      const asked = this.client
+        .stats({ deadlineMs: Math.min(deadlineMs, OSD_DATA_DISCOVER_DEADLINE_MS) })
+        .then(
+          (stats) => {
+            if (stats.dataPort > 0 && !this.closed)
+              return new AsdDataClient(this.host, stats.dataPort, { deadlineMs: this.deadlineMs });
+            // No data server (an older ASD): gRPC; ask again later, it may be upgraded.
+            if (this.data === asked) this.data = undefined;
+            return undefined;
+          },
+          () => {
+            // Not reachable now: gRPC answers this call (with its own error); ask again later.
+            if (this.data === asked) this.data = undefined;
+            return undefined;
+          },
+        );
       this.data = asked;
     }
     return this.data ?? Promise.resolve(undefined);
