@@ -6,6 +6,7 @@ import {
   FrameErrorCode,
   type FrameServerCounters,
   frameError,
+  listenOn,
   ShaleError,
   serveFrameConnection,
 } from '@shale/common';
@@ -59,14 +60,7 @@ export class AsdDataServer {
     options: AsdDataServerOptions,
   ): Promise<AsdDataServer> {
     const server = net.createServer();
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(options.port, options.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    const port = (server.address() as net.AddressInfo).port;
+    const port = await listenOn(server, options.port, options.host);
     const dataServer = new AsdDataServer(store, metrics, server, port);
     server.on('connection', (socket) => dataServer.accept(socket, options.log));
     return dataServer;

@@ -9,6 +9,7 @@ export {
   shaleErrorFromGrpc,
   shutdownGrpcServer,
 } from './grpc-support.js';
+export { listenOn } from './listen.js';
 export { type MetricsServer, registerStatsCounters, startMetricsServer } from './metrics-server.js';
 export { SpaceReserve, type SpaceReserveOptions } from './space-reserve.js';
 export { formatBytes, parseSizeBytes } from './units.js';

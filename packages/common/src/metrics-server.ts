@@ -1,6 +1,6 @@
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Counter, type Registry } from 'prom-client';
+import { listenOn } from './listen.js';
 
 export interface MetricsServer {
   readonly port: number;
@@ -47,14 +47,7 @@ export async function startMetricsServer(
     res.writeHead(404, { 'content-type': 'text/plain' });
     res.end('not found: try /metrics or /health\n');
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenOn(server, options.port, options.host);
   return {
     port,
     close: () =>

@@ -14,6 +14,7 @@ import {
   FrameFlag,
   type FrameServerCounters,
   frameError,
+  listenOn,
   serveFrameConnection,
 } from '@shale/common';
 import type { VolumeIo, VolumeManagerApi } from './api-types.js';
@@ -65,14 +66,7 @@ export class VolumeDataServer {
         ...(options.log === undefined ? {} : { log: options.log }),
       });
     });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(options.port, options.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    const port = (server.address() as net.AddressInfo).port;
+    const port = await listenOn(server, options.port, options.host);
     return new VolumeDataServer(server, sockets, counters, options.host, port);
   }
 
