@@ -24,7 +24,13 @@
  * up` runs it); `--via-proxy` sends its uploads and backend reads through the proxy process
  * over gRPC instead (the layout before 2026-12-03).
  *
- *   node benchmarks/dist/nbd/run.js [--quick] [--via-proxy] [--scratch DIR]
+ *   node benchmarks/dist/nbd/run.js [--quick] [--via-proxy] [--scratch DIR] [--profile DIR]
+ *        [--jobs KEY,...] (only these timed jobs, e.g. randWrite4KiBQd32; the fill always runs)
+ *
+ * --profile DIR runs the volumedriver, asd0 and the stand-alone edge under `node
+ * --cpu-prof` (profiles in DIR; summarize with `node benchmarks/dist/proxy/profile-summary.js
+ * FILE`), skips nbdkit and edgeMemory and writes results to nbd-<date>-profile.json: a
+ * profiled run is for finding where the time goes, its figures are not comparable.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -62,8 +68,13 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean' },
     scratch: { type: 'string' },
     'via-proxy': { type: 'boolean' },
+    profile: { type: 'string' },
+    jobs: { type: 'string' },
   },
 });
+const profileDir = args.profile === undefined ? undefined : path.resolve(args.profile);
+const PROFILED = new Set(['volumedriver', 'asd0', 'edge']);
+const CLI = path.join(REPO, 'packages', 'cli', 'dist', 'main.js');
 const quick = args.quick === true;
 /** The volumedriver uploads through the proxy process (gRPC) instead of its own engine. */
 const viaProxy = args['via-proxy'] === true;
@@ -77,7 +88,9 @@ const TIMED: readonly FioJob[] = [
   { key: 'seqWrite1MiBQd8', rw: 'write', blockBytes: MIB, queueDepth: 8 },
   { key: 'randWrite4KiBQd1', rw: 'randwrite', blockBytes: 4 * KIB, queueDepth: 1 },
   { key: 'randWrite4KiBQd32', rw: 'randwrite', blockBytes: 4 * KIB, queueDepth: 32 },
-].map((job) => ({ ...job, runtimeSeconds: RUNTIME_SECONDS }) as FioJob);
+]
+  .filter((job) => args.jobs === undefined || args.jobs.split(',').includes(job.key))
+  .map((job) => ({ ...job, runtimeSeconds: RUNTIME_SECONDS }) as FioJob);
 const VERIFY: FioJob = {
   key: 'verify4KiBQd32',
   rw: 'randwrite',
@@ -293,8 +306,20 @@ async function runEdgeMemory(scratch: string): Promise<Record<string, unknown>> 
   }
 }
 
-const shale = (label: string, argv: string[], scratch: string): Promise<Daemon> =>
-  startListening(label, path.join(REPO, 'bin', 'shale'), argv, path.join(scratch, `${label}.log`));
+const shale = (label: string, argv: string[], scratch: string): Promise<Daemon> => {
+  const log = path.join(scratch, `${label}.log`);
+  if (profileDir === undefined || !PROFILED.has(label)) {
+    return startListening(label, path.join(REPO, 'bin', 'shale'), argv, log);
+  }
+  const prof = [
+    '--cpu-prof',
+    '--cpu-prof-dir',
+    profileDir,
+    '--cpu-prof-name',
+    `${label}.cpuprofile`,
+  ];
+  return startListening(label, process.execPath, [...prof, CLI, ...argv], log);
+};
 
 /**
  * The whole stack: etcd, 6 ASDs, a proxy, a volumedriver with its co-located NBD server
@@ -440,8 +465,12 @@ const results: Record<string, Record<string, unknown>> = {};
 const t0 = performance.now();
 let failed = false;
 try {
-  results.nbdkit = await runNbdkit(scratch);
-  results.edgeMemory = await runEdgeMemory(scratch);
+  if (profileDir === undefined) {
+    results.nbdkit = await runNbdkit(scratch);
+    results.edgeMemory = await runEdgeMemory(scratch);
+  } else {
+    await mkdir(profileDir, { recursive: true });
+  }
   Object.assign(results, await runShale(scratch));
 } catch (err) {
   failed = true;
@@ -535,7 +564,7 @@ const resultsDir = path.join(REPO, 'benchmarks', 'results');
 await mkdir(resultsDir, { recursive: true });
 const outFile = path.join(
   resultsDir,
-  `nbd-${new Date().toISOString().slice(0, 10)}${quick ? '-quick' : ''}.json`,
+  `nbd-${new Date().toISOString().slice(0, 10)}${quick ? '-quick' : ''}${profileDir === undefined ? '' : '-profile'}.json`,
 );
 await writeFile(outFile, `${JSON.stringify(out, null, 2)}\n`);
 
