@@ -1,25 +1,67 @@
 import { crc32c as nativeCrc32c } from '@node-rs/crc32';
 
 /**
- * Below this many bytes a table in JavaScript is cheaper than the native call (whose
- * crossing costs ~1 µs on these VMs; the table ~3 ns a byte): frame headers, TLog entries.
+ * Below this many bytes tables in JavaScript are cheaper than the native call (whose
+ * crossing costs ~1 µs on these VMs): frame headers, TLog entries, small records.
  */
 const SHORT_INPUT_BYTES = 128;
-const TABLE = (() => {
-  const table = new Uint32Array(256);
+/**
+ * Slicing-by-8 tables: TABLES[0] is the classic byte table; TABLES[k][n] is the CRC
+ * register after byte n followed by k zero bytes, so eight bytes fold in one step
+ * (about 4x faster per byte than the byte-at-a-time table).
+ */
+const TABLES = (() => {
+  const tables = Array.from({ length: 8 }, () => new Uint32Array(256));
+  const t0 = tables[0] as Uint32Array;
   for (let n = 0; n < 256; n += 1) {
     let c = n;
     for (let k = 0; k < 8; k += 1) c = c & 1 ? 0x82f63b78 ^ (c >>> 1) : c >>> 1;
-    table[n] = c >>> 0;
+    t0[n] = c >>> 0;
   }
-  return table;
+  for (let n = 0; n < 256; n += 1) {
+    let c = t0[n] as number;
+    for (let k = 1; k < 8; k += 1) {
+      c = (t0[c & 0xff] as number) ^ (c >>> 8);
+      (tables[k] as Uint32Array)[n] = c >>> 0;
+    }
+  }
+  return tables;
 })();
+const [T0, T1, T2, T3, T4, T5, T6, T7] = TABLES as [
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+];
 
-/** CRC32C with the byte table (the same result as the native one; for short inputs). */
+/** CRC32C with tables in JavaScript (the same result as the native one; for short inputs). */
 export function crc32cTable(data: Uint8Array, seed = 0): number {
   let crc = ~seed;
-  for (let i = 0; i < data.length; i += 1) {
-    crc = (TABLE[(crc ^ (data[i] as number)) & 0xff] as number) ^ (crc >>> 8);
+  let i = 0;
+  const end8 = data.length - (data.length % 8);
+  for (; i < end8; i += 8) {
+    const lo =
+      crc ^
+      ((data[i] as number) |
+        ((data[i + 1] as number) << 8) |
+        ((data[i + 2] as number) << 16) |
+        ((data[i + 3] as number) << 24));
+    crc =
+      (T7[lo & 0xff] as number) ^
+      (T6[(lo >>> 8) & 0xff] as number) ^
+      (T5[(lo >>> 16) & 0xff] as number) ^
+      (T4[lo >>> 24] as number) ^
+      (T3[data[i + 4] as number] as number) ^
+      (T2[data[i + 5] as number] as number) ^
+      (T1[data[i + 6] as number] as number) ^
+      (T0[data[i + 7] as number] as number);
+  }
+  for (; i < data.length; i += 1) {
+    crc = (T0[(crc ^ (data[i] as number)) & 0xff] as number) ^ (crc >>> 8);
   }
   return ~crc >>> 0;
 }
