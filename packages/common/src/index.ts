@@ -1,6 +1,11 @@
 export { AssertionFailure, assert, unreachable } from './assert.js';
 export { crc32c, crc32cCombine } from './crc32c.js';
 export { errorMessage, isShaleError, ShaleError, systemErrorCode } from './errors.js';
+export {
+  FastHistogram,
+  type FastHistogramChild,
+  type FastHistogramOptions,
+} from './fast-histogram.js';
 export * from './frame/index.js';
 export {
   bindGrpcServer,

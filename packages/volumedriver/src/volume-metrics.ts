@@ -1,4 +1,5 @@
-import { Gauge, Histogram, type Registry } from 'prom-client';
+import { FastHistogram, type FastHistogramChild } from '@shale/common';
+import { Gauge, type Registry } from 'prom-client';
 import type { LatencyOp, Volume } from './volume.js';
 
 /**
@@ -101,12 +102,26 @@ export function registerVolumeMetrics(
       this.set(failedVdisks());
     },
   });
-  const latency = new Histogram({
+  // Observed on every request: label values are resolved once per vDisk and operation.
+  const latency = new FastHistogram({
     name: 'shale_vdisk_request_seconds',
     help: 'Request latency inside the volumedriver, from queueing to the answer, per vDisk and operation',
     labelNames: ['vdisk', 'op'],
     buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
     registers: [registry],
   });
-  return (vdisk, op, seconds) => latency.observe({ vdisk, op }, seconds);
+  const children = new Map<string, Map<LatencyOp, FastHistogramChild>>();
+  return (vdisk, op, seconds) => {
+    let ops = children.get(vdisk);
+    if (ops === undefined) {
+      ops = new Map();
+      children.set(vdisk, ops);
+    }
+    let child = ops.get(op);
+    if (child === undefined) {
+      child = latency.child(vdisk, op);
+      ops.set(op, child);
+    }
+    child.observe(seconds);
+  };
 }
