@@ -40,7 +40,10 @@ export interface OsdStatus {
   readonly record: OsdRecord;
   alive: boolean;
   freeBytes: number;
-  /** Active and silent for at most osdDownGraceMs: fragments unavailable, not lost. */
+  /**
+   * Its fragments are lost (rebuilt elsewhere): decommissioned, or active and silent for
+   * osdDownGraceMs or longer. Silent for less is not lost, only unavailable.
+   */
   lost: boolean;
 }
 
