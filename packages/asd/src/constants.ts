@@ -27,6 +27,16 @@ export const LIST_MAX_LIMIT = 10_000;
 export const RESERVE_FRACTION = 0.01;
 export const RESERVE_MIN_BYTES = 32 * 1024 * 1024;
 export const RESERVE_MAX_BYTES = 4 * 1024 * 1024 * 1024;
+/**
+ * A put's space check reuses a statfs at most this old (less the bytes admitted since)...
+ */
+export const STATFS_REUSE_MS = 250;
+/**
+ * ...when at least this much would stay free above the reserve after it: room for what
+ * other writers on the same file system (the other ASDs) write within STATFS_REUSE_MS.
+ * Closer to full, every put does its own statfs.
+ */
+export const STATFS_REUSE_MARGIN_BYTES = 1024 * 1024 * 1024;
 /** Jobs (Put or Delete calls) folded into one LevelDB fsync at most. */
 export const MAX_JOBS_PER_COMMIT = 256;
 /** Decoded index records kept in memory (~300 B each for a 4 MiB value): spares LevelDB lookups. */

@@ -651,4 +651,42 @@ describe('a failing disk', () => {
       await store.close();
     }
   });
+
+  test('far from full a recent statfs serves the next puts; near full every put asks the file system', async () => {
+    let available = 64 * 1024 ** 3;
+    let statfsCalls = 0;
+    const counting: Disk = {
+      ...nodeDisk,
+      async statfs(dirPath) {
+        statfsCalls += 1;
+        const real = await nodeDisk.statfs(dirPath);
+        return { totalBytes: real.totalBytes, availableBytes: available };
+      },
+    };
+    const store = await openStore(await tempDir(), { disk: counting });
+    try {
+      statfsCalls = 0;
+      for (let i = 0; i < 10; i += 1) {
+        await store.put([{ key: key(`far${i}`), value: randomBytes(100_000) }]);
+      }
+      // One statfs, then nine puts within STATFS_REUSE_MS on its figure (minus what they took).
+      assert.ok(statfsCalls <= 2, `${statfsCalls} statfs calls for 10 puts far from full`);
+      // Near full (less than the margin left): each put checks for itself, and is refused
+      // as soon as the file system says so.
+      available = 512 * 1024 ** 2;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      statfsCalls = 0;
+      for (let i = 0; i < 5; i += 1) {
+        await store.put([{ key: key(`near${i}`), value: randomBytes(100_000) }]);
+      }
+      assert.equal(statfsCalls, 5);
+      available = 50_000;
+      await rejectsWith(
+        store.put([{ key: key('full'), value: randomBytes(100_000) }]),
+        'ASD_NO_SPACE',
+      );
+    } finally {
+      await store.close();
+    }
+  });
 });
