@@ -56,6 +56,16 @@ import type { TLogEntry } from './tlog-format.js';
 import { type ClusterIndex, type ClusterLocation, clusterIndex, scoNumber } from './types.js';
 import type { VolumeBackend } from './volume-backend.js';
 import {
+  checkOpen,
+  type MutableState,
+  newStats,
+  persistState,
+  stateFile,
+  type VolumeContext,
+  type VolumeStats,
+  volumeDirs,
+} from './volume-context.js';
+import {
   type BackendRoot,
   type CheckpointRef,
   checkpointObjectName,
@@ -158,71 +168,20 @@ export type { DataAtRiskMarker } from './data-at-risk.js';
 
 export type LatencyOp = 'read' | 'write' | 'flush' | 'trim';
 
-interface MutableState {
-  generation: number;
-  sizeBytes: number;
-  chain: number[];
-  currentTlog: number;
-  nextScoNumber: number;
-  nextTlogNumber: number;
-  nextSnapshotId: number;
-  snapshots: SnapshotRecord[];
-  garbage: { scos: number[]; tlogs: number[] };
-}
-
-function newStats() {
-  return {
-    readOps: 0,
-    writeOps: 0,
-    readBytes: 0,
-    writeBytes: 0,
-    flushOps: 0,
-    trimOps: 0,
-    scosUploaded: 0,
-    tlogsUploaded: 0,
-    bytesUploaded: 0,
-  };
-}
-
 export class Volume implements VolumeIo {
   readonly config: VolumeConfig;
   readonly dir: string;
-  private readonly backend: VolumeBackend;
-  private readonly log: (message: string) => void;
+  readonly stats: VolumeStats;
+  /** What the parts of this vDisk share (volume-context.ts). */
+  private readonly v: VolumeContext;
   private readonly observeLatency: VolumeOptions['observeLatency'];
   private readonly scoCacheBytes: number;
-  private state: MutableState;
-  private lba: LbaMap;
-  private tlog: TLogWriter;
-  private sco: ScoWriter | undefined;
-  /** SCOs sealed into the current TLog (it rolls at config.tlogScos). */
-  private scosInTlog = 0;
-  private epoch = 0;
-  private fencedBy: Error | undefined;
-  private closed = false;
-  private stateWrites: Promise<void> = Promise.resolve();
-  readonly stats = newStats();
 
   // write lane
   private readonly lane: LaneItem[] = [];
   private laneRunning: Promise<void> | undefined;
   private holds = 0;
-  /** SCO and TLog writes of the batch in progress (awaited before the map and any sync). */
-  private tlogWrites: Promise<unknown>[] = [];
   private laneFailure: Error | undefined;
-
-  // local SCOs
-  /** Sealed SCO files in the write buffer -> size in bytes. */
-  private readonly localScos = new Map<number, number>();
-  private readonly readers = new Map<number, ScoReader>();
-  /** Clusters last written or read, in memory (cluster-cache.ts). */
-  private readonly clusterCache: ClusterCache;
-  private readonly scoMemory: ScoMemoryPool;
-  /** Sealed SCOs still in memory (until uploaded), by SCO number. */
-  private readonly sealedMemory = new Map<number, Buffer>();
-  private readonly uploadedScos = new Set<number>();
-  private readonly uploadedTlogs = new Set<number>();
-  private dirtyScoBytes = 0;
 
   // upload pipeline
   private readonly uploads: QueuedUpload[] = [];
@@ -230,13 +189,8 @@ export class Volume implements VolumeIo {
   private uploadBarrierRunning = false;
   private uploadRetryMs = UPLOAD_RETRY_MIN_MS;
   private uploadWaiters: (() => void)[] = [];
-  private rootCheckpoint: CheckpointRef | undefined;
-  /** TLogs of a rewritten history that must all be uploaded before the next root. */
-  private rootNeeds: Set<number> | undefined;
-  private nextCheckpointId = 1;
   private tlogsSinceCheckpoint = 0;
   private tlogEntriesSinceCheckpoint = 0;
-  private readonly risk: DataAtRisk;
   private readonly closeUploadWaitMs: number;
   private readonly space: VolumeOptions['space'];
   lastUploadError: string | undefined;
@@ -249,54 +203,74 @@ export class Volume implements VolumeIo {
     tlog: TLogWriter,
   ) {
     this.dir = options.dir;
-    this.backend = options.backend;
-    this.log = options.log ?? (() => undefined);
+    this.config = config;
     this.observeLatency = options.observeLatency;
     this.scoCacheBytes = options.scoCacheBytes ?? SCO_CACHE_DEFAULT_BYTES;
-    this.config = config;
-    this.state = state;
-    this.lba = lba;
-    this.tlog = tlog;
     this.closeUploadWaitMs = options.closeUploadWaitMs ?? VOLUME_CLOSE_UPLOAD_WAIT_MS;
     this.space = options.space;
-    this.clusterCache = new ClusterCache(
-      config.clusterSizeBytes,
-      config.scoSizeBytes / config.clusterSizeBytes,
-      options.clusterCache ?? new ClusterCacheBudget(CLUSTER_CACHE_DEFAULT_BYTES),
-    );
-    this.scoMemory = options.scoMemory ?? new ScoMemoryPool(SCO_MEMORY_DEFAULT_BYTES);
+    const log = options.log ?? (() => undefined);
     const maxMs = options.dataAtRiskMaxMs ?? DATA_AT_RISK_MAX_MS;
     assert(
       Number.isFinite(maxMs) && maxMs >= DATA_AT_RISK_MIN_MS,
       `data-at-risk bound ${maxMs} ms is below ${DATA_AT_RISK_MIN_MS} ms`,
     );
-    this.risk = new DataAtRisk({
-      maxMs,
+    const v: VolumeContext = {
+      config,
       name: config.name,
-      current: () => ({ tlogNumber: this.tlog.tlogNumber, generation: this.state.generation }),
-      seal: (tlogNumber) => this.enqueue({ kind: 'seal', tlogNumber }),
-      report: options.onDataAtRisk,
-      log: this.log,
-    });
+      dir: options.dir,
+      ...volumeDirs(options.dir),
+      backend: options.backend,
+      log,
+      stats: newStats(),
+      state,
+      lba,
+      tlog,
+      sco: undefined,
+      scosInTlog: 0,
+      epoch: 0,
+      fencedBy: undefined,
+      closed: false,
+      stateWrites: Promise.resolve(),
+      tlogWrites: [],
+      localScos: new Map(),
+      readers: new Map(),
+      clusterCache: new ClusterCache(
+        config.clusterSizeBytes,
+        config.scoSizeBytes / config.clusterSizeBytes,
+        options.clusterCache ?? new ClusterCacheBudget(CLUSTER_CACHE_DEFAULT_BYTES),
+      ),
+      scoMemory: options.scoMemory ?? new ScoMemoryPool(SCO_MEMORY_DEFAULT_BYTES),
+      sealedMemory: new Map(),
+      uploadedScos: new Set(),
+      uploadedTlogs: new Set(),
+      dirtyScoBytes: 0,
+      rootCheckpoint: undefined,
+      rootNeeds: undefined,
+      nextCheckpointId: 1,
+      risk: new DataAtRisk({
+        maxMs,
+        name: config.name,
+        current: () => ({ tlogNumber: v.tlog.tlogNumber, generation: v.state.generation }),
+        seal: (tlogNumber) => this.enqueue({ kind: 'seal', tlogNumber }),
+        report: options.onDataAtRisk,
+        log,
+      }),
+    };
+    this.v = v;
+    this.stats = v.stats;
   }
 
   get name(): string {
     return this.config.name;
   }
   get sizeBytes(): number {
-    return this.state.sizeBytes;
+    return this.v.state.sizeBytes;
   }
   get clusterSizeBytes(): number {
     return this.config.clusterSizeBytes;
   }
   get generation(): number {
-    return this.state.generation;
-  }
-  private get scoDir(): string {
-    return path.join(this.dir, 'scos');
-  }
-  private get tlogDir(): string {
-    return path.join(this.dir, 'tlogs');
+    return this.v.state.generation;
   }
 
   // ------------------------------------------------------------------ lifecycle
@@ -333,10 +307,10 @@ export class Volume implements VolumeIo {
         tlogNumber: state.currentTlog,
         entryCount: 0,
       });
-      await writeJsonAtomic(path.join(options.dir, 'state.json'), volume.stateFile());
+      await writeJsonAtomic(path.join(options.dir, 'state.json'), stateFile(volume.v));
       // volume.json last: its presence marks a complete local vDisk.
       await writeJsonAtomic(path.join(options.dir, 'volume.json'), config);
-      volume.epoch = await options.backend.bumpEpoch(config.namespace);
+      volume.v.epoch = await options.backend.bumpEpoch(config.namespace);
       // The root goes up at once, so that even an empty vDisk restores from the backend;
       // a clone's base goes up as its first checkpoint.
       void volume.enqueueUpload({ kind: 'root' });
@@ -375,7 +349,7 @@ export class Volume implements VolumeIo {
     const volume = new Volume(options, config, state, lba, reopened.writer);
     try {
       if (reopened.cutBytes > 0) {
-        volume.log(`${config.name}: cut a torn TLog tail of ${reopened.cutBytes} B`);
+        volume.v.log(`${config.name}: cut a torn TLog tail of ${reopened.cutBytes} B`);
       }
       await volume.recoverLocal(reopened.entries);
       await volume.resumeUploads();
@@ -418,16 +392,16 @@ export class Volume implements VolumeIo {
     const lba = await LbaMap.open({ dir: path.join(options.dir, 'lba') });
     const volume = new Volume(options, root.config, state, lba, tlog);
     try {
-      for (const n of root.chain) volume.uploadedTlogs.add(n);
+      for (const n of root.chain) volume.v.uploadedTlogs.add(n);
       for (const o of listed) {
         const n = objectNumber(o.name, 'sco');
-        if (n !== undefined) volume.uploadedScos.add(n);
+        if (n !== undefined) volume.v.uploadedScos.add(n);
       }
-      volume.rootCheckpoint = root.checkpoint;
-      if (root.checkpoint !== undefined) volume.nextCheckpointId = root.checkpoint.id + 1;
-      volume.epoch = await options.backend.bumpEpoch(namespace);
+      volume.v.rootCheckpoint = root.checkpoint;
+      if (root.checkpoint !== undefined) volume.v.nextCheckpointId = root.checkpoint.id + 1;
+      volume.v.epoch = await options.backend.bumpEpoch(namespace);
       await volume.rebuildMap();
-      await writeJsonAtomic(path.join(options.dir, 'state.json'), volume.stateFile());
+      await writeJsonAtomic(path.join(options.dir, 'state.json'), stateFile(volume.v));
       await writeJsonAtomic(path.join(options.dir, 'volume.json'), root.config);
     } catch (err) {
       await volume.closeFiles();
@@ -442,24 +416,24 @@ export class Volume implements VolumeIo {
    * the backend is up. What does not make it goes up at the next open.
    */
   async close(): Promise<void> {
-    if (this.closed) return;
-    if (this.fencedBy === undefined && this.laneFailure === undefined) {
-      await this.enqueue({ kind: 'seal', tlogNumber: this.tlog.tlogNumber }).catch((err: unknown) =>
-        this.log(`${this.name}: seal on close failed: ${errorMessage(err)}`),
+    if (this.v.closed) return;
+    if (this.v.fencedBy === undefined && this.laneFailure === undefined) {
+      await this.enqueue({ kind: 'seal', tlogNumber: this.v.tlog.tlogNumber }).catch(
+        (err: unknown) => this.v.log(`${this.v.name}: seal on close failed: ${errorMessage(err)}`),
       );
     }
     await this.laneIdle();
-    this.closed = true;
+    this.v.closed = true;
     try {
-      await this.sco?.sync();
-      await this.tlog.sync();
+      await this.v.sco?.sync();
+      await this.v.tlog.sync();
     } catch (err) {
-      this.log(`${this.name}: sync on close failed: ${errorMessage(err)}`);
+      this.v.log(`${this.v.name}: sync on close failed: ${errorMessage(err)}`);
     }
     await this.waitUploadsDrainedWithin(this.closeUploadWaitMs);
-    if (this.risk.bytes > 0 || this.risk.ageMs() > 0) {
-      this.log(
-        `${this.name}: closed with ${this.risk.bytes} B of writes not in the backend yet (oldest ${this.risk.ageMs()} ms); they go up when the vDisk opens again`,
+    if (this.v.risk.bytes > 0 || this.v.risk.ageMs() > 0) {
+      this.v.log(
+        `${this.v.name}: closed with ${this.v.risk.bytes} B of writes not in the backend yet (oldest ${this.v.risk.ageMs()} ms); they go up when the vDisk opens again`,
       );
     }
     await this.waitUploadsSettled();
@@ -468,33 +442,20 @@ export class Volume implements VolumeIo {
 
   /** Closes every file without syncing: what a crash leaves (tests). */
   async closeFiles(): Promise<void> {
-    this.closed = true;
-    this.risk.stop();
-    for (const reader of this.readers.values()) await reader.close();
-    this.readers.clear();
-    const memory = this.sco?.memory;
-    await this.sco?.abort().catch(() => undefined);
-    this.sco = undefined;
+    this.v.closed = true;
+    this.v.risk.stop();
+    for (const reader of this.v.readers.values()) await reader.close();
+    this.v.readers.clear();
+    const memory = this.v.sco?.memory;
+    await this.v.sco?.abort().catch(() => undefined);
+    this.v.sco = undefined;
     // An upload may still be reading these: they leave the pool, never to be reused.
-    if (memory !== undefined) this.scoMemory.forget(memory);
-    for (const buffer of this.sealedMemory.values()) this.scoMemory.forget(buffer);
-    this.sealedMemory.clear();
-    await this.tlog.abort().catch(() => undefined);
-    await this.lba.close().catch(() => undefined);
-    this.clusterCache.close();
-  }
-
-  private stateFile(): VolumeState {
-    return { format: STATE_FORMAT, ...this.state };
-  }
-
-  /** Writes state.json; calls are serialized, each writes the state as of its turn. */
-  private persistState(): Promise<void> {
-    const run = this.stateWrites.then(() =>
-      writeJsonAtomic(path.join(this.dir, 'state.json'), this.stateFile()),
-    );
-    this.stateWrites = run.catch(() => undefined);
-    return run;
+    if (memory !== undefined) this.v.scoMemory.forget(memory);
+    for (const buffer of this.v.sealedMemory.values()) this.v.scoMemory.forget(buffer);
+    this.v.sealedMemory.clear();
+    await this.v.tlog.abort().catch(() => undefined);
+    await this.v.lba.close().catch(() => undefined);
+    this.v.clusterCache.close();
   }
 
   // ------------------------------------------------------------------ the data path
@@ -502,8 +463,8 @@ export class Volume implements VolumeIo {
   // async: a refused request is a rejected promise, never a synchronous throw.
   async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     this.checkRange(offsetBytes, lengthBytes);
-    this.stats.readOps += 1;
-    this.stats.readBytes += lengthBytes;
+    this.v.stats.readOps += 1;
+    this.v.stats.readBytes += lengthBytes;
     return this.timed('read', this.readRange(offsetBytes, lengthBytes));
   }
 
@@ -512,14 +473,14 @@ export class Volume implements VolumeIo {
     if (observe === undefined) return work;
     const started = process.hrtime.bigint();
     return work.finally(() =>
-      observe(this.name, op, Number(process.hrtime.bigint() - started) / 1e9),
+      observe(this.v.name, op, Number(process.hrtime.bigint() - started) / 1e9),
     );
   }
 
   async write(offsetBytes: number, data: Buffer, options: { fua?: boolean } = {}): Promise<void> {
     this.checkRange(offsetBytes, data.length);
-    this.stats.writeOps += 1;
-    this.stats.writeBytes += data.length;
+    this.v.stats.writeOps += 1;
+    this.v.stats.writeBytes += data.length;
     return this.timed(
       'write',
       this.enqueue({ kind: 'write', offsetBytes, data, fua: options.fua ?? false }),
@@ -527,8 +488,8 @@ export class Volume implements VolumeIo {
   }
 
   async flush(): Promise<void> {
-    this.checkOpen();
-    this.stats.flushOps += 1;
+    checkOpen(this.v);
+    this.v.stats.flushOps += 1;
     return this.timed('flush', this.enqueue({ kind: 'flush' }));
   }
 
@@ -538,7 +499,7 @@ export class Volume implements VolumeIo {
     options: { fua?: boolean } = {},
   ): Promise<void> {
     this.checkRange(offsetBytes, lengthBytes);
-    this.stats.trimOps += 1;
+    this.v.stats.trimOps += 1;
     return this.timed(
       'trim',
       this.enqueue({
@@ -557,7 +518,7 @@ export class Volume implements VolumeIo {
     options: { fua?: boolean } = {},
   ): Promise<void> {
     this.checkRange(offsetBytes, lengthBytes);
-    this.stats.writeOps += 1;
+    this.v.stats.writeOps += 1;
     return this.enqueue({
       kind: 'trim',
       offsetBytes,
@@ -572,7 +533,7 @@ export class Volume implements VolumeIo {
     if (lengthBytes === 0) {
       throw vdError(VdErrorCode.InvalidArgument, 'block status of an empty range');
     }
-    const cs = this.config.clusterSizeBytes;
+    const cs = this.v.config.clusterSizeBytes;
     const endBytes = offsetBytes + lengthBytes;
     const first = Math.floor(offsetBytes / cs);
     // One scan covers at most BLOCK_STATUS_MAX_CLUSTERS clusters; the caller asks again.
@@ -593,7 +554,7 @@ export class Volume implements VolumeIo {
     };
     // The map is read straight from LevelDB, which every acknowledged write has reached.
     let full = false;
-    for await (const [index] of this.lba.range(first as ClusterIndex, endCluster)) {
+    for await (const [index] of this.v.lba.range(first as ClusterIndex, endCluster)) {
       if (!add(index * cs, true) || !add((index + 1) * cs, false)) {
         full = true;
         break;
@@ -604,17 +565,8 @@ export class Volume implements VolumeIo {
     return extents;
   }
 
-  private checkOpen(): void {
-    if (this.closed) throw vdError(VdErrorCode.Closed, `vDisk ${this.name} is closed`);
-    if (this.fencedBy !== undefined) {
-      throw vdError(VdErrorCode.Fenced, `vDisk ${this.name}: ${this.fencedBy.message}`, {
-        cause: this.fencedBy,
-      });
-    }
-  }
-
   private checkRange(offsetBytes: number, lengthBytes: number): void {
-    this.checkOpen();
+    checkOpen(this.v);
     this.checkRangeOnly(offsetBytes, lengthBytes);
   }
 
@@ -630,19 +582,19 @@ export class Volume implements VolumeIo {
         `offset ${offsetBytes} and length ${lengthBytes} must be whole numbers >= 0`,
       );
     }
-    if (offsetBytes + lengthBytes > this.state.sizeBytes) {
+    if (offsetBytes + lengthBytes > this.v.state.sizeBytes) {
       throw vdError(
         VdErrorCode.OutOfRange,
-        `${offsetBytes}+${lengthBytes} reaches past the end of vDisk ${this.name} (${this.state.sizeBytes} B)`,
-        { details: { vdisk: this.name } },
+        `${offsetBytes}+${lengthBytes} reaches past the end of vDisk ${this.v.name} (${this.v.state.sizeBytes} B)`,
+        { details: { vdisk: this.v.name } },
       );
     }
   }
 
   private enqueue(op: LaneOp): Promise<void> {
     // A closed (or deleted) vDisk takes nothing more: its directory may be gone.
-    if (this.closed) {
-      return Promise.reject(vdError(VdErrorCode.Closed, `vDisk ${this.name} is closed`));
+    if (this.v.closed) {
+      return Promise.reject(vdError(VdErrorCode.Closed, `vDisk ${this.v.name} is closed`));
     }
     return new Promise<void>((resolve, reject) => {
       this.lane.push({ op, resolve, reject });
@@ -672,7 +624,7 @@ export class Volume implements VolumeIo {
       let started = false;
       try {
         if (this.laneFailure !== undefined) throw this.laneFailure;
-        if (this.fencedBy !== undefined) this.checkOpen();
+        if (this.v.fencedBy !== undefined) checkOpen(this.v);
         await this.waitForWriteBuffer();
         // A full write buffer refuses the batch before anything of it is written.
         this.space?.admit(bytes);
@@ -688,7 +640,7 @@ export class Volume implements VolumeIo {
           (isShaleError(error, VdErrorCode.IoError) || isShaleError(error, VdErrorCode.NoSpace))
         ) {
           this.laneFailure = error;
-          this.log(`${this.name}: the write lane stopped: ${error.message}; reopen to recover`);
+          this.v.log(`${this.v.name}: the write lane stopped: ${error.message}; reopen to recover`);
         }
         for (const item of batch) item.reject(error);
       }
@@ -714,14 +666,14 @@ export class Volume implements VolumeIo {
 
   /** Backpressure: a full write buffer waits for uploads instead of failing writes. */
   private async waitForWriteBuffer(): Promise<void> {
-    const limit = Math.max(this.config.writeBufferBytes - this.config.scoSizeBytes, 0);
-    while (this.dirtyScoBytes > limit && this.fencedBy === undefined && !this.closed) {
+    const limit = Math.max(this.v.config.writeBufferBytes - this.v.config.scoSizeBytes, 0);
+    while (this.v.dirtyScoBytes > limit && this.v.fencedBy === undefined && !this.v.closed) {
       await new Promise<void>((resolve) => this.uploadWaiters.push(resolve));
     }
   }
 
   private async processBatch(ops: readonly LaneOp[]): Promise<void> {
-    const cs = this.config.clusterSizeBytes;
+    const cs = this.v.config.clusterSizeBytes;
     const updates: LbaUpdate[] = [];
     /** Cluster contents written (or unmapped: null) earlier in this batch. */
     const overlay = new Map<number, Buffer | null>();
@@ -729,12 +681,12 @@ export class Volume implements VolumeIo {
     let needSync = false;
     let checkpoint = false;
     let seal = false;
-    this.tlogWrites = [];
+    this.v.tlogWrites = [];
 
     const flushRun = async (): Promise<void> => {
       while (run.length > 0) {
-        if (this.sco === undefined) await this.startSco();
-        const sco = this.sco as ScoWriter;
+        if (this.v.sco === undefined) await this.startSco();
+        const sco = this.v.sco as ScoWriter;
         const part = run.splice(
           0,
           Math.min(run.length, sco.remainingClusters, SCO_APPEND_MAX_CLUSTERS),
@@ -748,7 +700,7 @@ export class Volume implements VolumeIo {
         if (sco.memory === undefined) {
           for (let i = 0; i < part.length; i += 1) {
             const payload = (part[i] as { payload: Buffer }).payload;
-            this.clusterCache.put(0, sco.scoNumber, appended.firstClusterOffset + i, payload);
+            this.v.clusterCache.put(0, sco.scoNumber, appended.firstClusterOffset + i, payload);
           }
         }
         const entries: TLogEntry[] = new Array(part.length);
@@ -762,9 +714,9 @@ export class Volume implements VolumeIo {
           entries[i] = { type: 'write', clusterIndex: p.index as ClusterIndex, ...location };
           updates.push({ clusterIndex: p.index as ClusterIndex, location });
         }
-        this.laneWrite(this.tlog.append(entries));
-        this.risk.note(this.tlog.tlogNumber, part.length * cs);
-        this.dirtyScoBytes += part.length * cs;
+        this.laneWrite(this.v.tlog.append(entries));
+        this.v.risk.note(this.v.tlog.tlogNumber, part.length * cs);
+        this.v.dirtyScoBytes += part.length * cs;
         if (sco.isFull) await this.sealCurrentSco();
       }
     };
@@ -822,16 +774,16 @@ export class Volume implements VolumeIo {
           for (let from = firstWhole; from < endWhole; from += TRIM_CLUSTER_COUNT_MAX) {
             const count = Math.min(endWhole - from, TRIM_CLUSTER_COUNT_MAX);
             this.laneWrite(
-              this.tlog.append([
+              this.v.tlog.append([
                 { type: 'trim', firstClusterIndex: from as ClusterIndex, clusterCount: count },
               ]),
             );
-            this.risk.note(this.tlog.tlogNumber, 0);
+            this.v.risk.note(this.v.tlog.tlogNumber, 0);
           }
           for (const index of overlay.keys()) {
             if (index >= firstWhole && index < endWhole) overlay.set(index, null);
           }
-          for await (const [index] of this.lba.range(clusterIndex(firstWhole), endWhole)) {
+          for await (const [index] of this.v.lba.range(clusterIndex(firstWhole), endWhole)) {
             overlay.set(index, null);
             updates.push({ clusterIndex: index, location: undefined });
           }
@@ -846,7 +798,7 @@ export class Volume implements VolumeIo {
       } else if (op.kind === 'flush') {
         needSync = true;
       } else if (op.kind === 'seal') {
-        seal ||= op.tlogNumber === this.tlog.tlogNumber;
+        seal ||= op.tlogNumber === this.v.tlog.tlogNumber;
       } else {
         checkpoint = true;
       }
@@ -854,23 +806,23 @@ export class Volume implements VolumeIo {
     await flushRun();
     if (checkpoint || seal) {
       // A checkpoint needs a position in a closed TLog: seal what is open and roll.
-      if (this.sco !== undefined && this.sco.clusterCount > 0) await this.sealCurrentSco(true);
-      else if (this.tlog.entryCount > 0) await this.rollTlog();
+      if (this.v.sco !== undefined && this.v.sco.clusterCount > 0) await this.sealCurrentSco(true);
+      else if (this.v.tlog.entryCount > 0) await this.rollTlog();
     }
-    await Promise.all(this.tlogWrites);
+    await Promise.all(this.v.tlogWrites);
     await this.applyUpdates(updates, {
-      generation: this.state.generation,
-      tlogNumber: this.tlog.tlogNumber,
-      entryCount: this.tlog.entryCount,
+      generation: this.v.state.generation,
+      tlogNumber: this.v.tlog.tlogNumber,
+      entryCount: this.v.tlog.entryCount,
     });
     if (needSync) {
-      await this.sco?.sync();
-      await this.tlog.sync();
+      await this.v.sco?.sync();
+      await this.v.tlog.sync();
       // Durability: every write of this batch and of every batch before it is on stable
       // storage (SCO data before the TLog entries that point to it).
     }
     // The metadata store knows writes are at risk before the first of them is acknowledged.
-    await this.risk.settle();
+    await this.v.risk.settle();
     if (checkpoint) this.enqueueCheckpoint();
   }
 
@@ -884,7 +836,7 @@ export class Volume implements VolumeIo {
       const chunk = updates.slice(i, i + LBA_MAP_APPLY_MAX_UPDATES);
       const last = i + LBA_MAP_APPLY_MAX_UPDATES >= updates.length;
       // Replaying from an older marker is idempotent, so a crash between chunks is safe.
-      await this.lba.applyBehind(chunk, last ? { meta } : {});
+      await this.v.lba.applyBehind(chunk, last ? { meta } : {});
       if (updates.length === 0) break;
     }
   }
@@ -896,49 +848,49 @@ export class Volume implements VolumeIo {
    */
   private laneWrite(write: Promise<unknown>): void {
     write.catch(() => undefined);
-    this.tlogWrites.push(write);
+    this.v.tlogWrites.push(write);
   }
 
   private async startSco(): Promise<void> {
-    const number = this.state.nextScoNumber;
-    this.state.nextScoNumber += 1;
+    const number = this.v.state.nextScoNumber;
+    this.v.state.nextScoNumber += 1;
     // The number is durable before the file exists: a crash leaves a gap, never a reuse.
-    await this.persistState();
-    const memory = this.scoMemory.take(this.config.scoSizeBytes);
+    await persistState(this.v);
+    const memory = this.v.scoMemory.take(this.v.config.scoSizeBytes);
     try {
-      this.sco = await ScoWriter.create({
-        dir: this.scoDir,
+      this.v.sco = await ScoWriter.create({
+        dir: this.v.scoDir,
         scoNumber: scoNumber(number),
-        clusterSizeBytes: this.config.clusterSizeBytes,
-        scoSizeBytes: this.config.scoSizeBytes,
+        clusterSizeBytes: this.v.config.clusterSizeBytes,
+        scoSizeBytes: this.v.config.scoSizeBytes,
         memory,
       });
     } catch (err) {
-      if (memory !== undefined) this.scoMemory.give(memory);
+      if (memory !== undefined) this.v.scoMemory.give(memory);
       throw err;
     }
   }
 
   /** Seals the current SCO (fsync), journals it, queues its upload; rolls the TLog when due. */
   private async sealCurrentSco(forceRoll = false): Promise<void> {
-    const sco = this.sco as ScoWriter;
+    const sco = this.v.sco as ScoWriter;
     // Listed as local before it stops being current, so no read misses it in between.
-    this.localScos.set(sco.scoNumber, sco.clusterCount * this.config.clusterSizeBytes);
-    // Its memory keeps serving reads while it seals (the same turn as `this.sco` changes).
-    if (sco.memory !== undefined) this.sealedMemory.set(sco.scoNumber, sco.memory);
-    this.sco = undefined;
+    this.v.localScos.set(sco.scoNumber, sco.clusterCount * this.v.config.clusterSizeBytes);
+    // Its memory keeps serving reads while it seals (the same turn as `this.v.sco` changes).
+    if (sco.memory !== undefined) this.v.sealedMemory.set(sco.scoNumber, sco.memory);
+    this.v.sco = undefined;
     let sealed: Awaited<ReturnType<ScoWriter['seal']>>;
     try {
       sealed = await sco.seal();
     } catch (err) {
-      if (sco.memory !== undefined && this.sealedMemory.get(sco.scoNumber) === sco.memory) {
-        this.sealedMemory.delete(sco.scoNumber);
-        this.scoMemory.forget(sco.memory);
+      if (sco.memory !== undefined && this.v.sealedMemory.get(sco.scoNumber) === sco.memory) {
+        this.v.sealedMemory.delete(sco.scoNumber);
+        this.v.scoMemory.forget(sco.memory);
       }
       throw err;
     }
     this.laneWrite(
-      this.tlog.append([
+      this.v.tlog.append([
         {
           type: 'scoSealed',
           scoNumber: sealed.scoNumber,
@@ -947,25 +899,25 @@ export class Volume implements VolumeIo {
         },
       ]),
     );
-    this.localScos.set(sealed.scoNumber, sealed.sizeBytes);
+    this.v.localScos.set(sealed.scoNumber, sealed.sizeBytes);
     void this.enqueueUpload({ kind: 'sco', scoNumber: sealed.scoNumber });
-    this.scosInTlog += 1;
-    if (forceRoll || this.scosInTlog >= this.config.tlogScos) await this.rollTlog();
+    this.v.scosInTlog += 1;
+    if (forceRoll || this.v.scosInTlog >= this.v.config.tlogScos) await this.rollTlog();
   }
 
   /** Closes the current TLog (synced) into the chain and starts the next one. */
   private async rollTlog(): Promise<void> {
-    await Promise.all(this.tlogWrites);
-    this.tlogWrites = [];
-    await this.tlog.close();
-    const closed = this.tlog.tlogNumber;
-    const next = this.state.nextTlogNumber;
-    this.tlog = await TLogWriter.create(this.tlogDir, next);
-    this.state.chain.push(closed);
-    this.state.currentTlog = next;
-    this.state.nextTlogNumber = next + 1;
-    await this.persistState();
-    this.scosInTlog = 0;
+    await Promise.all(this.v.tlogWrites);
+    this.v.tlogWrites = [];
+    await this.v.tlog.close();
+    const closed = this.v.tlog.tlogNumber;
+    const next = this.v.state.nextTlogNumber;
+    this.v.tlog = await TLogWriter.create(this.v.tlogDir, next);
+    this.v.state.chain.push(closed);
+    this.v.state.currentTlog = next;
+    this.v.state.nextTlogNumber = next + 1;
+    await persistState(this.v);
+    this.v.scosInTlog = 0;
     void this.enqueueUpload({ kind: 'tlog', tlogNumber: closed });
   }
 
@@ -974,7 +926,7 @@ export class Volume implements VolumeIo {
   private async readRange(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     const out = Buffer.alloc(lengthBytes);
     if (lengthBytes === 0) return out;
-    const cs = this.config.clusterSizeBytes;
+    const cs = this.v.config.clusterSizeBytes;
     const first = Math.floor(offsetBytes / cs);
     const last = Math.floor((offsetBytes + lengthBytes - 1) / cs);
     for (let from = first; from <= last; from += SCO_READ_MAX_CLUSTERS * 8) {
@@ -1004,9 +956,9 @@ export class Volume implements VolumeIo {
     from: number,
     indexes: readonly ClusterIndex[],
   ): Promise<void> {
-    const cs = this.config.clusterSizeBytes;
+    const cs = this.v.config.clusterSizeBytes;
     const end = offsetBytes + out.length;
-    const locations = await this.lba.getMany(indexes);
+    const locations = await this.v.lba.getMany(indexes);
     const missed: number[] = [];
     for (let i = 0; i < indexes.length; i += 1) {
       const location = locations[i];
@@ -1026,7 +978,7 @@ export class Volume implements VolumeIo {
         );
         continue;
       }
-      const hit = this.clusterCache.copyOut(
+      const hit = this.v.clusterCache.copyOut(
         location.layer ?? 0,
         location.scoNumber,
         location.clusterOffset,
@@ -1044,7 +996,12 @@ export class Volume implements VolumeIo {
       const i = missed[k] as number;
       const data = clusters[k] as Buffer;
       const location = missedLocations[k] as ClusterLocation;
-      this.clusterCache.put(location.layer ?? 0, location.scoNumber, location.clusterOffset, data);
+      this.v.clusterCache.put(
+        location.layer ?? 0,
+        location.scoNumber,
+        location.clusterOffset,
+        data,
+      );
       const clusterStart = (from + i) * cs;
       const copyFrom = Math.max(offsetBytes, clusterStart);
       const copyTo = Math.min(end, clusterStart + cs);
@@ -1057,27 +1014,27 @@ export class Volume implements VolumeIo {
    * not uploaded yet). Read it in the same turn: once uploaded, the buffer is recycled.
    */
   private memoryOf(n: number): Buffer | undefined {
-    const sco = this.sco;
+    const sco = this.v.sco;
     if (sco !== undefined && sco.scoNumber === n) return sco.memory;
-    return this.sealedMemory.get(n);
+    return this.v.sealedMemory.get(n);
   }
 
   /** A whole cluster's current content (zeros if unmapped), for read-modify-write. */
   private async readClusterUnlocked(index: number): Promise<Buffer> {
     const [data] = await this.readClusters([index as ClusterIndex]);
-    return data ?? Buffer.alloc(this.config.clusterSizeBytes);
+    return data ?? Buffer.alloc(this.v.config.clusterSizeBytes);
   }
 
   /** The clusters' contents, verified; undefined for unmapped clusters. */
   private async readClusters(indexes: readonly ClusterIndex[]): Promise<(Buffer | undefined)[]> {
-    const locations = await this.lba.getMany(indexes);
+    const locations = await this.v.lba.getMany(indexes);
     return this.readLocations(locations);
   }
 
   private async readLocations(
     locations: readonly (ClusterLocation | undefined)[],
   ): Promise<(Buffer | undefined)[]> {
-    const cs = this.config.clusterSizeBytes;
+    const cs = this.v.config.clusterSizeBytes;
     const out: (Buffer | undefined)[] = new Array(locations.length);
     const remote = new Map<number, number[]>(); // layer -> positions
     // Clusters of SCOs still in memory first, copied now (before any await).
@@ -1125,7 +1082,8 @@ export class Volume implements VolumeIo {
       i = j;
     }
     for (const [layer, positions] of remote) {
-      const ns = layer === 0 ? this.config.namespace : this.config.ancestors[layer - 1]?.namespace;
+      const ns =
+        layer === 0 ? this.v.config.namespace : this.v.config.ancestors[layer - 1]?.namespace;
       assert(ns !== undefined, `location layer ${layer} beyond the vDisk's ancestors`);
       // Clusters back to back in one SCO become one slice: one ranged read.
       const runs: { first: number; count: number }[] = [];
@@ -1154,7 +1112,7 @@ export class Volume implements VolumeIo {
           lengthBytes: run.count * cs,
         };
       });
-      const data = await this.backend.readRanges(ns, slices);
+      const data = await this.v.backend.readRanges(ns, slices);
       for (let r = 0; r < runs.length; r += 1) {
         const run = runs[r] as { first: number; count: number };
         const bytes = data[r];
@@ -1169,7 +1127,7 @@ export class Volume implements VolumeIo {
           ) {
             throw vdError(
               VdErrorCode.Corrupt,
-              `vDisk ${this.name}: cluster ${location.clusterOffset} of SCO ${location.scoNumber} (layer ${layer}) read from the backend fails its CRC32C`,
+              `vDisk ${this.v.name}: cluster ${location.clusterOffset} of SCO ${location.scoNumber} (layer ${layer}) read from the backend fails its CRC32C`,
             );
           }
           out[p] = cluster;
@@ -1181,34 +1139,34 @@ export class Volume implements VolumeIo {
 
   /** A reader of a SCO file in the write buffer, or undefined when the file is gone. */
   private async localReader(number: number): Promise<ScoReader | undefined> {
-    const cached = this.readers.get(number);
+    const cached = this.v.readers.get(number);
     if (cached !== undefined) {
-      this.readers.delete(number);
-      this.readers.set(number, cached);
+      this.v.readers.delete(number);
+      this.v.readers.set(number, cached);
       return cached;
     }
-    const isCurrent = this.sco?.scoNumber === number;
-    if (!isCurrent && !this.localScos.has(number)) return undefined;
+    const isCurrent = this.v.sco?.scoNumber === number;
+    if (!isCurrent && !this.v.localScos.has(number)) return undefined;
     let reader: ScoReader;
     try {
       reader = await ScoReader.open({
-        dir: this.scoDir,
+        dir: this.v.scoDir,
         scoNumber: scoNumber(number),
-        clusterSizeBytes: this.config.clusterSizeBytes,
+        clusterSizeBytes: this.v.config.clusterSizeBytes,
       });
     } catch (err) {
       if (isShaleError(err, VdErrorCode.ScoNotFound)) return undefined;
       throw err;
     }
-    const raced = this.readers.get(number);
+    const raced = this.v.readers.get(number);
     if (raced !== undefined) {
       await reader.close();
       return raced;
     }
-    this.readers.set(number, reader);
-    if (this.readers.size > SCO_READERS_OPEN_MAX) {
-      const [oldest, old] = this.readers.entries().next().value as [number, ScoReader];
-      this.readers.delete(oldest);
+    this.v.readers.set(number, reader);
+    if (this.v.readers.size > SCO_READERS_OPEN_MAX) {
+      const [oldest, old] = this.v.readers.entries().next().value as [number, ScoReader];
+      this.v.readers.delete(oldest);
       // Reads in flight on it finish first: close after a tick of grace.
       setTimeout(() => void old.close().catch(() => undefined), 1000).unref();
     }
@@ -1218,16 +1176,16 @@ export class Volume implements VolumeIo {
   // ------------------------------------------------------------------ snapshots
 
   snapshots(): readonly SnapshotRecord[] {
-    return this.state.snapshots;
+    return this.v.state.snapshots;
   }
 
   /** Every TLog up to the snapshot's marker is in the backend. */
   snapshotInBackend(id: number): boolean {
-    const record = this.state.snapshots.find((s) => s.id === id);
+    const record = this.v.state.snapshots.find((s) => s.id === id);
     if (record === undefined) return false;
-    const position = this.state.chain.indexOf(record.tlogNumber);
+    const position = this.v.state.chain.indexOf(record.tlogNumber);
     if (position < 0) return false;
-    return this.state.chain.slice(0, position + 1).every((n) => this.uploadedTlogs.has(n));
+    return this.v.state.chain.slice(0, position + 1).every((n) => this.v.uploadedTlogs.has(n));
   }
 
   /**
@@ -1236,25 +1194,25 @@ export class Volume implements VolumeIo {
    */
   async snapshotHeld(name: string, createdAtMs: number): Promise<SnapshotRecord> {
     assert(this.holds > 0 && this.laneRunning === undefined, 'snapshotHeld without a hold');
-    this.checkOpen();
-    const id = this.state.nextSnapshotId;
-    await this.tlog.append([{ type: 'snapshot', snapshotId: id }]);
-    await this.sco?.sync();
-    await this.tlog.sync();
-    const record: SnapshotRecord = { id, name, createdAtMs, tlogNumber: this.tlog.tlogNumber };
-    this.state.nextSnapshotId = id + 1;
-    this.state.snapshots.push(record);
-    await this.persistState();
+    checkOpen(this.v);
+    const id = this.v.state.nextSnapshotId;
+    await this.v.tlog.append([{ type: 'snapshot', snapshotId: id }]);
+    await this.v.sco?.sync();
+    await this.v.tlog.sync();
+    const record: SnapshotRecord = { id, name, createdAtMs, tlogNumber: this.v.tlog.tlogNumber };
+    this.v.state.nextSnapshotId = id + 1;
+    this.v.state.snapshots.push(record);
+    await persistState(this.v);
     // Durability: the marker and every write acknowledged before the hold are on stable
     // storage; the snapshot list naming it is in state.json.
     return record;
   }
 
   async deleteSnapshot(id: number): Promise<void> {
-    const before = this.state.snapshots.length;
-    this.state.snapshots = this.state.snapshots.filter((s) => s.id !== id);
-    if (this.state.snapshots.length === before) return;
-    await this.persistState();
+    const before = this.v.state.snapshots.length;
+    this.v.state.snapshots = this.v.state.snapshots.filter((s) => s.id !== id);
+    if (this.v.state.snapshots.length === before) return;
+    await persistState(this.v);
     void this.enqueueUpload({ kind: 'root' });
   }
 
@@ -1265,17 +1223,17 @@ export class Volume implements VolumeIo {
    * become garbage, deleted once the backend root no longer names them.
    */
   async rollback(id: number): Promise<void> {
-    const record = this.state.snapshots.find((s) => s.id === id);
+    const record = this.v.state.snapshots.find((s) => s.id === id);
     if (record === undefined) {
-      throw vdError(VdErrorCode.NotFound, `vDisk ${this.name} has no snapshot ${id}`);
+      throw vdError(VdErrorCode.NotFound, `vDisk ${this.v.name} has no snapshot ${id}`);
     }
     const release = await this.hold();
     try {
-      this.checkOpen();
-      this.tlogWrites = [];
-      if (this.sco !== undefined && this.sco.clusterCount > 0) await this.sealCurrentSco(true);
-      else if (this.tlog.entryCount > 0) await this.rollTlog();
-      const chain = this.state.chain;
+      checkOpen(this.v);
+      this.v.tlogWrites = [];
+      if (this.v.sco !== undefined && this.v.sco.clusterCount > 0) await this.sealCurrentSco(true);
+      else if (this.v.tlog.entryCount > 0) await this.rollTlog();
+      const chain = this.v.state.chain;
       const at = chain.indexOf(record.tlogNumber);
       assert(at >= 0, `snapshot ${id} TLog ${record.tlogNumber} not in the chain`);
       const entries = await this.readTlog(record.tlogNumber);
@@ -1295,32 +1253,32 @@ export class Volume implements VolumeIo {
         for (const e of await this.readTlog(n)) if (e.type === 'write') keptScos.add(e.scoNumber);
       }
       for (const e of kept) if (e.type === 'write') keptScos.add(e.scoNumber);
-      const replacement = this.state.nextTlogNumber;
-      await writeTLogFile(this.tlogDir, replacement, kept);
-      const current = this.tlog.tlogNumber;
-      this.state = {
-        ...this.state,
-        generation: this.state.generation + 1,
+      const replacement = this.v.state.nextTlogNumber;
+      await writeTLogFile(this.v.tlogDir, replacement, kept);
+      const current = this.v.tlog.tlogNumber;
+      this.v.state = {
+        ...this.v.state,
+        generation: this.v.state.generation + 1,
         chain: [...chain.slice(0, at), replacement],
         nextTlogNumber: replacement + 1,
-        snapshots: this.state.snapshots
+        snapshots: this.v.state.snapshots
           .filter((s) => s.id <= id)
           .map((s) => (cut.includes(s.tlogNumber) ? { ...s, tlogNumber: replacement } : s)),
         garbage: {
-          scos: [...this.state.garbage.scos, ...[...cutScos].filter((n) => !keptScos.has(n))],
-          tlogs: [...this.state.garbage.tlogs, ...cut],
+          scos: [...this.v.state.garbage.scos, ...[...cutScos].filter((n) => !keptScos.has(n))],
+          tlogs: [...this.v.state.garbage.tlogs, ...cut],
         },
       };
-      this.rootNeeds = new Set([replacement]);
+      this.v.rootNeeds = new Set([replacement]);
       // Commit point: state.json names the new history.
-      await this.persistState();
-      this.risk.rewritten(cut, record.tlogNumber, replacement);
+      await persistState(this.v);
+      this.v.risk.rewritten(cut, record.tlogNumber, replacement);
       await this.rebuildMap();
-      this.rootCheckpoint = undefined;
+      this.v.rootCheckpoint = undefined;
       void this.enqueueUpload({ kind: 'tlog', tlogNumber: replacement });
       this.enqueueCheckpoint();
       this.enqueueGarbage();
-      this.log(`${this.name}: rolled back to snapshot ${id} (current TLog ${current})`);
+      this.v.log(`${this.v.name}: rolled back to snapshot ${id} (current TLog ${current})`);
     } finally {
       release();
     }
@@ -1346,18 +1304,18 @@ export class Volume implements VolumeIo {
     liveFractionThreshold: number;
     pinnedSnapshotIds: ReadonlySet<number>;
   }): Promise<ScrubReport> {
-    const cs = this.config.clusterSizeBytes;
+    const cs = this.v.config.clusterSizeBytes;
     let release = await this.hold();
     let prefix: number[];
     let generation: number;
     try {
-      this.checkOpen();
-      this.tlogWrites = [];
-      if (this.sco !== undefined && this.sco.clusterCount > 0) await this.sealCurrentSco(true);
-      else if (this.tlog.entryCount > 0) await this.rollTlog();
-      await Promise.all(this.tlogWrites);
-      prefix = [...this.state.chain];
-      generation = this.state.generation;
+      checkOpen(this.v);
+      this.v.tlogWrites = [];
+      if (this.v.sco !== undefined && this.v.sco.clusterCount > 0) await this.sealCurrentSco(true);
+      else if (this.v.tlog.entryCount > 0) await this.rollTlog();
+      await Promise.all(this.v.tlogWrites);
+      prefix = [...this.v.state.chain];
+      generation = this.v.state.generation;
     } finally {
       release();
     }
@@ -1367,7 +1325,7 @@ export class Volume implements VolumeIo {
     const histories: TLogEntry[][] = [];
     for (const n of prefix) histories.push(await this.readTlog(n));
     const plan = planScrub(histories, {
-      snapshotIds: new Set(this.state.snapshots.map((s) => s.id)),
+      snapshotIds: new Set(this.v.state.snapshots.map((s) => s.id)),
       pinnedSnapshotIds: options.pinnedSnapshotIds,
       liveFractionThreshold: options.liveFractionThreshold,
     });
@@ -1390,7 +1348,7 @@ export class Volume implements VolumeIo {
       if (writer === undefined) return;
       const sealed = await writer.seal();
       sealedCrcs.set(sealed.scoNumber, sealed.crc32c);
-      this.localScos.set(sealed.scoNumber, sealed.sizeBytes);
+      this.v.localScos.set(sealed.scoNumber, sealed.sizeBytes);
       writer = undefined;
     };
     for (let i = 0; i < plan.moves.length; i += SCO_READ_MAX_CLUSTERS) {
@@ -1405,14 +1363,14 @@ export class Volume implements VolumeIo {
       let k = 0;
       while (k < moves.length) {
         if (writer === undefined) {
-          const number = this.state.nextScoNumber;
-          this.state.nextScoNumber += 1;
-          await this.persistState();
+          const number = this.v.state.nextScoNumber;
+          this.v.state.nextScoNumber += 1;
+          await persistState(this.v);
           writer = await ScoWriter.create({
-            dir: this.scoDir,
+            dir: this.v.scoDir,
             scoNumber: scoNumber(number),
             clusterSizeBytes: cs,
-            scoSizeBytes: this.config.scoSizeBytes,
+            scoSizeBytes: this.v.config.scoSizeBytes,
           });
           newScos.push(number);
         }
@@ -1467,49 +1425,49 @@ export class Volume implements VolumeIo {
           rewritten.push({
             type: 'scoSealed',
             scoNumber: scoNumber(n),
-            sizeBytes: this.localScos.get(n) ?? 0,
+            sizeBytes: this.v.localScos.get(n) ?? 0,
             crc32c: sealedCrcs.get(n) ?? 0,
           });
         }
       }
-      const number = this.state.nextTlogNumber;
-      this.state.nextTlogNumber += 1;
-      await this.persistState();
-      await writeTLogFile(this.tlogDir, number, rewritten);
+      const number = this.v.state.nextTlogNumber;
+      this.v.state.nextTlogNumber += 1;
+      await persistState(this.v);
+      await writeTLogFile(this.v.tlogDir, number, rewritten);
       replaced.set(prefix[t] as number, number);
     }
     release = await this.hold();
     try {
-      this.checkOpen();
-      if (this.state.generation !== generation) {
+      checkOpen(this.v);
+      if (this.v.state.generation !== generation) {
         report.aborted = true;
         for (const n of newScos) await this.dropLocalSco(n);
         for (const n of replaced.values())
-          await fs.rm(path.join(this.tlogDir, tlogFileName(n)), { force: true });
+          await fs.rm(path.join(this.v.tlogDir, tlogFileName(n)), { force: true });
         return report;
       }
-      const newChain = this.state.chain.map((n) => replaced.get(n) ?? n);
-      this.state = {
-        ...this.state,
+      const newChain = this.v.state.chain.map((n) => replaced.get(n) ?? n);
+      this.v.state = {
+        ...this.v.state,
         generation: generation + 1,
         chain: newChain,
-        snapshots: this.state.snapshots.map((s) => ({
+        snapshots: this.v.state.snapshots.map((s) => ({
           ...s,
           tlogNumber: replaced.get(s.tlogNumber) ?? s.tlogNumber,
         })),
         garbage: {
-          scos: [...this.state.garbage.scos, ...plan.candidates],
-          tlogs: [...this.state.garbage.tlogs, ...replaced.keys()],
+          scos: [...this.v.state.garbage.scos, ...plan.candidates],
+          tlogs: [...this.v.state.garbage.tlogs, ...replaced.keys()],
         },
       };
-      this.rootNeeds = new Set(replaced.values());
+      this.v.rootNeeds = new Set(replaced.values());
       // Commit point: state.json names the new history.
-      await this.persistState();
+      await persistState(this.v);
       // Repoint map entries that still point at moved clusters (later writes moved on).
       const updates: LbaUpdate[] = [];
-      for await (const [index, location] of this.lba.range(
+      for await (const [index, location] of this.v.lba.range(
         clusterIndex(0),
-        Math.ceil(this.state.sizeBytes / cs),
+        Math.ceil(this.v.state.sizeBytes / cs),
       )) {
         if ((location.layer ?? 0) !== 0 || !plan.candidates.has(location.scoNumber)) continue;
         const to = relocated.get(versionKey(location.scoNumber, location.clusterOffset));
@@ -1520,12 +1478,12 @@ export class Volume implements VolumeIo {
         updates.push({ clusterIndex: index, location: to });
       }
       await this.applyUpdates(updates, {
-        generation: this.state.generation,
-        tlogNumber: this.tlog.tlogNumber,
-        entryCount: this.tlog.entryCount,
+        generation: this.v.state.generation,
+        tlogNumber: this.v.tlog.tlogNumber,
+        entryCount: this.v.tlog.entryCount,
       });
       for (const n of newScos) {
-        this.dirtyScoBytes += this.localScos.get(n) ?? 0;
+        this.v.dirtyScoBytes += this.v.localScos.get(n) ?? 0;
         void this.enqueueUpload({ kind: 'sco', scoNumber: n });
       }
       for (const n of newChain) {
@@ -1551,7 +1509,7 @@ export class Volume implements VolumeIo {
 
   /** Bytes of this vDisk's objects in the backend. */
   async backendBytes(): Promise<number> {
-    const objects = await this.backend.listObjects(this.config.namespace, '');
+    const objects = await this.v.backend.listObjects(this.v.config.namespace, '');
     return objects.reduce((sum, o) => sum + o.sizeBytes, 0);
   }
 
@@ -1575,7 +1533,7 @@ export class Volume implements VolumeIo {
    */
   private checkpointDue(): boolean {
     const fullTlogEntries =
-      (this.config.tlogScos * this.config.scoSizeBytes) / this.config.clusterSizeBytes;
+      (this.v.config.tlogScos * this.v.config.scoSizeBytes) / this.v.config.clusterSizeBytes;
     return (
       (this.tlogsSinceCheckpoint >= CHECKPOINT_EVERY_TLOGS &&
         this.tlogEntriesSinceCheckpoint >= CHECKPOINT_EVERY_TLOGS * fullTlogEntries) ||
@@ -1589,26 +1547,30 @@ export class Volume implements VolumeIo {
     if (position === undefined) return;
     this.tlogsSinceCheckpoint = 0;
     this.tlogEntriesSinceCheckpoint = 0;
-    void this.enqueueUpload({ kind: 'checkpoint', entries: this.lba.snapshotEntries(), position });
+    void this.enqueueUpload({
+      kind: 'checkpoint',
+      entries: this.v.lba.snapshotEntries(),
+      position,
+    });
   }
 
   /** The map's position as (last closed TLog, its length), when the current TLog is empty. */
   private closedPosition(): MapPosition | undefined {
-    if (this.tlog.entryCount > 0) return undefined;
-    const last = this.state.chain[this.state.chain.length - 1];
+    if (this.v.tlog.entryCount > 0) return undefined;
+    const last = this.v.state.chain[this.v.state.chain.length - 1];
     if (last === undefined) return undefined;
-    return { generation: this.state.generation, tlogNumber: last, entryCount: -1 };
+    return { generation: this.v.state.generation, tlogNumber: last, entryCount: -1 };
   }
 
   private enqueueGarbage(): void {
-    const { scos, tlogs } = this.state.garbage;
+    const { scos, tlogs } = this.v.state.garbage;
     if (scos.length === 0 && tlogs.length === 0) return;
     void this.enqueueUpload({ kind: 'gc', scos: [...scos], tlogs: [...tlogs] });
   }
 
   private pumpUploads(): void {
-    if (this.closed && this.uploads.length === 0) return;
-    while (this.uploads.length > 0 && !this.uploadBarrierRunning && this.fencedBy === undefined) {
+    if (this.v.closed && this.uploads.length === 0) return;
+    while (this.uploads.length > 0 && !this.uploadBarrierRunning && this.v.fencedBy === undefined) {
       const head = this.uploads[0] as QueuedUpload;
       if (head.item.kind === 'sco') {
         if (this.uploadsRunning >= UPLOAD_CONCURRENCY) return;
@@ -1645,18 +1607,18 @@ export class Volume implements VolumeIo {
       } catch (err) {
         const error = err instanceof Error ? err : new Error(String(err));
         if (isShaleError(error, VdErrorCode.Fenced)) {
-          this.fencedBy = error;
-          this.log(`${this.name}: fenced: ${error.message}`);
+          this.v.fencedBy = error;
+          this.v.log(`${this.v.name}: fenced: ${error.message}`);
         }
-        if (this.fencedBy !== undefined || this.closed) {
+        if (this.v.fencedBy !== undefined || this.v.closed) {
           queued.reject(error);
           for (const rest of this.uploads.splice(0)) rest.reject(error);
           for (const wake of this.uploadWaiters.splice(0)) wake();
           return;
         }
         this.lastUploadError = error.message;
-        this.log(
-          `${this.name}: upload failed, retrying in ${this.uploadRetryMs} ms: ${error.message}`,
+        this.v.log(
+          `${this.v.name}: upload failed, retrying in ${this.uploadRetryMs} ms: ${error.message}`,
         );
         await new Promise((resolve) => setTimeout(resolve, this.uploadRetryMs));
         this.uploadRetryMs = Math.min(this.uploadRetryMs * 2, UPLOAD_RETRY_MAX_MS);
@@ -1665,37 +1627,37 @@ export class Volume implements VolumeIo {
   }
 
   private async upload(item: UploadItem): Promise<void> {
-    const ns = this.config.namespace;
+    const ns = this.v.config.namespace;
     switch (item.kind) {
       case 'sco': {
-        const memory = this.sealedMemory.get(item.scoNumber);
-        const size = this.localScos.get(item.scoNumber);
+        const memory = this.v.sealedMemory.get(item.scoNumber);
+        const size = this.v.localScos.get(item.scoNumber);
         // A sealed SCO still in memory goes up from there; otherwise it is read back.
         const data =
           memory !== undefined && size !== undefined
             ? memory.subarray(0, size)
-            : await fs.readFile(scoFilePath(this.scoDir, scoNumber(item.scoNumber)));
-        await this.backend.putObject(ns, scoObjectName(item.scoNumber), data, this.epoch);
-        if (memory !== undefined && this.sealedMemory.get(item.scoNumber) === memory) {
+            : await fs.readFile(scoFilePath(this.v.scoDir, scoNumber(item.scoNumber)));
+        await this.v.backend.putObject(ns, scoObjectName(item.scoNumber), data, this.v.epoch);
+        if (memory !== undefined && this.v.sealedMemory.get(item.scoNumber) === memory) {
           // putObject resolved: the backend no longer reads `data` (what it still writes
           // in the background, it copied).
-          this.sealedMemory.delete(item.scoNumber);
-          this.scoMemory.give(memory);
+          this.v.sealedMemory.delete(item.scoNumber);
+          this.v.scoMemory.give(memory);
         }
-        this.uploadedScos.add(item.scoNumber);
-        this.dirtyScoBytes = Math.max(0, this.dirtyScoBytes - data.length);
-        this.stats.scosUploaded += 1;
-        this.stats.bytesUploaded += data.length;
+        this.v.uploadedScos.add(item.scoNumber);
+        this.v.dirtyScoBytes = Math.max(0, this.v.dirtyScoBytes - data.length);
+        this.v.stats.scosUploaded += 1;
+        this.v.stats.bytesUploaded += data.length;
         await this.evictScoCache();
         return;
       }
       case 'tlog': {
-        if (!this.state.chain.includes(item.tlogNumber)) return; // cut by a rollback
-        const data = await fs.readFile(path.join(this.tlogDir, tlogFileName(item.tlogNumber)));
-        await this.backend.putObject(ns, tlogObjectName(item.tlogNumber), data, this.epoch);
-        this.uploadedTlogs.add(item.tlogNumber);
-        this.stats.tlogsUploaded += 1;
-        this.stats.bytesUploaded += data.length;
+        if (!this.v.state.chain.includes(item.tlogNumber)) return; // cut by a rollback
+        const data = await fs.readFile(path.join(this.v.tlogDir, tlogFileName(item.tlogNumber)));
+        await this.v.backend.putObject(ns, tlogObjectName(item.tlogNumber), data, this.v.epoch);
+        this.v.uploadedTlogs.add(item.tlogNumber);
+        this.v.stats.tlogsUploaded += 1;
+        this.v.stats.bytesUploaded += data.length;
         this.tlogsSinceCheckpoint += 1;
         this.tlogEntriesSinceCheckpoint += data.length / TLOG_ENTRY_SIZE_BYTES;
         await this.putRoot();
@@ -1711,34 +1673,34 @@ export class Volume implements VolumeIo {
         return;
       case 'checkpoint': {
         const { position } = item;
-        if (position.generation !== this.state.generation) return; // history rewritten since
-        const id = this.nextCheckpointId;
-        this.nextCheckpointId += 1;
+        if (position.generation !== this.v.state.generation) return; // history rewritten since
+        const id = this.v.nextCheckpointId;
+        this.v.nextCheckpointId += 1;
         let part = 0;
         let batch: [number, ClusterLocation][] = [];
         for await (const value of item.entries) {
           if (Buffer.isBuffer(value)) continue;
           batch.push(value);
           if (batch.length === CHECKPOINT_PART_ENTRIES) {
-            await this.backend.putObject(
+            await this.v.backend.putObject(
               ns,
               checkpointObjectName(id, part),
               encodeCheckpointPart(batch),
-              this.epoch,
+              this.v.epoch,
             );
             part += 1;
             batch = [];
           }
         }
-        await this.backend.putObject(
+        await this.v.backend.putObject(
           ns,
           checkpointObjectName(id, part),
           encodeCheckpointPart(batch),
-          this.epoch,
+          this.v.epoch,
         );
         const tlogEntries = (await this.readTlog(position.tlogNumber)).length;
-        const previous = this.rootCheckpoint;
-        this.rootCheckpoint = {
+        const previous = this.v.rootCheckpoint;
+        this.v.rootCheckpoint = {
           id,
           parts: part + 1,
           tlogNumber: position.tlogNumber,
@@ -1751,19 +1713,19 @@ export class Volume implements VolumeIo {
       }
       case 'gc': {
         for (const n of item.tlogs) {
-          await this.backend.deleteObject(ns, tlogObjectName(n), this.epoch);
-          await fs.rm(path.join(this.tlogDir, tlogFileName(n)), { force: true });
+          await this.v.backend.deleteObject(ns, tlogObjectName(n), this.v.epoch);
+          await fs.rm(path.join(this.v.tlogDir, tlogFileName(n)), { force: true });
         }
         for (const n of item.scos) {
-          await this.backend.deleteObject(ns, scoObjectName(n), this.epoch);
-          this.uploadedScos.delete(n);
+          await this.v.backend.deleteObject(ns, scoObjectName(n), this.v.epoch);
+          this.v.uploadedScos.delete(n);
           await this.dropLocalSco(n);
         }
-        this.state.garbage = {
-          scos: this.state.garbage.scos.filter((n) => !item.scos.includes(n)),
-          tlogs: this.state.garbage.tlogs.filter((n) => !item.tlogs.includes(n)),
+        this.v.state.garbage = {
+          scos: this.v.state.garbage.scos.filter((n) => !item.scos.includes(n)),
+          tlogs: this.v.state.garbage.tlogs.filter((n) => !item.tlogs.includes(n)),
         };
-        await this.persistState();
+        await persistState(this.v);
         return;
       }
     }
@@ -1771,10 +1733,10 @@ export class Volume implements VolumeIo {
 
   private async deleteCheckpoint(ref: CheckpointRef): Promise<void> {
     for (let part = 0; part < ref.parts; part += 1) {
-      await this.backend.deleteObject(
-        this.config.namespace,
+      await this.v.backend.deleteObject(
+        this.v.config.namespace,
         checkpointObjectName(ref.id, part),
-        this.epoch,
+        this.v.epoch,
       );
     }
   }
@@ -1783,51 +1745,51 @@ export class Volume implements VolumeIo {
   private async putRoot(): Promise<void> {
     // A rewritten history goes into the root whole or not at all: a part of it is not a
     // state the vDisk ever had. Until then the old root (and its objects) stay.
-    if (this.rootNeeds !== undefined) {
-      for (const n of this.rootNeeds) if (!this.uploadedTlogs.has(n)) return;
-      this.rootNeeds = undefined;
+    if (this.v.rootNeeds !== undefined) {
+      for (const n of this.v.rootNeeds) if (!this.v.uploadedTlogs.has(n)) return;
+      this.v.rootNeeds = undefined;
     }
     const chain: number[] = [];
-    for (const n of this.state.chain) {
-      if (!this.uploadedTlogs.has(n)) break;
+    for (const n of this.v.state.chain) {
+      if (!this.v.uploadedTlogs.has(n)) break;
       chain.push(n);
     }
     const checkpoint =
-      this.rootCheckpoint !== undefined &&
-      this.rootCheckpoint.generation === this.state.generation &&
-      chain.includes(this.rootCheckpoint.tlogNumber)
-        ? this.rootCheckpoint
+      this.v.rootCheckpoint !== undefined &&
+      this.v.rootCheckpoint.generation === this.v.state.generation &&
+      chain.includes(this.v.rootCheckpoint.tlogNumber)
+        ? this.v.rootCheckpoint
         : undefined;
     const root: BackendRoot = {
       format: STATE_FORMAT,
-      config: this.config,
-      generation: this.state.generation,
-      sizeBytes: this.state.sizeBytes,
+      config: this.v.config,
+      generation: this.v.state.generation,
+      sizeBytes: this.v.state.sizeBytes,
       chain,
-      snapshots: this.state.snapshots.filter((s) => chain.includes(s.tlogNumber)),
-      nextSnapshotId: this.state.nextSnapshotId,
+      snapshots: this.v.state.snapshots.filter((s) => chain.includes(s.tlogNumber)),
+      nextSnapshotId: this.v.state.nextSnapshotId,
       checkpoint,
     };
-    await this.backend.putObject(
-      this.config.namespace,
+    await this.v.backend.putObject(
+      this.v.config.namespace,
       ROOT_OBJECT,
       Buffer.from(JSON.stringify(root)),
-      this.epoch,
+      this.v.epoch,
     );
     // A restore from the backend now has every write these TLogs hold.
-    this.risk.inBackend(chain);
+    this.v.risk.inBackend(chain);
   }
 
   /** Resizes (the caller validated); the new size is durable and in the next root. */
   async setSize(sizeBytes: number): Promise<void> {
-    this.state.sizeBytes = sizeBytes;
-    await this.persistState();
+    this.v.state.sizeBytes = sizeBytes;
+    await persistState(this.v);
     void this.enqueueUpload({ kind: 'root' });
   }
 
   /** The write buffer is short of space: uploaded SCOs kept as a read cache go first. */
   async dropCachedScos(): Promise<void> {
-    if (!this.closed) await this.evictScoCache(0);
+    if (!this.v.closed) await this.evictScoCache(0);
   }
 
   /** The write lane stopped on a disk failure (IO or space); reads still work. */
@@ -1839,26 +1801,26 @@ export class Volume implements VolumeIo {
 
   private async evictScoCache(limitBytes = this.scoCacheBytes): Promise<void> {
     let cached = 0;
-    for (const [n, size] of this.localScos) if (this.uploadedScos.has(n)) cached += size;
-    for (const [n, size] of this.localScos) {
+    for (const [n, size] of this.v.localScos) if (this.v.uploadedScos.has(n)) cached += size;
+    for (const [n, size] of this.v.localScos) {
       if (cached <= limitBytes) return;
-      if (!this.uploadedScos.has(n)) continue;
+      if (!this.v.uploadedScos.has(n)) continue;
       await this.dropLocalSco(n);
       cached -= size;
     }
   }
 
   private async dropLocalSco(n: number): Promise<void> {
-    this.localScos.delete(n);
-    const memory = this.sealedMemory.get(n);
+    this.v.localScos.delete(n);
+    const memory = this.v.sealedMemory.get(n);
     if (memory !== undefined) {
       // An upload may still be reading it: out of the pool, never reused.
-      this.sealedMemory.delete(n);
-      this.scoMemory.forget(memory);
+      this.v.sealedMemory.delete(n);
+      this.v.scoMemory.forget(memory);
     }
-    const reader = this.readers.get(n);
-    this.readers.delete(n);
-    await fs.rm(scoFilePath(this.scoDir, scoNumber(n)), { force: true });
+    const reader = this.v.readers.get(n);
+    this.v.readers.delete(n);
+    await fs.rm(scoFilePath(this.v.scoDir, scoNumber(n)), { force: true });
     if (reader !== undefined)
       setTimeout(() => void reader.close().catch(() => undefined), 1000).unref();
   }
@@ -1867,7 +1829,7 @@ export class Volume implements VolumeIo {
     for (;;) {
       const pending = this.uploads.map((u) => u.done);
       if (pending.length === 0 && this.uploadsRunning === 0 && !this.uploadBarrierRunning) return;
-      if (this.fencedBy !== undefined) this.checkOpen();
+      if (this.v.fencedBy !== undefined) checkOpen(this.v);
       if (pending.length > 0) await Promise.all(pending);
       else await new Promise((resolve) => setTimeout(resolve, 10));
     }
@@ -1882,10 +1844,10 @@ export class Volume implements VolumeIo {
     try {
       const outcome = await Promise.race([this.waitUploadsDrained().then(() => 'done'), timeout]);
       if (outcome === 'timeout') {
-        this.log(`${this.name}: uploads still pending after ${ms} ms; left for the next open`);
+        this.v.log(`${this.v.name}: uploads still pending after ${ms} ms; left for the next open`);
       }
     } catch (err) {
-      this.log(`${this.name}: uploads stopped: ${errorMessage(err)}`);
+      this.v.log(`${this.v.name}: uploads stopped: ${errorMessage(err)}`);
     } finally {
       clearTimeout(timer);
     }
@@ -1893,7 +1855,10 @@ export class Volume implements VolumeIo {
 
   private async waitUploadsSettled(): Promise<void> {
     // On close: what runs now finishes (or fails); what is queued is picked up at open.
-    const closedError = vdError(VdErrorCode.Closed, `vDisk ${this.name} closed before the upload`);
+    const closedError = vdError(
+      VdErrorCode.Closed,
+      `vDisk ${this.v.name} closed before the upload`,
+    );
     for (const rest of this.uploads.splice(0)) rest.reject(closedError);
     while (this.uploadsRunning > 0 || this.uploadBarrierRunning) {
       await new Promise((resolve) => setTimeout(resolve, 10));
@@ -1902,20 +1867,20 @@ export class Volume implements VolumeIo {
 
   /** The entries of a TLog: the local file if present, else the backend's copy. */
   async readTlog(tlogNumber: number): Promise<TLogEntry[]> {
-    if (tlogNumber === this.tlog.tlogNumber && !this.closed) {
-      await Promise.all(this.tlogWrites);
+    if (tlogNumber === this.v.tlog.tlogNumber && !this.v.closed) {
+      await Promise.all(this.v.tlogWrites);
     }
-    const filePath = path.join(this.tlogDir, tlogFileName(tlogNumber));
+    const filePath = path.join(this.v.tlogDir, tlogFileName(tlogNumber));
     let buf: Buffer;
     try {
       buf = await fs.readFile(filePath);
     } catch {
-      buf = await this.backend.getObject(this.config.namespace, tlogObjectName(tlogNumber));
+      buf = await this.v.backend.getObject(this.v.config.namespace, tlogObjectName(tlogNumber));
     }
-    if (tlogNumber === this.tlog.tlogNumber) {
-      return parseClosedTLog(buf.subarray(0, this.tlog.entryCount * 32), `TLog ${tlogNumber}`);
+    if (tlogNumber === this.v.tlog.tlogNumber) {
+      return parseClosedTLog(buf.subarray(0, this.v.tlog.entryCount * 32), `TLog ${tlogNumber}`);
     }
-    return parseClosedTLog(buf, `TLog ${tlogNumber} of ${this.name}`);
+    return parseClosedTLog(buf, `TLog ${tlogNumber} of ${this.v.name}`);
   }
 
   // ------------------------------------------------------------------ recovery
@@ -1923,10 +1888,10 @@ export class Volume implements VolumeIo {
   /** The base map of a clone (its parent as of the snapshot), folded from the backend. */
   private async baseMap(): Promise<FoldedMap> {
     const map: FoldedMap = new Map();
-    const parent = this.config.parent;
-    const ancestor = this.config.ancestors[0];
+    const parent = this.v.config.parent;
+    const ancestor = this.v.config.ancestors[0];
     if (parent === undefined || ancestor === undefined) return map;
-    await foldVdiskFromBackend(this.backend, ancestor.namespace, parent.snapshotId, 1, map);
+    await foldVdiskFromBackend(this.v.backend, ancestor.namespace, parent.snapshotId, 1, map);
     return map;
   }
 
@@ -1935,19 +1900,19 @@ export class Volume implements VolumeIo {
    * this generation, else from the beginning (a clone: from its parent's map).
    */
   private async rebuildMap(): Promise<void> {
-    const chain = [...this.state.chain, this.state.currentTlog];
-    const checkpoint = this.rootCheckpoint;
+    const chain = [...this.v.state.chain, this.v.state.currentTlog];
+    const checkpoint = this.v.rootCheckpoint;
     let map: FoldedMap;
     let replay: { tlogs: number[]; skipInFirst: number };
     if (
       checkpoint !== undefined &&
-      checkpoint.generation === this.state.generation &&
+      checkpoint.generation === this.v.state.generation &&
       chain.includes(checkpoint.tlogNumber)
     ) {
       map = new Map();
       for (let part = 0; part < checkpoint.parts; part += 1) {
         const name = checkpointObjectName(checkpoint.id, part);
-        const data = await this.backend.getObject(this.config.namespace, name);
+        const data = await this.v.backend.getObject(this.v.config.namespace, name);
         for (const [index, location] of decodeCheckpointPart(data, name)) map.set(index, location);
       }
       replay = {
@@ -1966,21 +1931,21 @@ export class Volume implements VolumeIo {
       first = false;
     }
     await this.writeMapBase(map, {
-      generation: this.state.generation,
-      tlogNumber: this.tlog.tlogNumber,
-      entryCount: this.tlog.entryCount,
+      generation: this.v.state.generation,
+      tlogNumber: this.v.tlog.tlogNumber,
+      entryCount: this.v.tlog.entryCount,
     });
   }
 
   /** Replaces the whole LBA map with `map`. */
   private async writeMapBase(map: FoldedMap, position: MapPosition): Promise<void> {
-    await this.lba.clear();
+    await this.v.lba.clear();
     const updates: LbaUpdate[] = [];
     for (const [index, location] of map) {
       updates.push({ clusterIndex: index as ClusterIndex, location });
-      if (updates.length === LBA_MAP_APPLY_MAX_UPDATES) await this.lba.apply(updates.splice(0));
+      if (updates.length === LBA_MAP_APPLY_MAX_UPDATES) await this.v.lba.apply(updates.splice(0));
     }
-    await this.lba.apply(updates, { meta: encodeMapPosition(position) });
+    await this.v.lba.apply(updates, { meta: encodeMapPosition(position) });
   }
 
   /**
@@ -1989,7 +1954,7 @@ export class Volume implements VolumeIo {
    * map catches up from its marker, or is rebuilt when the marker is not usable.
    */
   private async recoverLocal(currentEntries: TLogEntry[]): Promise<void> {
-    const cs = this.config.clusterSizeBytes;
+    const cs = this.v.config.clusterSizeBytes;
     let mapMayBeAhead = false;
     // Sealed SCOs in the write buffer.
     const sealedHere = new Set<number>();
@@ -2002,28 +1967,28 @@ export class Volume implements VolumeIo {
           Math.max(writtenHere.get(e.scoNumber) ?? 0, e.clusterOffset + 1),
         );
       }
-      if (e.type === 'scoSealed') this.scosInTlog += 1;
+      if (e.type === 'scoSealed') this.v.scosInTlog += 1;
     }
     const open = [...writtenHere.keys()].filter((n) => !sealedHere.has(n));
-    assert(open.length <= 1, `${this.name}: more than one open SCO in the current TLog`);
+    assert(open.length <= 1, `${this.v.name}: more than one open SCO in the current TLog`);
     const openSco = open[0];
-    for (const name of await fs.readdir(this.scoDir)) {
+    for (const name of await fs.readdir(this.v.scoDir)) {
       const n = parseScoFileName(name);
       if (n === undefined) continue;
       if (n === openSco) continue;
-      const stat = await fs.stat(path.join(this.scoDir, name));
+      const stat = await fs.stat(path.join(this.v.scoDir, name));
       // A SCO created but never named by the TLog (a crash before its first entry).
-      if (!sealedHere.has(n) && !writtenHere.has(n) && n >= this.state.nextScoNumber - 1) {
+      if (!sealedHere.has(n) && !writtenHere.has(n) && n >= this.v.state.nextScoNumber - 1) {
         const named = await this.scoNamedByChain(n);
         if (!named) {
-          await fs.rm(path.join(this.scoDir, name), { force: true });
+          await fs.rm(path.join(this.v.scoDir, name), { force: true });
           continue;
         }
       }
-      this.localScos.set(n, stat.size);
+      this.v.localScos.set(n, stat.size);
     }
     if (openSco !== undefined) {
-      const filePath = scoFilePath(this.scoDir, scoNumber(openSco));
+      const filePath = scoFilePath(this.v.scoDir, scoNumber(openSco));
       const data = await fs.readFile(filePath).catch(() => Buffer.alloc(0));
       // Check every cluster the TLog names; cut the TLog at the first bad one.
       let cutAt = currentEntries.length;
@@ -2039,14 +2004,14 @@ export class Volume implements VolumeIo {
       let entries = currentEntries;
       if (cutAt < currentEntries.length) {
         mapMayBeAhead = true;
-        this.log(
-          `${this.name}: TLog names SCO ${openSco} data that is not on disk; cutting it at entry ${cutAt}`,
+        this.v.log(
+          `${this.v.name}: TLog names SCO ${openSco} data that is not on disk; cutting it at entry ${cutAt}`,
         );
         entries = currentEntries.slice(0, cutAt);
-        await this.tlog.abort();
-        const tlogPath = path.join(this.tlogDir, tlogFileName(this.tlog.tlogNumber));
+        await this.v.tlog.abort();
+        const tlogPath = path.join(this.v.tlogDir, tlogFileName(this.v.tlog.tlogNumber));
         await fs.truncate(tlogPath, cutAt * 32);
-        this.tlog = (await TLogWriter.reopen(this.tlogDir, this.tlog.tlogNumber)).writer;
+        this.v.tlog = (await TLogWriter.reopen(this.v.tlogDir, this.v.tlog.tlogNumber)).writer;
       }
       let clusters = 0;
       for (const e of entries) {
@@ -2058,7 +2023,7 @@ export class Volume implements VolumeIo {
       const handle = await fs.open(filePath, 'r+');
       await handle.sync();
       await handle.close();
-      await this.tlog.append([
+      await this.v.tlog.append([
         {
           type: 'scoSealed',
           scoNumber: scoNumber(openSco),
@@ -2066,25 +2031,25 @@ export class Volume implements VolumeIo {
           crc32c: crc32c(sealedBytes),
         },
       ]);
-      await this.tlog.sync();
-      this.scosInTlog += 1;
-      this.localScos.set(openSco, sealedBytes.length);
+      await this.v.tlog.sync();
+      this.v.scosInTlog += 1;
+      this.v.localScos.set(openSco, sealedBytes.length);
       currentEntries = entries;
     }
     // The map: catch up from its marker, or rebuild.
-    const position = decodeMapPosition(await this.lba.getMeta());
-    const chain = [...this.state.chain, this.state.currentTlog];
+    const position = decodeMapPosition(await this.v.lba.getMeta());
+    const chain = [...this.v.state.chain, this.v.state.currentTlog];
     const at = position === undefined ? -1 : chain.indexOf(position.tlogNumber);
     const usable =
       !mapMayBeAhead &&
       position !== undefined &&
-      position.generation === this.state.generation &&
+      position.generation === this.v.state.generation &&
       at >= 0 &&
-      (position.tlogNumber !== this.state.currentTlog ||
-        position.entryCount <= this.tlog.entryCount);
+      (position.tlogNumber !== this.v.state.currentTlog ||
+        position.entryCount <= this.v.tlog.entryCount);
     if (!usable) {
-      this.log(`${this.name}: LBA map marker not usable; rebuilding the map from the TLogs`);
-      this.rootCheckpoint = await this.readRootCheckpoint();
+      this.v.log(`${this.v.name}: LBA map marker not usable; rebuilding the map from the TLogs`);
+      this.v.rootCheckpoint = await this.readRootCheckpoint();
       await this.rebuildMap();
       return;
     }
@@ -2103,7 +2068,7 @@ export class Volume implements VolumeIo {
           const end = e.firstClusterIndex + e.clusterCount;
           for (const index of map.keys())
             if (index >= e.firstClusterIndex && index < end) map.set(index, null);
-          for await (const [index] of this.lba.range(e.firstClusterIndex, end))
+          for await (const [index] of this.v.lba.range(e.firstClusterIndex, end))
             map.set(index, null);
         }
       }
@@ -2113,14 +2078,14 @@ export class Volume implements VolumeIo {
       updates.push({ clusterIndex: index as ClusterIndex, location: location ?? undefined });
     }
     await this.applyUpdates(updates, {
-      generation: this.state.generation,
-      tlogNumber: this.tlog.tlogNumber,
-      entryCount: this.tlog.entryCount,
+      generation: this.v.state.generation,
+      tlogNumber: this.v.tlog.tlogNumber,
+      entryCount: this.v.tlog.entryCount,
     });
   }
 
   private async scoNamedByChain(n: number): Promise<boolean> {
-    for (const t of this.state.chain) {
+    for (const t of this.v.state.chain) {
       for (const e of await this.readTlog(t)) {
         if ((e.type === 'write' || e.type === 'scoSealed') && e.scoNumber === n) return true;
       }
@@ -2130,7 +2095,7 @@ export class Volume implements VolumeIo {
 
   private async readRootCheckpoint(): Promise<CheckpointRef | undefined> {
     try {
-      const root = parseRoot(await this.backend.getObject(this.config.namespace, ROOT_OBJECT));
+      const root = parseRoot(await this.v.backend.getObject(this.v.config.namespace, ROOT_OBJECT));
       return root.checkpoint;
     } catch (err) {
       if (isShaleError(err, VdErrorCode.NotFound)) return undefined;
@@ -2140,26 +2105,26 @@ export class Volume implements VolumeIo {
 
   /** After a restart: takes the namespace (fencing any other writer), requeues uploads. */
   private async resumeUploads(): Promise<void> {
-    const ns = this.config.namespace;
-    this.epoch = await this.backend.bumpEpoch(ns);
-    const listed = await this.backend.listObjects(ns, '');
+    const ns = this.v.config.namespace;
+    this.v.epoch = await this.v.backend.bumpEpoch(ns);
+    const listed = await this.v.backend.listObjects(ns, '');
     let maxCheckpoint = 0;
     for (const o of listed) {
       const s = objectNumber(o.name, 'sco');
-      if (s !== undefined) this.uploadedScos.add(s);
+      if (s !== undefined) this.v.uploadedScos.add(s);
       const t = objectNumber(o.name, 'tlog');
-      if (t !== undefined) this.uploadedTlogs.add(t);
+      if (t !== undefined) this.v.uploadedTlogs.add(t);
       maxCheckpoint = Math.max(maxCheckpoint, objectNumber(o.name, 'checkpoint') ?? 0);
     }
-    this.nextCheckpointId = maxCheckpoint + 1;
-    this.rootCheckpoint ??= await this.readRootCheckpoint();
-    for (const [n, size] of this.localScos) {
-      if (this.uploadedScos.has(n)) continue;
-      this.dirtyScoBytes += size;
+    this.v.nextCheckpointId = maxCheckpoint + 1;
+    this.v.rootCheckpoint ??= await this.readRootCheckpoint();
+    for (const [n, size] of this.v.localScos) {
+      if (this.v.uploadedScos.has(n)) continue;
+      this.v.dirtyScoBytes += size;
       void this.enqueueUpload({ kind: 'sco', scoNumber: n });
     }
-    for (const n of this.state.chain) {
-      if (!this.uploadedTlogs.has(n)) void this.enqueueUpload({ kind: 'tlog', tlogNumber: n });
+    for (const n of this.v.state.chain) {
+      if (!this.v.uploadedTlogs.has(n)) void this.enqueueUpload({ kind: 'tlog', tlogNumber: n });
     }
     await this.noteRiskAfterRestart();
     void this.enqueueUpload({ kind: 'root' });
@@ -2172,42 +2137,42 @@ export class Volume implements VolumeIo {
    * (it is created before its first entry), so the current one is sealed at the first tick.
    */
   private async noteRiskAfterRestart(): Promise<void> {
-    const current = this.state.currentTlog;
-    const pending = [...this.state.chain.filter((n) => !this.uploadedTlogs.has(n)), current];
+    const current = this.v.state.currentTlog;
+    const pending = [...this.v.state.chain.filter((n) => !this.v.uploadedTlogs.has(n)), current];
     for (const n of pending) {
       const entries = await this.readTlog(n);
       const mutations = entries.filter((e) => e.type === 'write' || e.type === 'trim');
       if (mutations.length === 0) continue;
-      const stat = await fs.stat(path.join(this.tlogDir, tlogFileName(n)));
+      const stat = await fs.stat(path.join(this.v.tlogDir, tlogFileName(n)));
       const bornMs = stat.birthtimeMs > 0 ? stat.birthtimeMs : stat.mtimeMs;
       const writes = mutations.filter((e) => e.type === 'write').length;
-      this.risk.note(n, writes * this.config.clusterSizeBytes, Math.floor(bornMs));
+      this.v.risk.note(n, writes * this.v.config.clusterSizeBytes, Math.floor(bornMs));
     }
-    await this.risk.settle();
+    await this.v.risk.settle();
   }
 
   clusterCacheStats(): { hits: number; misses: number; bytes: number } {
-    return this.clusterCache.stats();
+    return this.v.clusterCache.stats();
   }
 
   /** Sealed SCOs of this vDisk waiting for upload in memory (their bytes). */
   scoMemoryBytes(): number {
     let bytes = 0;
-    for (const buffer of this.sealedMemory.values()) bytes += buffer.length;
-    return bytes + (this.sco?.memory?.length ?? 0);
+    for (const buffer of this.v.sealedMemory.values()) bytes += buffer.length;
+    return bytes + (this.v.sco?.memory?.length ?? 0);
   }
 
   vdiskStats(): VdiskStats {
     return {
-      ...this.stats,
-      writeBufferDirtyBytes: this.dirtyScoBytes,
+      ...this.v.stats,
+      writeBufferDirtyBytes: this.v.dirtyScoBytes,
       uploadBacklogObjects:
         this.uploads.length + this.uploadsRunning + (this.uploadBarrierRunning ? 1 : 0),
-      currentScoNumber: this.sco?.scoNumber ?? 0,
-      tlogCount: this.state.chain.length + 1,
-      dataAtRiskBytes: this.risk.bytes,
-      dataAtRiskAgeMs: this.risk.ageMs(),
-      dataAtRiskBoundMs: this.risk.boundMs,
+      currentScoNumber: this.v.sco?.scoNumber ?? 0,
+      tlogCount: this.v.state.chain.length + 1,
+      dataAtRiskBytes: this.v.risk.bytes,
+      dataAtRiskAgeMs: this.v.risk.ageMs(),
+      dataAtRiskBoundMs: this.v.risk.boundMs,
       uploadError: this.lastUploadError ?? '',
       writeLaneError: this.laneFailure?.message ?? '',
     };
