@@ -4,9 +4,6 @@ import { assert, crc32c, errorMessage, isShaleError } from '@shale/common';
 import type { BlockExtent, ScrubReport, VdiskStats, VolumeIo } from './api-types.js';
 import { ClusterCache, ClusterCacheBudget } from './cluster-cache.js';
 import {
-  CHECKPOINT_EVERY_TLOGS,
-  CHECKPOINT_MAX_TLOGS,
-  CHECKPOINT_PART_ENTRIES,
   CLUSTER_CACHE_DEFAULT_BYTES,
   DATA_AT_RISK_MAX_MS,
   DATA_AT_RISK_MIN_MS,
@@ -17,11 +14,7 @@ import {
   SCO_CACHE_DEFAULT_BYTES,
   SCO_MEMORY_DEFAULT_BYTES,
   SCO_READ_MAX_CLUSTERS,
-  TLOG_ENTRY_SIZE_BYTES,
   TRIM_CLUSTER_COUNT_MAX,
-  UPLOAD_CONCURRENCY,
-  UPLOAD_RETRY_MAX_MS,
-  UPLOAD_RETRY_MIN_MS,
   VOLUME_CLOSE_UPLOAD_WAIT_MS,
 } from './constants.js';
 import { DataAtRisk, type DataAtRiskMarker } from './data-at-risk.js';
@@ -29,7 +22,6 @@ import { VdErrorCode, vdError } from './errors.js';
 import {
   decodeCheckpointPart,
   decodeMapPosition,
-  encodeCheckpointPart,
   encodeMapPosition,
   type FoldedMap,
   foldEntry,
@@ -71,12 +63,12 @@ import {
   readJson,
   type SnapshotRecord,
   STATE_FORMAT,
-  scoObjectName,
   tlogObjectName,
   type VolumeConfig,
   type VolumeState,
   writeJsonAtomic,
 } from './volume-state.js';
+import { UploadPipeline } from './volume-uploads.js';
 
 /**
  * One vDisk on this volumedriver: the write lane (writes, trims, flushes and markers,
@@ -108,24 +100,6 @@ type LaneOp =
 
 interface LaneItem {
   op: LaneOp;
-  resolve: () => void;
-  reject: (err: Error) => void;
-}
-
-type UploadItem =
-  | { kind: 'sco'; scoNumber: number }
-  | { kind: 'tlog'; tlogNumber: number }
-  | { kind: 'root' }
-  | {
-      kind: 'checkpoint';
-      entries: AsyncGenerator<[ClusterIndex, ClusterLocation] | Buffer>;
-      position: MapPosition;
-    }
-  | { kind: 'gc'; scos: readonly number[]; tlogs: readonly number[]; checkpoint?: CheckpointRef };
-
-interface QueuedUpload {
-  item: UploadItem;
-  done: Promise<void>;
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -172,7 +146,6 @@ export class Volume implements VolumeIo {
   /** What the parts of this vDisk share (volume-context.ts). */
   private readonly v: VolumeContext;
   private readonly observeLatency: VolumeOptions['observeLatency'];
-  private readonly scoCacheBytes: number;
   private readonly reads: ReadPath;
 
   // write lane
@@ -181,17 +154,9 @@ export class Volume implements VolumeIo {
   private holds = 0;
   private laneFailure: Error | undefined;
 
-  // upload pipeline
-  private readonly uploads: QueuedUpload[] = [];
-  private uploadsRunning = 0;
-  private uploadBarrierRunning = false;
-  private uploadRetryMs = UPLOAD_RETRY_MIN_MS;
-  private uploadWaiters: (() => void)[] = [];
-  private tlogsSinceCheckpoint = 0;
-  private tlogEntriesSinceCheckpoint = 0;
+  private readonly uploads: UploadPipeline;
   private readonly closeUploadWaitMs: number;
   private readonly space: VolumeOptions['space'];
-  lastUploadError: string | undefined;
 
   private constructor(
     options: VolumeOptions,
@@ -203,7 +168,6 @@ export class Volume implements VolumeIo {
     this.dir = options.dir;
     this.config = config;
     this.observeLatency = options.observeLatency;
-    this.scoCacheBytes = options.scoCacheBytes ?? SCO_CACHE_DEFAULT_BYTES;
     this.closeUploadWaitMs = options.closeUploadWaitMs ?? VOLUME_CLOSE_UPLOAD_WAIT_MS;
     this.space = options.space;
     const log = options.log ?? (() => undefined);
@@ -257,6 +221,9 @@ export class Volume implements VolumeIo {
     this.v = v;
     this.stats = v.stats;
     this.reads = new ReadPath(v);
+    this.uploads = new UploadPipeline(v, options.scoCacheBytes ?? SCO_CACHE_DEFAULT_BYTES, () =>
+      this.enqueue({ kind: 'checkpoint' }),
+    );
   }
 
   get name(): string {
@@ -312,7 +279,7 @@ export class Volume implements VolumeIo {
       volume.v.epoch = await options.backend.bumpEpoch(config.namespace);
       // The root goes up at once, so that even an empty vDisk restores from the backend;
       // a clone's base goes up as its first checkpoint.
-      void volume.enqueueUpload({ kind: 'root' });
+      void volume.uploads.enqueueUpload({ kind: 'root' });
     } catch (err) {
       await volume.closeFiles();
       throw err;
@@ -429,13 +396,13 @@ export class Volume implements VolumeIo {
     } catch (err) {
       this.v.log(`${this.v.name}: sync on close failed: ${errorMessage(err)}`);
     }
-    await this.waitUploadsDrainedWithin(this.closeUploadWaitMs);
+    await this.uploads.waitUploadsDrainedWithin(this.closeUploadWaitMs);
     if (this.v.risk.bytes > 0 || this.v.risk.ageMs() > 0) {
       this.v.log(
         `${this.v.name}: closed with ${this.v.risk.bytes} B of writes not in the backend yet (oldest ${this.v.risk.ageMs()} ms); they go up when the vDisk opens again`,
       );
     }
-    await this.waitUploadsSettled();
+    await this.uploads.waitUploadsSettled();
     await this.closeFiles();
   }
 
@@ -635,7 +602,7 @@ export class Volume implements VolumeIo {
   private async waitForWriteBuffer(): Promise<void> {
     const limit = Math.max(this.v.config.writeBufferBytes - this.v.config.scoSizeBytes, 0);
     while (this.v.dirtyScoBytes > limit && this.v.fencedBy === undefined && !this.v.closed) {
-      await new Promise<void>((resolve) => this.uploadWaiters.push(resolve));
+      await new Promise<void>((resolve) => this.uploads.uploadWaiters.push(resolve));
     }
   }
 
@@ -790,7 +757,7 @@ export class Volume implements VolumeIo {
     }
     // The metadata store knows writes are at risk before the first of them is acknowledged.
     await this.v.risk.settle();
-    if (checkpoint) this.enqueueCheckpoint();
+    if (checkpoint) this.uploads.enqueueCheckpoint();
   }
 
   /**
@@ -867,7 +834,7 @@ export class Volume implements VolumeIo {
       ]),
     );
     this.v.localScos.set(sealed.scoNumber, sealed.sizeBytes);
-    void this.enqueueUpload({ kind: 'sco', scoNumber: sealed.scoNumber });
+    void this.uploads.enqueueUpload({ kind: 'sco', scoNumber: sealed.scoNumber });
     this.v.scosInTlog += 1;
     if (forceRoll || this.v.scosInTlog >= this.v.config.tlogScos) await this.rollTlog();
   }
@@ -885,7 +852,7 @@ export class Volume implements VolumeIo {
     this.v.state.nextTlogNumber = next + 1;
     await persistState(this.v);
     this.v.scosInTlog = 0;
-    void this.enqueueUpload({ kind: 'tlog', tlogNumber: closed });
+    void this.uploads.enqueueUpload({ kind: 'tlog', tlogNumber: closed });
   }
 
   // ------------------------------------------------------------------ snapshots
@@ -928,7 +895,7 @@ export class Volume implements VolumeIo {
     this.v.state.snapshots = this.v.state.snapshots.filter((s) => s.id !== id);
     if (this.v.state.snapshots.length === before) return;
     await persistState(this.v);
-    void this.enqueueUpload({ kind: 'root' });
+    void this.uploads.enqueueUpload({ kind: 'root' });
   }
 
   /**
@@ -951,7 +918,7 @@ export class Volume implements VolumeIo {
       const chain = this.v.state.chain;
       const at = chain.indexOf(record.tlogNumber);
       assert(at >= 0, `snapshot ${id} TLog ${record.tlogNumber} not in the chain`);
-      const entries = await this.readTlog(record.tlogNumber);
+      const entries = await this.uploads.readTlog(record.tlogNumber);
       const marker = entries.findIndex((e) => e.type === 'snapshot' && e.snapshotId === id);
       assert(marker >= 0, `snapshot ${id} marker missing from TLog ${record.tlogNumber}`);
       const kept = entries.slice(0, marker + 1);
@@ -959,13 +926,15 @@ export class Volume implements VolumeIo {
       const cutScos = new Set<number>();
       for (const e of entries.slice(marker + 1)) if (e.type === 'write') cutScos.add(e.scoNumber);
       for (const n of cut.slice(1)) {
-        for (const e of await this.readTlog(n)) if (e.type === 'write') cutScos.add(e.scoNumber);
+        for (const e of await this.uploads.readTlog(n))
+          if (e.type === 'write') cutScos.add(e.scoNumber);
       }
       for (const e of entries.slice(marker + 1))
         if (e.type === 'scoSealed') cutScos.add(e.scoNumber);
       const keptScos = new Set<number>();
       for (const n of chain.slice(0, at)) {
-        for (const e of await this.readTlog(n)) if (e.type === 'write') keptScos.add(e.scoNumber);
+        for (const e of await this.uploads.readTlog(n))
+          if (e.type === 'write') keptScos.add(e.scoNumber);
       }
       for (const e of kept) if (e.type === 'write') keptScos.add(e.scoNumber);
       const replacement = this.v.state.nextTlogNumber;
@@ -990,9 +959,9 @@ export class Volume implements VolumeIo {
       this.v.risk.rewritten(cut, record.tlogNumber, replacement);
       await this.rebuildMap();
       this.v.rootCheckpoint = undefined;
-      void this.enqueueUpload({ kind: 'tlog', tlogNumber: replacement });
-      this.enqueueCheckpoint();
-      this.enqueueGarbage();
+      void this.uploads.enqueueUpload({ kind: 'tlog', tlogNumber: replacement });
+      this.uploads.enqueueCheckpoint();
+      this.uploads.enqueueGarbage();
       this.v.log(`${this.v.name}: rolled back to snapshot ${id} (current TLog ${current})`);
     } finally {
       release();
@@ -1034,11 +1003,11 @@ export class Volume implements VolumeIo {
     } finally {
       release();
     }
-    await this.waitUploadsDrained();
+    await this.uploads.waitUploadsDrained();
     // Measured once everything written before the scrub is in the backend.
-    const backendBytesBefore = await this.backendBytes();
+    const backendBytesBefore = await this.uploads.backendBytes();
     const histories: TLogEntry[][] = [];
-    for (const n of prefix) histories.push(await this.readTlog(n));
+    for (const n of prefix) histories.push(await this.uploads.readTlog(n));
     const plan = planScrub(histories, {
       snapshotIds: new Set(this.v.state.snapshots.map((s) => s.id)),
       pinnedSnapshotIds: options.pinnedSnapshotIds,
@@ -1156,7 +1125,7 @@ export class Volume implements VolumeIo {
       checkOpen(this.v);
       if (this.v.state.generation !== generation) {
         report.aborted = true;
-        for (const n of newScos) await this.dropLocalSco(n);
+        for (const n of newScos) await this.uploads.dropLocalSco(n);
         for (const n of replaced.values())
           await fs.rm(path.join(this.v.tlogDir, tlogFileName(n)), { force: true });
         return report;
@@ -1199,18 +1168,18 @@ export class Volume implements VolumeIo {
       });
       for (const n of newScos) {
         this.v.dirtyScoBytes += this.v.localScos.get(n) ?? 0;
-        void this.enqueueUpload({ kind: 'sco', scoNumber: n });
+        void this.uploads.enqueueUpload({ kind: 'sco', scoNumber: n });
       }
       for (const n of newChain) {
         if ([...replaced.values()].includes(n))
-          void this.enqueueUpload({ kind: 'tlog', tlogNumber: n });
+          void this.uploads.enqueueUpload({ kind: 'tlog', tlogNumber: n });
       }
-      this.enqueueGarbage();
+      this.uploads.enqueueGarbage();
     } finally {
       release();
     }
-    await this.waitUploadsDrained();
-    report.backendBytesAfter = await this.backendBytes();
+    await this.uploads.waitUploadsDrained();
+    report.backendBytesAfter = await this.uploads.backendBytes();
     return report;
   }
 
@@ -1219,292 +1188,34 @@ export class Volume implements VolumeIo {
   /** Seals and rolls, then waits until every SCO, TLog, a checkpoint and the root are up. */
   async syncToBackend(): Promise<void> {
     await this.enqueue({ kind: 'checkpoint' });
-    await this.waitUploadsDrained();
+    await this.uploads.waitUploadsDrained();
   }
 
   /** Bytes of this vDisk's objects in the backend. */
-  async backendBytes(): Promise<number> {
-    const objects = await this.v.backend.listObjects(this.v.config.namespace, '');
-    return objects.reduce((sum, o) => sum + o.sizeBytes, 0);
+  backendBytes(): Promise<number> {
+    return this.uploads.backendBytes();
   }
 
-  private enqueueUpload(item: UploadItem): Promise<void> {
-    let resolve!: () => void;
-    let reject!: (err: Error) => void;
-    const done = new Promise<void>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    done.catch(() => undefined);
-    this.uploads.push({ item, done, resolve, reject });
-    this.pumpUploads();
-    return done;
+  /** The entries of a TLog: the local file if present, else the backend's copy. */
+  readTlog(tlogNumber: number): Promise<TLogEntry[]> {
+    return this.uploads.readTlog(tlogNumber);
   }
 
-  /**
-   * A checkpoint (the whole map) is worth its cost after CHECKPOINT_EVERY_TLOGS full TLogs'
-   * worth of entries, or CHECKPOINT_MAX_TLOGS TLogs of any size: the data-at-risk bound rolls
-   * small TLogs often, and a restore replays every TLog after the checkpoint.
-   */
-  private checkpointDue(): boolean {
-    const fullTlogEntries =
-      (this.v.config.tlogScos * this.v.config.scoSizeBytes) / this.v.config.clusterSizeBytes;
-    return (
-      (this.tlogsSinceCheckpoint >= CHECKPOINT_EVERY_TLOGS &&
-        this.tlogEntriesSinceCheckpoint >= CHECKPOINT_EVERY_TLOGS * fullTlogEntries) ||
-      this.tlogsSinceCheckpoint >= CHECKPOINT_MAX_TLOGS
-    );
-  }
-
-  /** A checkpoint of the map as of now (the lane is idle or this is its batch end). */
-  private enqueueCheckpoint(): void {
-    const position = this.closedPosition();
-    if (position === undefined) return;
-    this.tlogsSinceCheckpoint = 0;
-    this.tlogEntriesSinceCheckpoint = 0;
-    void this.enqueueUpload({
-      kind: 'checkpoint',
-      entries: this.v.lba.snapshotEntries(),
-      position,
-    });
-  }
-
-  /** The map's position as (last closed TLog, its length), when the current TLog is empty. */
-  private closedPosition(): MapPosition | undefined {
-    if (this.v.tlog.entryCount > 0) return undefined;
-    const last = this.v.state.chain[this.v.state.chain.length - 1];
-    if (last === undefined) return undefined;
-    return { generation: this.v.state.generation, tlogNumber: last, entryCount: -1 };
-  }
-
-  private enqueueGarbage(): void {
-    const { scos, tlogs } = this.v.state.garbage;
-    if (scos.length === 0 && tlogs.length === 0) return;
-    void this.enqueueUpload({ kind: 'gc', scos: [...scos], tlogs: [...tlogs] });
-  }
-
-  private pumpUploads(): void {
-    if (this.v.closed && this.uploads.length === 0) return;
-    while (this.uploads.length > 0 && !this.uploadBarrierRunning && this.v.fencedBy === undefined) {
-      const head = this.uploads[0] as QueuedUpload;
-      if (head.item.kind === 'sco') {
-        if (this.uploadsRunning >= UPLOAD_CONCURRENCY) return;
-        this.uploads.shift();
-        this.uploadsRunning += 1;
-        void this.runUpload(head).finally(() => {
-          this.uploadsRunning -= 1;
-          this.pumpUploads();
-        });
-      } else {
-        if (this.uploadsRunning > 0) return;
-        this.uploads.shift();
-        this.uploadBarrierRunning = true;
-        void this.runUpload(head).finally(() => {
-          this.uploadBarrierRunning = false;
-          this.pumpUploads();
-        });
-        return;
-      }
-    }
-  }
-
-  private async runUpload(queued: QueuedUpload): Promise<void> {
-    for (;;) {
-      try {
-        await this.upload(queued.item);
-        this.uploadRetryMs = UPLOAD_RETRY_MIN_MS;
-        this.lastUploadError = undefined;
-        queued.resolve();
-        const waiters = this.uploadWaiters;
-        this.uploadWaiters = [];
-        for (const wake of waiters) wake();
-        return;
-      } catch (err) {
-        const error = err instanceof Error ? err : new Error(String(err));
-        if (isShaleError(error, VdErrorCode.Fenced)) {
-          this.v.fencedBy = error;
-          this.v.log(`${this.v.name}: fenced: ${error.message}`);
-        }
-        if (this.v.fencedBy !== undefined || this.v.closed) {
-          queued.reject(error);
-          for (const rest of this.uploads.splice(0)) rest.reject(error);
-          for (const wake of this.uploadWaiters.splice(0)) wake();
-          return;
-        }
-        this.lastUploadError = error.message;
-        this.v.log(
-          `${this.v.name}: upload failed, retrying in ${this.uploadRetryMs} ms: ${error.message}`,
-        );
-        await new Promise((resolve) => setTimeout(resolve, this.uploadRetryMs));
-        this.uploadRetryMs = Math.min(this.uploadRetryMs * 2, UPLOAD_RETRY_MAX_MS);
-      }
-    }
-  }
-
-  private async upload(item: UploadItem): Promise<void> {
-    const ns = this.v.config.namespace;
-    switch (item.kind) {
-      case 'sco': {
-        const memory = this.v.sealedMemory.get(item.scoNumber);
-        const size = this.v.localScos.get(item.scoNumber);
-        // A sealed SCO still in memory goes up from there; otherwise it is read back.
-        const data =
-          memory !== undefined && size !== undefined
-            ? memory.subarray(0, size)
-            : await fs.readFile(scoFilePath(this.v.scoDir, scoNumber(item.scoNumber)));
-        await this.v.backend.putObject(ns, scoObjectName(item.scoNumber), data, this.v.epoch);
-        if (memory !== undefined && this.v.sealedMemory.get(item.scoNumber) === memory) {
-          // putObject resolved: the backend no longer reads `data` (what it still writes
-          // in the background, it copied).
-          this.v.sealedMemory.delete(item.scoNumber);
-          this.v.scoMemory.give(memory);
-        }
-        this.v.uploadedScos.add(item.scoNumber);
-        this.v.dirtyScoBytes = Math.max(0, this.v.dirtyScoBytes - data.length);
-        this.v.stats.scosUploaded += 1;
-        this.v.stats.bytesUploaded += data.length;
-        await this.evictScoCache();
-        return;
-      }
-      case 'tlog': {
-        if (!this.v.state.chain.includes(item.tlogNumber)) return; // cut by a rollback
-        const data = await fs.readFile(path.join(this.v.tlogDir, tlogFileName(item.tlogNumber)));
-        await this.v.backend.putObject(ns, tlogObjectName(item.tlogNumber), data, this.v.epoch);
-        this.v.uploadedTlogs.add(item.tlogNumber);
-        this.v.stats.tlogsUploaded += 1;
-        this.v.stats.bytesUploaded += data.length;
-        this.tlogsSinceCheckpoint += 1;
-        this.tlogEntriesSinceCheckpoint += data.length / TLOG_ENTRY_SIZE_BYTES;
-        await this.putRoot();
-        if (this.checkpointDue()) {
-          this.tlogsSinceCheckpoint = 0;
-          this.tlogEntriesSinceCheckpoint = 0;
-          void this.enqueue({ kind: 'checkpoint' }).catch(() => undefined);
-        }
-        return;
-      }
-      case 'root':
-        await this.putRoot();
-        return;
-      case 'checkpoint': {
-        const { position } = item;
-        if (position.generation !== this.v.state.generation) return; // history rewritten since
-        const id = this.v.nextCheckpointId;
-        this.v.nextCheckpointId += 1;
-        let part = 0;
-        let batch: [number, ClusterLocation][] = [];
-        for await (const value of item.entries) {
-          if (Buffer.isBuffer(value)) continue;
-          batch.push(value);
-          if (batch.length === CHECKPOINT_PART_ENTRIES) {
-            await this.v.backend.putObject(
-              ns,
-              checkpointObjectName(id, part),
-              encodeCheckpointPart(batch),
-              this.v.epoch,
-            );
-            part += 1;
-            batch = [];
-          }
-        }
-        await this.v.backend.putObject(
-          ns,
-          checkpointObjectName(id, part),
-          encodeCheckpointPart(batch),
-          this.v.epoch,
-        );
-        const tlogEntries = (await this.readTlog(position.tlogNumber)).length;
-        const previous = this.v.rootCheckpoint;
-        this.v.rootCheckpoint = {
-          id,
-          parts: part + 1,
-          tlogNumber: position.tlogNumber,
-          entryCount: tlogEntries,
-          generation: position.generation,
-        };
-        await this.putRoot();
-        if (previous !== undefined) await this.deleteCheckpoint(previous);
-        return;
-      }
-      case 'gc': {
-        for (const n of item.tlogs) {
-          await this.v.backend.deleteObject(ns, tlogObjectName(n), this.v.epoch);
-          await fs.rm(path.join(this.v.tlogDir, tlogFileName(n)), { force: true });
-        }
-        for (const n of item.scos) {
-          await this.v.backend.deleteObject(ns, scoObjectName(n), this.v.epoch);
-          this.v.uploadedScos.delete(n);
-          await this.dropLocalSco(n);
-        }
-        this.v.state.garbage = {
-          scos: this.v.state.garbage.scos.filter((n) => !item.scos.includes(n)),
-          tlogs: this.v.state.garbage.tlogs.filter((n) => !item.tlogs.includes(n)),
-        };
-        await persistState(this.v);
-        return;
-      }
-    }
-  }
-
-  private async deleteCheckpoint(ref: CheckpointRef): Promise<void> {
-    for (let part = 0; part < ref.parts; part += 1) {
-      await this.v.backend.deleteObject(
-        this.v.config.namespace,
-        checkpointObjectName(ref.id, part),
-        this.v.epoch,
-      );
-    }
-  }
-
-  /** The root: the history as far as the backend holds it (an uploaded chain prefix). */
-  private async putRoot(): Promise<void> {
-    // A rewritten history goes into the root whole or not at all: a part of it is not a
-    // state the vDisk ever had. Until then the old root (and its objects) stay.
-    if (this.v.rootNeeds !== undefined) {
-      for (const n of this.v.rootNeeds) if (!this.v.uploadedTlogs.has(n)) return;
-      this.v.rootNeeds = undefined;
-    }
-    const chain: number[] = [];
-    for (const n of this.v.state.chain) {
-      if (!this.v.uploadedTlogs.has(n)) break;
-      chain.push(n);
-    }
-    const checkpoint =
-      this.v.rootCheckpoint !== undefined &&
-      this.v.rootCheckpoint.generation === this.v.state.generation &&
-      chain.includes(this.v.rootCheckpoint.tlogNumber)
-        ? this.v.rootCheckpoint
-        : undefined;
-    const root: BackendRoot = {
-      format: STATE_FORMAT,
-      config: this.v.config,
-      generation: this.v.state.generation,
-      sizeBytes: this.v.state.sizeBytes,
-      chain,
-      snapshots: this.v.state.snapshots.filter((s) => chain.includes(s.tlogNumber)),
-      nextSnapshotId: this.v.state.nextSnapshotId,
-      checkpoint,
-    };
-    await this.v.backend.putObject(
-      this.v.config.namespace,
-      ROOT_OBJECT,
-      Buffer.from(JSON.stringify(root)),
-      this.v.epoch,
-    );
-    // A restore from the backend now has every write these TLogs hold.
-    this.v.risk.inBackend(chain);
+  /** The last upload failure while uploads retry; undefined once one succeeds. */
+  get lastUploadError(): string | undefined {
+    return this.uploads.lastUploadError;
   }
 
   /** Resizes (the caller validated); the new size is durable and in the next root. */
   async setSize(sizeBytes: number): Promise<void> {
     this.v.state.sizeBytes = sizeBytes;
     await persistState(this.v);
-    void this.enqueueUpload({ kind: 'root' });
+    void this.uploads.enqueueUpload({ kind: 'root' });
   }
 
   /** The write buffer is short of space: uploaded SCOs kept as a read cache go first. */
   async dropCachedScos(): Promise<void> {
-    if (!this.v.closed) await this.evictScoCache(0);
+    if (!this.v.closed) await this.uploads.evictScoCache(0);
   }
 
   /** The write lane stopped on a disk failure (IO or space); reads still work. */
@@ -1512,90 +1223,6 @@ export class Volume implements VolumeIo {
     return this.laneFailure === undefined
       ? undefined
       : ((this.laneFailure as { code?: string }).code ?? 'VD_IO_ERROR');
-  }
-
-  private async evictScoCache(limitBytes = this.scoCacheBytes): Promise<void> {
-    let cached = 0;
-    for (const [n, size] of this.v.localScos) if (this.v.uploadedScos.has(n)) cached += size;
-    for (const [n, size] of this.v.localScos) {
-      if (cached <= limitBytes) return;
-      if (!this.v.uploadedScos.has(n)) continue;
-      await this.dropLocalSco(n);
-      cached -= size;
-    }
-  }
-
-  private async dropLocalSco(n: number): Promise<void> {
-    this.v.localScos.delete(n);
-    const memory = this.v.sealedMemory.get(n);
-    if (memory !== undefined) {
-      // An upload may still be reading it: out of the pool, never reused.
-      this.v.sealedMemory.delete(n);
-      this.v.scoMemory.forget(memory);
-    }
-    const reader = this.v.readers.get(n);
-    this.v.readers.delete(n);
-    await fs.rm(scoFilePath(this.v.scoDir, scoNumber(n)), { force: true });
-    if (reader !== undefined)
-      setTimeout(() => void reader.close().catch(() => undefined), 1000).unref();
-  }
-
-  private async waitUploadsDrained(): Promise<void> {
-    for (;;) {
-      const pending = this.uploads.map((u) => u.done);
-      if (pending.length === 0 && this.uploadsRunning === 0 && !this.uploadBarrierRunning) return;
-      if (this.v.fencedBy !== undefined) checkOpen(this.v);
-      if (pending.length > 0) await Promise.all(pending);
-      else await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-  }
-
-  /** waitUploadsDrained, but gives up after `ms` (or on a failure) and says what is left. */
-  private async waitUploadsDrainedWithin(ms: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), ms);
-    });
-    try {
-      const outcome = await Promise.race([this.waitUploadsDrained().then(() => 'done'), timeout]);
-      if (outcome === 'timeout') {
-        this.v.log(`${this.v.name}: uploads still pending after ${ms} ms; left for the next open`);
-      }
-    } catch (err) {
-      this.v.log(`${this.v.name}: uploads stopped: ${errorMessage(err)}`);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  private async waitUploadsSettled(): Promise<void> {
-    // On close: what runs now finishes (or fails); what is queued is picked up at open.
-    const closedError = vdError(
-      VdErrorCode.Closed,
-      `vDisk ${this.v.name} closed before the upload`,
-    );
-    for (const rest of this.uploads.splice(0)) rest.reject(closedError);
-    while (this.uploadsRunning > 0 || this.uploadBarrierRunning) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-  }
-
-  /** The entries of a TLog: the local file if present, else the backend's copy. */
-  async readTlog(tlogNumber: number): Promise<TLogEntry[]> {
-    if (tlogNumber === this.v.tlog.tlogNumber && !this.v.closed) {
-      await Promise.all(this.v.tlogWrites);
-    }
-    const filePath = path.join(this.v.tlogDir, tlogFileName(tlogNumber));
-    let buf: Buffer;
-    try {
-      buf = await fs.readFile(filePath);
-    } catch {
-      buf = await this.v.backend.getObject(this.v.config.namespace, tlogObjectName(tlogNumber));
-    }
-    if (tlogNumber === this.v.tlog.tlogNumber) {
-      return parseClosedTLog(buf.subarray(0, this.v.tlog.entryCount * 32), `TLog ${tlogNumber}`);
-    }
-    return parseClosedTLog(buf, `TLog ${tlogNumber} of ${this.v.name}`);
   }
 
   // ------------------------------------------------------------------ recovery
@@ -1640,7 +1267,7 @@ export class Volume implements VolumeIo {
     }
     let first = true;
     for (const n of replay.tlogs) {
-      const entries = await this.readTlog(n);
+      const entries = await this.uploads.readTlog(n);
       for (const entry of first ? entries.slice(replay.skipInFirst) : entries)
         foldEntry(map, entry);
       first = false;
@@ -1771,7 +1398,7 @@ export class Volume implements VolumeIo {
     const map = new Map<number, ClusterLocation | null>();
     for (let k = at; k < chain.length; k += 1) {
       const n = chain[k] as number;
-      const entries = await this.readTlog(n);
+      const entries = await this.uploads.readTlog(n);
       for (const e of k === at ? entries.slice(position.entryCount) : entries) {
         if (e.type === 'write') {
           map.set(e.clusterIndex, {
@@ -1801,7 +1428,7 @@ export class Volume implements VolumeIo {
 
   private async scoNamedByChain(n: number): Promise<boolean> {
     for (const t of this.v.state.chain) {
-      for (const e of await this.readTlog(t)) {
+      for (const e of await this.uploads.readTlog(t)) {
         if ((e.type === 'write' || e.type === 'scoSealed') && e.scoNumber === n) return true;
       }
     }
@@ -1836,14 +1463,15 @@ export class Volume implements VolumeIo {
     for (const [n, size] of this.v.localScos) {
       if (this.v.uploadedScos.has(n)) continue;
       this.v.dirtyScoBytes += size;
-      void this.enqueueUpload({ kind: 'sco', scoNumber: n });
+      void this.uploads.enqueueUpload({ kind: 'sco', scoNumber: n });
     }
     for (const n of this.v.state.chain) {
-      if (!this.v.uploadedTlogs.has(n)) void this.enqueueUpload({ kind: 'tlog', tlogNumber: n });
+      if (!this.v.uploadedTlogs.has(n))
+        void this.uploads.enqueueUpload({ kind: 'tlog', tlogNumber: n });
     }
     await this.noteRiskAfterRestart();
-    void this.enqueueUpload({ kind: 'root' });
-    this.enqueueGarbage();
+    void this.uploads.enqueueUpload({ kind: 'root' });
+    this.uploads.enqueueGarbage();
   }
 
   /**
@@ -1855,7 +1483,7 @@ export class Volume implements VolumeIo {
     const current = this.v.state.currentTlog;
     const pending = [...this.v.state.chain.filter((n) => !this.v.uploadedTlogs.has(n)), current];
     for (const n of pending) {
-      const entries = await this.readTlog(n);
+      const entries = await this.uploads.readTlog(n);
       const mutations = entries.filter((e) => e.type === 'write' || e.type === 'trim');
       if (mutations.length === 0) continue;
       const stat = await fs.stat(path.join(this.v.tlogDir, tlogFileName(n)));
@@ -1881,14 +1509,13 @@ export class Volume implements VolumeIo {
     return {
       ...this.v.stats,
       writeBufferDirtyBytes: this.v.dirtyScoBytes,
-      uploadBacklogObjects:
-        this.uploads.length + this.uploadsRunning + (this.uploadBarrierRunning ? 1 : 0),
+      uploadBacklogObjects: this.uploads.backlogObjects,
       currentScoNumber: this.v.sco?.scoNumber ?? 0,
       tlogCount: this.v.state.chain.length + 1,
       dataAtRiskBytes: this.v.risk.bytes,
       dataAtRiskAgeMs: this.v.risk.ageMs(),
       dataAtRiskBoundMs: this.v.risk.boundMs,
-      uploadError: this.lastUploadError ?? '',
+      uploadError: this.uploads.lastUploadError ?? '',
       writeLaneError: this.laneFailure?.message ?? '',
     };
   }
