@@ -7,14 +7,11 @@ import {
   CLUSTER_CACHE_DEFAULT_BYTES,
   DATA_AT_RISK_MAX_MS,
   DATA_AT_RISK_MIN_MS,
-  LANE_BATCH_MAX_BYTES,
-  LANE_BATCH_MAX_OPS,
   LBA_MAP_APPLY_MAX_UPDATES,
   SCO_APPEND_MAX_CLUSTERS,
   SCO_CACHE_DEFAULT_BYTES,
   SCO_MEMORY_DEFAULT_BYTES,
   SCO_READ_MAX_CLUSTERS,
-  TRIM_CLUSTER_COUNT_MAX,
   VOLUME_CLOSE_UPLOAD_WAIT_MS,
 } from './constants.js';
 import { DataAtRisk, type DataAtRiskMarker } from './data-at-risk.js';
@@ -69,40 +66,21 @@ import {
   writeJsonAtomic,
 } from './volume-state.js';
 import { UploadPipeline } from './volume-uploads.js';
+import { WriteLane } from './volume-write-lane.js';
 
 /**
- * One vDisk on this volumedriver: the write lane (writes, trims, flushes and markers,
- * batched), the read path, the upload pipeline to the backend, and recovery.
+ * One vDisk on this volumedriver. `Volume` is its public face (the VolumeIo the edge and
+ * the data server call, plus what VolumeManager needs) and its lifecycle: create, open
+ * (a clean restart or recovery after a crash), restore from the backend, close. The
+ * work is done by its parts, which share one VolumeContext (volume-context.ts):
  *
- * Write lane: requests queue up; one batch at a time is turned into cluster payloads
- * (read-modify-write for partial clusters, seeing earlier writes of the same batch),
- * appended to the current SCO (one writev per 256 clusters), journaled in the current
- * TLog (one write), applied to the LBA map (one LevelDB batch, with the position marker)
- * and, if any request of the batch asked for it (FLUSH, FUA), made durable with one
- * fdatasync of the SCO and one of the TLog: group commit.
- *
- *   request ─> lane queue ─> batch: RMW ─> SCO append ─> TLog append ─> LBA map ─> [sync] ─> ack
- *                                   └─> SCO full: seal ─> upload queue ─> (every tlogScos SCOs) TLog roll
- *
- * Upload queue (FIFO): SCOs go up to UPLOAD_CONCURRENCY at a time; a TLog, a checkpoint,
- * the root and garbage deletion each wait for everything queued before them, so the
- * backend never holds a TLog that names a SCO it does not hold, and the root never names
- * a TLog it does not hold.
+ *   volume-write-lane.ts   writes, trims, flushes, markers: batched into SCOs and TLogs
+ *   volume-read-path.ts    reads: SCO memory, cluster cache, SCO files, the backend
+ *   volume-snapshots.ts    snapshot markers, snapshot deletes, rollback
+ *   volume-scrub.ts        rewriting SCOs with little live data
+ *   volume-uploads.ts      the upload queue: SCOs, TLogs, checkpoints, the root, garbage
+ *   volume-recovery.ts     the open SCO and the LBA map after a crash; map rebuilds
  */
-
-type LaneOp =
-  | { kind: 'write'; offsetBytes: number; data: Buffer; fua: boolean }
-  | { kind: 'trim'; offsetBytes: number; lengthBytes: number; fua: boolean; zeroEdges: boolean }
-  | { kind: 'flush' }
-  | { kind: 'checkpoint' }
-  /** Seal the open SCO and roll TLog `tlogNumber` if it is still current (data-at-risk bound). */
-  | { kind: 'seal'; tlogNumber: number };
-
-interface LaneItem {
-  op: LaneOp;
-  resolve: () => void;
-  reject: (err: Error) => void;
-}
 
 export interface VolumeOptions {
   readonly dir: string;
@@ -148,15 +126,9 @@ export class Volume implements VolumeIo {
   private readonly observeLatency: VolumeOptions['observeLatency'];
   private readonly reads: ReadPath;
 
-  // write lane
-  private readonly lane: LaneItem[] = [];
-  private laneRunning: Promise<void> | undefined;
-  private holds = 0;
-  private laneFailure: Error | undefined;
-
+  private readonly lane: WriteLane;
   private readonly uploads: UploadPipeline;
   private readonly closeUploadWaitMs: number;
-  private readonly space: VolumeOptions['space'];
 
   private constructor(
     options: VolumeOptions,
@@ -169,7 +141,6 @@ export class Volume implements VolumeIo {
     this.config = config;
     this.observeLatency = options.observeLatency;
     this.closeUploadWaitMs = options.closeUploadWaitMs ?? VOLUME_CLOSE_UPLOAD_WAIT_MS;
-    this.space = options.space;
     const log = options.log ?? (() => undefined);
     const maxMs = options.dataAtRiskMaxMs ?? DATA_AT_RISK_MAX_MS;
     assert(
@@ -213,7 +184,7 @@ export class Volume implements VolumeIo {
         maxMs,
         name: config.name,
         current: () => ({ tlogNumber: v.tlog.tlogNumber, generation: v.state.generation }),
-        seal: (tlogNumber) => this.enqueue({ kind: 'seal', tlogNumber }),
+        seal: (tlogNumber) => this.lane.enqueue({ kind: 'seal', tlogNumber }),
         report: options.onDataAtRisk,
         log,
       }),
@@ -222,8 +193,9 @@ export class Volume implements VolumeIo {
     this.stats = v.stats;
     this.reads = new ReadPath(v);
     this.uploads = new UploadPipeline(v, options.scoCacheBytes ?? SCO_CACHE_DEFAULT_BYTES, () =>
-      this.enqueue({ kind: 'checkpoint' }),
+      this.lane.enqueue({ kind: 'checkpoint' }),
     );
+    this.lane = new WriteLane(v, this.reads, this.uploads, options.space);
   }
 
   get name(): string {
@@ -383,12 +355,14 @@ export class Volume implements VolumeIo {
    */
   async close(): Promise<void> {
     if (this.v.closed) return;
-    if (this.v.fencedBy === undefined && this.laneFailure === undefined) {
-      await this.enqueue({ kind: 'seal', tlogNumber: this.v.tlog.tlogNumber }).catch(
-        (err: unknown) => this.v.log(`${this.v.name}: seal on close failed: ${errorMessage(err)}`),
-      );
+    if (this.v.fencedBy === undefined && this.lane.laneFailure === undefined) {
+      await this.lane
+        .enqueue({ kind: 'seal', tlogNumber: this.v.tlog.tlogNumber })
+        .catch((err: unknown) =>
+          this.v.log(`${this.v.name}: seal on close failed: ${errorMessage(err)}`),
+        );
     }
-    await this.laneIdle();
+    await this.lane.laneIdle();
     this.v.closed = true;
     try {
       await this.v.sco?.sync();
@@ -449,14 +423,14 @@ export class Volume implements VolumeIo {
     this.v.stats.writeBytes += data.length;
     return this.timed(
       'write',
-      this.enqueue({ kind: 'write', offsetBytes, data, fua: options.fua ?? false }),
+      this.lane.enqueue({ kind: 'write', offsetBytes, data, fua: options.fua ?? false }),
     );
   }
 
   async flush(): Promise<void> {
     checkOpen(this.v);
     this.v.stats.flushOps += 1;
-    return this.timed('flush', this.enqueue({ kind: 'flush' }));
+    return this.timed('flush', this.lane.enqueue({ kind: 'flush' }));
   }
 
   async trim(
@@ -468,7 +442,7 @@ export class Volume implements VolumeIo {
     this.v.stats.trimOps += 1;
     return this.timed(
       'trim',
-      this.enqueue({
+      this.lane.enqueue({
         kind: 'trim',
         offsetBytes,
         lengthBytes,
@@ -485,7 +459,7 @@ export class Volume implements VolumeIo {
   ): Promise<void> {
     this.checkRange(offsetBytes, lengthBytes);
     this.v.stats.writeOps += 1;
-    return this.enqueue({
+    return this.lane.enqueue({
       kind: 'trim',
       offsetBytes,
       lengthBytes,
@@ -525,334 +499,9 @@ export class Volume implements VolumeIo {
     }
   }
 
-  private enqueue(op: LaneOp): Promise<void> {
-    // A closed (or deleted) vDisk takes nothing more: its directory may be gone.
-    if (this.v.closed) {
-      return Promise.reject(vdError(VdErrorCode.Closed, `vDisk ${this.v.name} is closed`));
-    }
-    return new Promise<void>((resolve, reject) => {
-      this.lane.push({ op, resolve, reject });
-      this.kickLane();
-    });
-  }
-
-  private kickLane(): void {
-    if (this.laneRunning !== undefined || this.holds > 0 || this.lane.length === 0) return;
-    this.laneRunning = this.runLane().finally(() => {
-      this.laneRunning = undefined;
-      this.kickLane();
-    });
-  }
-
-  private async runLane(): Promise<void> {
-    while (this.lane.length > 0 && this.holds === 0) {
-      const batch: LaneItem[] = [];
-      let bytes = 0;
-      while (batch.length < LANE_BATCH_MAX_OPS && this.lane.length > 0) {
-        const next = this.lane[0] as LaneItem;
-        const size = next.op.kind === 'write' ? next.op.data.length : 0;
-        if (batch.length > 0 && bytes + size > LANE_BATCH_MAX_BYTES) break;
-        batch.push(this.lane.shift() as LaneItem);
-        bytes += size;
-      }
-      let started = false;
-      try {
-        if (this.laneFailure !== undefined) throw this.laneFailure;
-        if (this.v.fencedBy !== undefined) checkOpen(this.v);
-        await this.waitForWriteBuffer();
-        // A full write buffer refuses the batch before anything of it is written.
-        this.space?.admit(bytes);
-        started = true;
-        await this.processBatch(batch.map((item) => item.op));
-        for (const item of batch) item.resolve();
-      } catch (err) {
-        const error = err instanceof Error ? err : new Error(String(err));
-        // A disk failure mid-batch leaves the SCO or TLog tail unknown: nothing more is
-        // acknowledged on this volume until it is reopened (which recovers the tail).
-        if (
-          started &&
-          (isShaleError(error, VdErrorCode.IoError) || isShaleError(error, VdErrorCode.NoSpace))
-        ) {
-          this.laneFailure = error;
-          this.v.log(`${this.v.name}: the write lane stopped: ${error.message}; reopen to recover`);
-        }
-        for (const item of batch) item.reject(error);
-      }
-    }
-  }
-
   /** Waits until no batch runs and holds new ones back; returns the release. */
-  async hold(): Promise<() => void> {
-    this.holds += 1;
-    await this.laneIdle();
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.holds -= 1;
-      this.kickLane();
-    };
-  }
-
-  private async laneIdle(): Promise<void> {
-    while (this.laneRunning !== undefined) await this.laneRunning;
-  }
-
-  /** Backpressure: a full write buffer waits for uploads instead of failing writes. */
-  private async waitForWriteBuffer(): Promise<void> {
-    const limit = Math.max(this.v.config.writeBufferBytes - this.v.config.scoSizeBytes, 0);
-    while (this.v.dirtyScoBytes > limit && this.v.fencedBy === undefined && !this.v.closed) {
-      await new Promise<void>((resolve) => this.uploads.uploadWaiters.push(resolve));
-    }
-  }
-
-  private async processBatch(ops: readonly LaneOp[]): Promise<void> {
-    const cs = this.v.config.clusterSizeBytes;
-    const updates: LbaUpdate[] = [];
-    /** Cluster contents written (or unmapped: null) earlier in this batch. */
-    const overlay = new Map<number, Buffer | null>();
-    const run: { index: number; payload: Buffer }[] = [];
-    let needSync = false;
-    let checkpoint = false;
-    let seal = false;
-    this.v.tlogWrites = [];
-
-    const flushRun = async (): Promise<void> => {
-      while (run.length > 0) {
-        if (this.v.sco === undefined) await this.startSco();
-        const sco = this.v.sco as ScoWriter;
-        const part = run.splice(
-          0,
-          Math.min(run.length, sco.remainingClusters, SCO_APPEND_MAX_CLUSTERS),
-        );
-        // The data and the TLog entries naming it are written at the same time; the batch
-        // is acknowledged only after both (recovery cuts a TLog at data that is missing).
-        const appended = sco.appendQueued(part.map((p) => p.payload));
-        this.laneWrite(appended.written);
-        // A SCO in memory serves reads of its clusters until it is uploaded; without memory
-        // the cluster cache takes a copy.
-        if (sco.memory === undefined) {
-          for (let i = 0; i < part.length; i += 1) {
-            const payload = (part[i] as { payload: Buffer }).payload;
-            this.v.clusterCache.put(0, sco.scoNumber, appended.firstClusterOffset + i, payload);
-          }
-        }
-        const entries: TLogEntry[] = new Array(part.length);
-        for (let i = 0; i < part.length; i += 1) {
-          const p = part[i] as { index: number; payload: Buffer };
-          const location: ClusterLocation = {
-            scoNumber: sco.scoNumber,
-            clusterOffset: appended.firstClusterOffset + i,
-            crc32c: appended.crc32cs[i] as number,
-          };
-          entries[i] = { type: 'write', clusterIndex: p.index as ClusterIndex, ...location };
-          updates.push({ clusterIndex: p.index as ClusterIndex, location });
-        }
-        this.laneWrite(this.v.tlog.append(entries));
-        this.v.risk.note(this.v.tlog.tlogNumber, part.length * cs);
-        this.v.dirtyScoBytes += part.length * cs;
-        if (sco.isFull) await this.sealCurrentSco();
-      }
-    };
-
-    const writeCluster = async (index: number, from: number, source: Buffer): Promise<void> => {
-      // `source` covers cluster bytes [from, from + source.length).
-      let payload: Buffer;
-      if (from === 0 && source.length === cs) {
-        payload = source;
-      } else {
-        payload = Buffer.alloc(cs);
-        const seen = overlay.get(index);
-        if (seen !== undefined) seen?.copy(payload);
-        else (await this.reads.readClusterUnlocked(index)).copy(payload);
-        source.copy(payload, from);
-      }
-      overlay.set(index, payload);
-      run.push({ index, payload });
-      if (run.length >= SCO_APPEND_MAX_CLUSTERS) await flushRun();
-    };
-
-    for (const op of ops) {
-      if (op.kind === 'write') {
-        const end = op.offsetBytes + op.data.length;
-        for (let at = op.offsetBytes; at < end; ) {
-          const index = Math.floor(at / cs);
-          const next = Math.min((index + 1) * cs, end);
-          await writeCluster(
-            index,
-            at - index * cs,
-            op.data.subarray(at - op.offsetBytes, next - op.offsetBytes),
-          );
-          at = next;
-        }
-        needSync ||= op.fua;
-      } else if (op.kind === 'trim') {
-        const end = op.offsetBytes + op.lengthBytes;
-        const firstWhole = Math.ceil(op.offsetBytes / cs);
-        const endWhole = Math.floor(end / cs);
-        if (op.zeroEdges) {
-          // Partial clusters at the edges are written with zeros (read-modify-write).
-          for (const index of new Set([
-            Math.floor(op.offsetBytes / cs),
-            Math.floor((end - 1) / cs),
-          ])) {
-            if (op.lengthBytes === 0 || (index >= firstWhole && index < endWhole)) continue;
-            const from = Math.max(op.offsetBytes, index * cs);
-            const to = Math.min(end, (index + 1) * cs);
-            await writeCluster(index, from - index * cs, Buffer.alloc(to - from));
-          }
-        }
-        // A trim is a hint: partial clusters at its edges keep their data.
-        if (endWhole > firstWhole) {
-          await flushRun();
-          for (let from = firstWhole; from < endWhole; from += TRIM_CLUSTER_COUNT_MAX) {
-            const count = Math.min(endWhole - from, TRIM_CLUSTER_COUNT_MAX);
-            this.laneWrite(
-              this.v.tlog.append([
-                { type: 'trim', firstClusterIndex: from as ClusterIndex, clusterCount: count },
-              ]),
-            );
-            this.v.risk.note(this.v.tlog.tlogNumber, 0);
-          }
-          for (const index of overlay.keys()) {
-            if (index >= firstWhole && index < endWhole) overlay.set(index, null);
-          }
-          for await (const [index] of this.v.lba.range(clusterIndex(firstWhole), endWhole)) {
-            overlay.set(index, null);
-            updates.push({ clusterIndex: index, location: undefined });
-          }
-          // Unmap also what this batch wrote into the range (later updates win).
-          for (const [index, content] of overlay) {
-            if (content === null && index >= firstWhole && index < endWhole) {
-              updates.push({ clusterIndex: index as ClusterIndex, location: undefined });
-            }
-          }
-        }
-        needSync ||= op.fua;
-      } else if (op.kind === 'flush') {
-        needSync = true;
-      } else if (op.kind === 'seal') {
-        seal ||= op.tlogNumber === this.v.tlog.tlogNumber;
-      } else {
-        checkpoint = true;
-      }
-    }
-    await flushRun();
-    if (checkpoint || seal) {
-      // A checkpoint needs a position in a closed TLog: seal what is open and roll.
-      if (this.v.sco !== undefined && this.v.sco.clusterCount > 0) await this.sealCurrentSco(true);
-      else if (this.v.tlog.entryCount > 0) await this.rollTlog();
-    }
-    await Promise.all(this.v.tlogWrites);
-    await this.applyUpdates(updates, {
-      generation: this.v.state.generation,
-      tlogNumber: this.v.tlog.tlogNumber,
-      entryCount: this.v.tlog.entryCount,
-    });
-    if (needSync) {
-      await this.v.sco?.sync();
-      await this.v.tlog.sync();
-      // Durability: every write of this batch and of every batch before it is on stable
-      // storage (SCO data before the TLog entries that point to it).
-    }
-    // The metadata store knows writes are at risk before the first of them is acknowledged.
-    await this.v.risk.settle();
-    if (checkpoint) this.uploads.enqueueCheckpoint();
-  }
-
-  /**
-   * Applies map updates (visible to reads at once; LevelDB catches up behind the lane), in
-   * chunks; the marker goes with the last one.
-   */
-  private async applyUpdates(updates: readonly LbaUpdate[], position: MapPosition): Promise<void> {
-    const meta = encodeMapPosition(position);
-    for (let i = 0; i < updates.length || i === 0; i += LBA_MAP_APPLY_MAX_UPDATES) {
-      const chunk = updates.slice(i, i + LBA_MAP_APPLY_MAX_UPDATES);
-      const last = i + LBA_MAP_APPLY_MAX_UPDATES >= updates.length;
-      // Replaying from an older marker is idempotent, so a crash between chunks is safe.
-      await this.v.lba.applyBehind(chunk, last ? { meta } : {});
-      if (updates.length === 0) break;
-    }
-  }
-
-  /**
-   * A write of the running batch, awaited (with every other) before the batch is answered.
-   * Marked handled now: when the batch fails earlier, its rejection must not crash the
-   * process as unhandled (the batch's own error is what its requests get).
-   */
-  private laneWrite(write: Promise<unknown>): void {
-    write.catch(() => undefined);
-    this.v.tlogWrites.push(write);
-  }
-
-  private async startSco(): Promise<void> {
-    const number = this.v.state.nextScoNumber;
-    this.v.state.nextScoNumber += 1;
-    // The number is durable before the file exists: a crash leaves a gap, never a reuse.
-    await persistState(this.v);
-    const memory = this.v.scoMemory.take(this.v.config.scoSizeBytes);
-    try {
-      this.v.sco = await ScoWriter.create({
-        dir: this.v.scoDir,
-        scoNumber: scoNumber(number),
-        clusterSizeBytes: this.v.config.clusterSizeBytes,
-        scoSizeBytes: this.v.config.scoSizeBytes,
-        memory,
-      });
-    } catch (err) {
-      if (memory !== undefined) this.v.scoMemory.give(memory);
-      throw err;
-    }
-  }
-
-  /** Seals the current SCO (fsync), journals it, queues its upload; rolls the TLog when due. */
-  private async sealCurrentSco(forceRoll = false): Promise<void> {
-    const sco = this.v.sco as ScoWriter;
-    // Listed as local before it stops being current, so no read misses it in between.
-    this.v.localScos.set(sco.scoNumber, sco.clusterCount * this.v.config.clusterSizeBytes);
-    // Its memory keeps serving reads while it seals (the same turn as `this.v.sco` changes).
-    if (sco.memory !== undefined) this.v.sealedMemory.set(sco.scoNumber, sco.memory);
-    this.v.sco = undefined;
-    let sealed: Awaited<ReturnType<ScoWriter['seal']>>;
-    try {
-      sealed = await sco.seal();
-    } catch (err) {
-      if (sco.memory !== undefined && this.v.sealedMemory.get(sco.scoNumber) === sco.memory) {
-        this.v.sealedMemory.delete(sco.scoNumber);
-        this.v.scoMemory.forget(sco.memory);
-      }
-      throw err;
-    }
-    this.laneWrite(
-      this.v.tlog.append([
-        {
-          type: 'scoSealed',
-          scoNumber: sealed.scoNumber,
-          sizeBytes: sealed.sizeBytes,
-          crc32c: sealed.crc32c,
-        },
-      ]),
-    );
-    this.v.localScos.set(sealed.scoNumber, sealed.sizeBytes);
-    void this.uploads.enqueueUpload({ kind: 'sco', scoNumber: sealed.scoNumber });
-    this.v.scosInTlog += 1;
-    if (forceRoll || this.v.scosInTlog >= this.v.config.tlogScos) await this.rollTlog();
-  }
-
-  /** Closes the current TLog (synced) into the chain and starts the next one. */
-  private async rollTlog(): Promise<void> {
-    await Promise.all(this.v.tlogWrites);
-    this.v.tlogWrites = [];
-    await this.v.tlog.close();
-    const closed = this.v.tlog.tlogNumber;
-    const next = this.v.state.nextTlogNumber;
-    this.v.tlog = await TLogWriter.create(this.v.tlogDir, next);
-    this.v.state.chain.push(closed);
-    this.v.state.currentTlog = next;
-    this.v.state.nextTlogNumber = next + 1;
-    await persistState(this.v);
-    this.v.scosInTlog = 0;
-    void this.uploads.enqueueUpload({ kind: 'tlog', tlogNumber: closed });
+  hold(): Promise<() => void> {
+    return this.lane.hold();
   }
 
   // ------------------------------------------------------------------ snapshots
@@ -875,7 +524,7 @@ export class Volume implements VolumeIo {
    * other volumes for a consistency group) and makes it durable with everything before it.
    */
   async snapshotHeld(name: string, createdAtMs: number): Promise<SnapshotRecord> {
-    assert(this.holds > 0 && this.laneRunning === undefined, 'snapshotHeld without a hold');
+    assert(this.lane.heldAndIdle, 'snapshotHeld without a hold');
     checkOpen(this.v);
     const id = this.v.state.nextSnapshotId;
     await this.v.tlog.append([{ type: 'snapshot', snapshotId: id }]);
@@ -909,12 +558,13 @@ export class Volume implements VolumeIo {
     if (record === undefined) {
       throw vdError(VdErrorCode.NotFound, `vDisk ${this.v.name} has no snapshot ${id}`);
     }
-    const release = await this.hold();
+    const release = await this.lane.hold();
     try {
       checkOpen(this.v);
       this.v.tlogWrites = [];
-      if (this.v.sco !== undefined && this.v.sco.clusterCount > 0) await this.sealCurrentSco(true);
-      else if (this.v.tlog.entryCount > 0) await this.rollTlog();
+      if (this.v.sco !== undefined && this.v.sco.clusterCount > 0)
+        await this.lane.sealCurrentSco(true);
+      else if (this.v.tlog.entryCount > 0) await this.lane.rollTlog();
       const chain = this.v.state.chain;
       const at = chain.indexOf(record.tlogNumber);
       assert(at >= 0, `snapshot ${id} TLog ${record.tlogNumber} not in the chain`);
@@ -989,14 +639,15 @@ export class Volume implements VolumeIo {
     pinnedSnapshotIds: ReadonlySet<number>;
   }): Promise<ScrubReport> {
     const cs = this.v.config.clusterSizeBytes;
-    let release = await this.hold();
+    let release = await this.lane.hold();
     let prefix: number[];
     let generation: number;
     try {
       checkOpen(this.v);
       this.v.tlogWrites = [];
-      if (this.v.sco !== undefined && this.v.sco.clusterCount > 0) await this.sealCurrentSco(true);
-      else if (this.v.tlog.entryCount > 0) await this.rollTlog();
+      if (this.v.sco !== undefined && this.v.sco.clusterCount > 0)
+        await this.lane.sealCurrentSco(true);
+      else if (this.v.tlog.entryCount > 0) await this.lane.rollTlog();
       await Promise.all(this.v.tlogWrites);
       prefix = [...this.v.state.chain];
       generation = this.v.state.generation;
@@ -1120,7 +771,7 @@ export class Volume implements VolumeIo {
       await writeTLogFile(this.v.tlogDir, number, rewritten);
       replaced.set(prefix[t] as number, number);
     }
-    release = await this.hold();
+    release = await this.lane.hold();
     try {
       checkOpen(this.v);
       if (this.v.state.generation !== generation) {
@@ -1161,7 +812,7 @@ export class Volume implements VolumeIo {
         );
         updates.push({ clusterIndex: index, location: to });
       }
-      await this.applyUpdates(updates, {
+      await this.lane.applyUpdates(updates, {
         generation: this.v.state.generation,
         tlogNumber: this.v.tlog.tlogNumber,
         entryCount: this.v.tlog.entryCount,
@@ -1187,7 +838,7 @@ export class Volume implements VolumeIo {
 
   /** Seals and rolls, then waits until every SCO, TLog, a checkpoint and the root are up. */
   async syncToBackend(): Promise<void> {
-    await this.enqueue({ kind: 'checkpoint' });
+    await this.lane.enqueue({ kind: 'checkpoint' });
     await this.uploads.waitUploadsDrained();
   }
 
@@ -1220,9 +871,9 @@ export class Volume implements VolumeIo {
 
   /** The write lane stopped on a disk failure (IO or space); reads still work. */
   get laneFailureCode(): string | undefined {
-    return this.laneFailure === undefined
+    return this.lane.laneFailure === undefined
       ? undefined
-      : ((this.laneFailure as { code?: string }).code ?? 'VD_IO_ERROR');
+      : ((this.lane.laneFailure as { code?: string }).code ?? 'VD_IO_ERROR');
   }
 
   // ------------------------------------------------------------------ recovery
@@ -1419,7 +1070,7 @@ export class Volume implements VolumeIo {
     for (const [index, location] of map) {
       updates.push({ clusterIndex: index as ClusterIndex, location: location ?? undefined });
     }
-    await this.applyUpdates(updates, {
+    await this.lane.applyUpdates(updates, {
       generation: this.v.state.generation,
       tlogNumber: this.v.tlog.tlogNumber,
       entryCount: this.v.tlog.entryCount,
@@ -1516,7 +1167,7 @@ export class Volume implements VolumeIo {
       dataAtRiskAgeMs: this.v.risk.ageMs(),
       dataAtRiskBoundMs: this.v.risk.boundMs,
       uploadError: this.uploads.lastUploadError ?? '',
-      writeLaneError: this.laneFailure?.message ?? '',
+      writeLaneError: this.lane.laneFailure?.message ?? '',
     };
   }
 
