@@ -1,127 +1,65 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { assert, crc32c, errorMessage, isShaleError } from '@shale/common';
+import { assert, errorMessage } from '@shale/common';
 import type { BlockExtent, ScrubReport, VdiskStats, VolumeIo } from './api-types.js';
 import { ClusterCache, ClusterCacheBudget } from './cluster-cache.js';
 import {
-  BLOCK_STATUS_MAX_CLUSTERS,
-  BLOCK_STATUS_MAX_EXTENTS,
-  CHECKPOINT_EVERY_TLOGS,
-  CHECKPOINT_MAX_TLOGS,
-  CHECKPOINT_PART_ENTRIES,
   CLUSTER_CACHE_DEFAULT_BYTES,
   DATA_AT_RISK_MAX_MS,
   DATA_AT_RISK_MIN_MS,
-  LANE_BATCH_MAX_BYTES,
-  LANE_BATCH_MAX_OPS,
-  LBA_MAP_APPLY_MAX_UPDATES,
-  SCO_APPEND_MAX_CLUSTERS,
   SCO_CACHE_DEFAULT_BYTES,
   SCO_MEMORY_DEFAULT_BYTES,
-  SCO_READ_MAX_CLUSTERS,
-  SCO_READERS_OPEN_MAX,
-  TLOG_ENTRY_SIZE_BYTES,
-  TRIM_CLUSTER_COUNT_MAX,
-  UPLOAD_CONCURRENCY,
-  UPLOAD_RETRY_MAX_MS,
-  UPLOAD_RETRY_MIN_MS,
   VOLUME_CLOSE_UPLOAD_WAIT_MS,
 } from './constants.js';
 import { DataAtRisk, type DataAtRiskMarker } from './data-at-risk.js';
 import { VdErrorCode, vdError } from './errors.js';
-import {
-  decodeCheckpointPart,
-  decodeMapPosition,
-  encodeCheckpointPart,
-  encodeMapPosition,
-  type FoldedMap,
-  foldEntry,
-  foldTLogs,
-  type MapPosition,
-} from './history.js';
-import { LbaMap, type LbaUpdate } from './lba-map.js';
-import { parseScoFileName, scoFilePath } from './sco-file.js';
+import type { FoldedMap } from './history.js';
+import { LbaMap } from './lba-map.js';
 import { ScoMemoryPool } from './sco-memory.js';
-import { ScoReader } from './sco-reader.js';
-import { ScoWriter } from './sco-writer.js';
-import { planScrub, versionKey } from './scrub-plan.js';
-import {
-  encodeTLog,
-  parseClosedTLog,
-  TLogWriter,
-  tlogFileName,
-  writeTLogFile,
-} from './tlog-file.js';
+import { encodeTLog, TLogWriter } from './tlog-file.js';
 import type { TLogEntry } from './tlog-format.js';
-import { type ClusterIndex, type ClusterLocation, clusterIndex, scoNumber } from './types.js';
 import type { VolumeBackend } from './volume-backend.js';
 import {
-  type BackendRoot,
-  type CheckpointRef,
-  checkpointObjectName,
+  checkOpen,
+  type MutableState,
+  newStats,
+  persistState,
+  stateFile,
+  type VolumeContext,
+  type VolumeStats,
+  volumeDirs,
+} from './volume-context.js';
+import { ReadPath } from './volume-read-path.js';
+import { parseRoot, Recovery } from './volume-recovery.js';
+import { Scrubber } from './volume-scrub.js';
+import { VolumeSnapshots } from './volume-snapshots.js';
+import {
   objectNumber,
   ROOT_OBJECT,
   readJson,
   type SnapshotRecord,
-  STATE_FORMAT,
-  scoObjectName,
-  tlogObjectName,
   type VolumeConfig,
   type VolumeState,
   writeJsonAtomic,
 } from './volume-state.js';
+import { UploadPipeline } from './volume-uploads.js';
+import { WriteLane } from './volume-write-lane.js';
+
+export { foldVdiskFromBackend } from './volume-recovery.js';
 
 /**
- * One vDisk on this volumedriver: the write lane (writes, trims, flushes and markers,
- * batched), the read path, the upload pipeline to the backend, and recovery.
+ * One vDisk on this volumedriver. `Volume` is its public face (the VolumeIo the edge and
+ * the data server call, plus what VolumeManager needs) and its lifecycle: create, open
+ * (a clean restart or recovery after a crash), restore from the backend, close. The
+ * work is done by its parts, which share one VolumeContext (volume-context.ts):
  *
- * Write lane: requests queue up; one batch at a time is turned into cluster payloads
- * (read-modify-write for partial clusters, seeing earlier writes of the same batch),
- * appended to the current SCO (one writev per 256 clusters), journaled in the current
- * TLog (one write), applied to the LBA map (one LevelDB batch, with the position marker)
- * and, if any request of the batch asked for it (FLUSH, FUA), made durable with one
- * fdatasync of the SCO and one of the TLog: group commit.
- *
- *   request ─> lane queue ─> batch: RMW ─> SCO append ─> TLog append ─> LBA map ─> [sync] ─> ack
- *                                   └─> SCO full: seal ─> upload queue ─> (every tlogScos SCOs) TLog roll
- *
- * Upload queue (FIFO): SCOs go up to UPLOAD_CONCURRENCY at a time; a TLog, a checkpoint,
- * the root and garbage deletion each wait for everything queued before them, so the
- * backend never holds a TLog that names a SCO it does not hold, and the root never names
- * a TLog it does not hold.
+ *   volume-write-lane.ts   writes, trims, flushes, markers: batched into SCOs and TLogs
+ *   volume-read-path.ts    reads: SCO memory, cluster cache, SCO files, the backend
+ *   volume-snapshots.ts    snapshot markers, snapshot deletes, rollback
+ *   volume-scrub.ts        rewriting SCOs with little live data
+ *   volume-uploads.ts      the upload queue: SCOs, TLogs, checkpoints, the root, garbage
+ *   volume-recovery.ts     the open SCO and the LBA map after a crash; map rebuilds
  */
-
-type LaneOp =
-  | { kind: 'write'; offsetBytes: number; data: Buffer; fua: boolean }
-  | { kind: 'trim'; offsetBytes: number; lengthBytes: number; fua: boolean; zeroEdges: boolean }
-  | { kind: 'flush' }
-  | { kind: 'checkpoint' }
-  /** Seal the open SCO and roll TLog `tlogNumber` if it is still current (data-at-risk bound). */
-  | { kind: 'seal'; tlogNumber: number };
-
-interface LaneItem {
-  op: LaneOp;
-  resolve: () => void;
-  reject: (err: Error) => void;
-}
-
-type UploadItem =
-  | { kind: 'sco'; scoNumber: number }
-  | { kind: 'tlog'; tlogNumber: number }
-  | { kind: 'root' }
-  | {
-      kind: 'checkpoint';
-      entries: AsyncGenerator<[ClusterIndex, ClusterLocation] | Buffer>;
-      position: MapPosition;
-    }
-  | { kind: 'gc'; scos: readonly number[]; tlogs: readonly number[]; checkpoint?: CheckpointRef };
-
-interface QueuedUpload {
-  item: UploadItem;
-  done: Promise<void>;
-  resolve: () => void;
-  reject: (err: Error) => void;
-}
 
 export interface VolumeOptions {
   readonly dir: string;
@@ -158,88 +96,21 @@ export type { DataAtRiskMarker } from './data-at-risk.js';
 
 export type LatencyOp = 'read' | 'write' | 'flush' | 'trim';
 
-interface MutableState {
-  generation: number;
-  sizeBytes: number;
-  chain: number[];
-  currentTlog: number;
-  nextScoNumber: number;
-  nextTlogNumber: number;
-  nextSnapshotId: number;
-  snapshots: SnapshotRecord[];
-  garbage: { scos: number[]; tlogs: number[] };
-}
-
-function newStats() {
-  return {
-    readOps: 0,
-    writeOps: 0,
-    readBytes: 0,
-    writeBytes: 0,
-    flushOps: 0,
-    trimOps: 0,
-    scosUploaded: 0,
-    tlogsUploaded: 0,
-    bytesUploaded: 0,
-  };
-}
-
 export class Volume implements VolumeIo {
   readonly config: VolumeConfig;
   readonly dir: string;
-  private readonly backend: VolumeBackend;
-  private readonly log: (message: string) => void;
+  readonly stats: VolumeStats;
+  /** What the parts of this vDisk share (volume-context.ts). */
+  private readonly v: VolumeContext;
   private readonly observeLatency: VolumeOptions['observeLatency'];
-  private readonly scoCacheBytes: number;
-  private state: MutableState;
-  private lba: LbaMap;
-  private tlog: TLogWriter;
-  private sco: ScoWriter | undefined;
-  /** SCOs sealed into the current TLog (it rolls at config.tlogScos). */
-  private scosInTlog = 0;
-  private epoch = 0;
-  private fencedBy: Error | undefined;
-  private closed = false;
-  private stateWrites: Promise<void> = Promise.resolve();
-  readonly stats = newStats();
-
-  // write lane
-  private readonly lane: LaneItem[] = [];
-  private laneRunning: Promise<void> | undefined;
-  private holds = 0;
-  /** SCO and TLog writes of the batch in progress (awaited before the map and any sync). */
-  private tlogWrites: Promise<unknown>[] = [];
-  private laneFailure: Error | undefined;
-
-  // local SCOs
-  /** Sealed SCO files in the write buffer -> size in bytes. */
-  private readonly localScos = new Map<number, number>();
-  private readonly readers = new Map<number, ScoReader>();
-  /** Clusters last written or read, in memory (cluster-cache.ts). */
-  private readonly clusterCache: ClusterCache;
-  private readonly scoMemory: ScoMemoryPool;
-  /** Sealed SCOs still in memory (until uploaded), by SCO number. */
-  private readonly sealedMemory = new Map<number, Buffer>();
-  private readonly uploadedScos = new Set<number>();
-  private readonly uploadedTlogs = new Set<number>();
-  private dirtyScoBytes = 0;
-
-  // upload pipeline
-  private readonly uploads: QueuedUpload[] = [];
-  private uploadsRunning = 0;
-  private uploadBarrierRunning = false;
-  private uploadRetryMs = UPLOAD_RETRY_MIN_MS;
-  private uploadWaiters: (() => void)[] = [];
-  private rootCheckpoint: CheckpointRef | undefined;
-  /** TLogs of a rewritten history that must all be uploaded before the next root. */
-  private rootNeeds: Set<number> | undefined;
-  private nextCheckpointId = 1;
-  private tlogsSinceCheckpoint = 0;
-  private tlogEntriesSinceCheckpoint = 0;
-  private readonly risk: DataAtRisk;
   private readonly closeUploadWaitMs: number;
-  private readonly space: VolumeOptions['space'];
-  lastUploadError: string | undefined;
+  // the parts, each in its own file, built in this order (each gets the earlier ones it calls)
+  private readonly reads: ReadPath;
+  private readonly uploads: UploadPipeline;
+  private readonly lane: WriteLane;
+  private readonly recovery: Recovery;
+  private readonly snaps: VolumeSnapshots;
+  private readonly scrubber: Scrubber;
 
   private constructor(
     options: VolumeOptions,
@@ -249,54 +120,80 @@ export class Volume implements VolumeIo {
     tlog: TLogWriter,
   ) {
     this.dir = options.dir;
-    this.backend = options.backend;
-    this.log = options.log ?? (() => undefined);
-    this.observeLatency = options.observeLatency;
-    this.scoCacheBytes = options.scoCacheBytes ?? SCO_CACHE_DEFAULT_BYTES;
     this.config = config;
-    this.state = state;
-    this.lba = lba;
-    this.tlog = tlog;
+    this.observeLatency = options.observeLatency;
     this.closeUploadWaitMs = options.closeUploadWaitMs ?? VOLUME_CLOSE_UPLOAD_WAIT_MS;
-    this.space = options.space;
-    this.clusterCache = new ClusterCache(
-      config.clusterSizeBytes,
-      config.scoSizeBytes / config.clusterSizeBytes,
-      options.clusterCache ?? new ClusterCacheBudget(CLUSTER_CACHE_DEFAULT_BYTES),
-    );
-    this.scoMemory = options.scoMemory ?? new ScoMemoryPool(SCO_MEMORY_DEFAULT_BYTES);
+    const log = options.log ?? (() => undefined);
     const maxMs = options.dataAtRiskMaxMs ?? DATA_AT_RISK_MAX_MS;
     assert(
       Number.isFinite(maxMs) && maxMs >= DATA_AT_RISK_MIN_MS,
       `data-at-risk bound ${maxMs} ms is below ${DATA_AT_RISK_MIN_MS} ms`,
     );
-    this.risk = new DataAtRisk({
-      maxMs,
+    const v: VolumeContext = {
+      config,
       name: config.name,
-      current: () => ({ tlogNumber: this.tlog.tlogNumber, generation: this.state.generation }),
-      seal: (tlogNumber) => this.enqueue({ kind: 'seal', tlogNumber }),
-      report: options.onDataAtRisk,
-      log: this.log,
-    });
+      dir: options.dir,
+      ...volumeDirs(options.dir),
+      backend: options.backend,
+      log,
+      stats: newStats(),
+      state,
+      lba,
+      tlog,
+      sco: undefined,
+      scosInTlog: 0,
+      epoch: 0,
+      fencedBy: undefined,
+      closed: false,
+      stateWrites: Promise.resolve(),
+      tlogWrites: [],
+      localScos: new Map(),
+      readers: new Map(),
+      clusterCache: new ClusterCache(
+        config.clusterSizeBytes,
+        config.scoSizeBytes / config.clusterSizeBytes,
+        options.clusterCache ?? new ClusterCacheBudget(CLUSTER_CACHE_DEFAULT_BYTES),
+      ),
+      scoMemory: options.scoMemory ?? new ScoMemoryPool(SCO_MEMORY_DEFAULT_BYTES),
+      sealedMemory: new Map(),
+      uploadedScos: new Set(),
+      uploadedTlogs: new Set(),
+      dirtyScoBytes: 0,
+      rootCheckpoint: undefined,
+      rootNeeds: undefined,
+      nextCheckpointId: 1,
+      risk: new DataAtRisk({
+        maxMs,
+        name: config.name,
+        current: () => ({ tlogNumber: v.tlog.tlogNumber, generation: v.state.generation }),
+        seal: (tlogNumber) => this.lane.enqueue({ kind: 'seal', tlogNumber }),
+        report: options.onDataAtRisk,
+        log,
+      }),
+    };
+    this.v = v;
+    this.stats = v.stats;
+    this.reads = new ReadPath(v);
+    this.uploads = new UploadPipeline(v, options.scoCacheBytes ?? SCO_CACHE_DEFAULT_BYTES, () =>
+      this.lane.enqueue({ kind: 'checkpoint' }),
+    );
+    this.lane = new WriteLane(v, this.reads, this.uploads, options.space);
+    this.recovery = new Recovery(v, this.lane, this.uploads);
+    this.snaps = new VolumeSnapshots(v, this.lane, this.uploads, this.recovery);
+    this.scrubber = new Scrubber(v, this.lane, this.reads, this.uploads);
   }
 
   get name(): string {
     return this.config.name;
   }
   get sizeBytes(): number {
-    return this.state.sizeBytes;
+    return this.v.state.sizeBytes;
   }
   get clusterSizeBytes(): number {
     return this.config.clusterSizeBytes;
   }
   get generation(): number {
-    return this.state.generation;
-  }
-  private get scoDir(): string {
-    return path.join(this.dir, 'scos');
-  }
-  private get tlogDir(): string {
-    return path.join(this.dir, 'tlogs');
+    return this.v.state.generation;
   }
 
   // ------------------------------------------------------------------ lifecycle
@@ -328,18 +225,18 @@ export class Volume implements VolumeIo {
     const lba = await LbaMap.open({ dir: path.join(options.dir, 'lba') });
     const volume = new Volume(options, config, state, lba, tlog);
     try {
-      await volume.writeMapBase(init.base ?? new Map(), {
+      await volume.recovery.writeMapBase(init.base ?? new Map(), {
         generation: 1,
         tlogNumber: state.currentTlog,
         entryCount: 0,
       });
-      await writeJsonAtomic(path.join(options.dir, 'state.json'), volume.stateFile());
+      await writeJsonAtomic(path.join(options.dir, 'state.json'), stateFile(volume.v));
       // volume.json last: its presence marks a complete local vDisk.
       await writeJsonAtomic(path.join(options.dir, 'volume.json'), config);
-      volume.epoch = await options.backend.bumpEpoch(config.namespace);
+      volume.v.epoch = await options.backend.bumpEpoch(config.namespace);
       // The root goes up at once, so that even an empty vDisk restores from the backend;
       // a clone's base goes up as its first checkpoint.
-      void volume.enqueueUpload({ kind: 'root' });
+      void volume.uploads.enqueueUpload({ kind: 'root' });
     } catch (err) {
       await volume.closeFiles();
       throw err;
@@ -375,10 +272,10 @@ export class Volume implements VolumeIo {
     const volume = new Volume(options, config, state, lba, reopened.writer);
     try {
       if (reopened.cutBytes > 0) {
-        volume.log(`${config.name}: cut a torn TLog tail of ${reopened.cutBytes} B`);
+        volume.v.log(`${config.name}: cut a torn TLog tail of ${reopened.cutBytes} B`);
       }
-      await volume.recoverLocal(reopened.entries);
-      await volume.resumeUploads();
+      await volume.recovery.recoverLocal(reopened.entries);
+      await volume.recovery.resumeUploads();
     } catch (err) {
       await volume.closeFiles();
       throw err;
@@ -418,16 +315,16 @@ export class Volume implements VolumeIo {
     const lba = await LbaMap.open({ dir: path.join(options.dir, 'lba') });
     const volume = new Volume(options, root.config, state, lba, tlog);
     try {
-      for (const n of root.chain) volume.uploadedTlogs.add(n);
+      for (const n of root.chain) volume.v.uploadedTlogs.add(n);
       for (const o of listed) {
         const n = objectNumber(o.name, 'sco');
-        if (n !== undefined) volume.uploadedScos.add(n);
+        if (n !== undefined) volume.v.uploadedScos.add(n);
       }
-      volume.rootCheckpoint = root.checkpoint;
-      if (root.checkpoint !== undefined) volume.nextCheckpointId = root.checkpoint.id + 1;
-      volume.epoch = await options.backend.bumpEpoch(namespace);
-      await volume.rebuildMap();
-      await writeJsonAtomic(path.join(options.dir, 'state.json'), volume.stateFile());
+      volume.v.rootCheckpoint = root.checkpoint;
+      if (root.checkpoint !== undefined) volume.v.nextCheckpointId = root.checkpoint.id + 1;
+      volume.v.epoch = await options.backend.bumpEpoch(namespace);
+      await volume.recovery.rebuildMap();
+      await writeJsonAtomic(path.join(options.dir, 'state.json'), stateFile(volume.v));
       await writeJsonAtomic(path.join(options.dir, 'volume.json'), root.config);
     } catch (err) {
       await volume.closeFiles();
@@ -442,59 +339,48 @@ export class Volume implements VolumeIo {
    * the backend is up. What does not make it goes up at the next open.
    */
   async close(): Promise<void> {
-    if (this.closed) return;
-    if (this.fencedBy === undefined && this.laneFailure === undefined) {
-      await this.enqueue({ kind: 'seal', tlogNumber: this.tlog.tlogNumber }).catch((err: unknown) =>
-        this.log(`${this.name}: seal on close failed: ${errorMessage(err)}`),
-      );
+    if (this.v.closed) return;
+    if (this.v.fencedBy === undefined && this.lane.laneFailure === undefined) {
+      await this.lane
+        .enqueue({ kind: 'seal', tlogNumber: this.v.tlog.tlogNumber })
+        .catch((err: unknown) =>
+          this.v.log(`${this.v.name}: seal on close failed: ${errorMessage(err)}`),
+        );
     }
-    await this.laneIdle();
-    this.closed = true;
+    await this.lane.laneIdle();
+    this.v.closed = true;
     try {
-      await this.sco?.sync();
-      await this.tlog.sync();
+      await this.v.sco?.sync();
+      await this.v.tlog.sync();
     } catch (err) {
-      this.log(`${this.name}: sync on close failed: ${errorMessage(err)}`);
+      this.v.log(`${this.v.name}: sync on close failed: ${errorMessage(err)}`);
     }
-    await this.waitUploadsDrainedWithin(this.closeUploadWaitMs);
-    if (this.risk.bytes > 0 || this.risk.ageMs() > 0) {
-      this.log(
-        `${this.name}: closed with ${this.risk.bytes} B of writes not in the backend yet (oldest ${this.risk.ageMs()} ms); they go up when the vDisk opens again`,
+    await this.uploads.waitUploadsDrainedWithin(this.closeUploadWaitMs);
+    if (this.v.risk.bytes > 0 || this.v.risk.ageMs() > 0) {
+      this.v.log(
+        `${this.v.name}: closed with ${this.v.risk.bytes} B of writes not in the backend yet (oldest ${this.v.risk.ageMs()} ms); they go up when the vDisk opens again`,
       );
     }
-    await this.waitUploadsSettled();
+    await this.uploads.waitUploadsSettled();
     await this.closeFiles();
   }
 
   /** Closes every file without syncing: what a crash leaves (tests). */
   async closeFiles(): Promise<void> {
-    this.closed = true;
-    this.risk.stop();
-    for (const reader of this.readers.values()) await reader.close();
-    this.readers.clear();
-    const memory = this.sco?.memory;
-    await this.sco?.abort().catch(() => undefined);
-    this.sco = undefined;
+    this.v.closed = true;
+    this.v.risk.stop();
+    for (const reader of this.v.readers.values()) await reader.close();
+    this.v.readers.clear();
+    const memory = this.v.sco?.memory;
+    await this.v.sco?.abort().catch(() => undefined);
+    this.v.sco = undefined;
     // An upload may still be reading these: they leave the pool, never to be reused.
-    if (memory !== undefined) this.scoMemory.forget(memory);
-    for (const buffer of this.sealedMemory.values()) this.scoMemory.forget(buffer);
-    this.sealedMemory.clear();
-    await this.tlog.abort().catch(() => undefined);
-    await this.lba.close().catch(() => undefined);
-    this.clusterCache.close();
-  }
-
-  private stateFile(): VolumeState {
-    return { format: STATE_FORMAT, ...this.state };
-  }
-
-  /** Writes state.json; calls are serialized, each writes the state as of its turn. */
-  private persistState(): Promise<void> {
-    const run = this.stateWrites.then(() =>
-      writeJsonAtomic(path.join(this.dir, 'state.json'), this.stateFile()),
-    );
-    this.stateWrites = run.catch(() => undefined);
-    return run;
+    if (memory !== undefined) this.v.scoMemory.forget(memory);
+    for (const buffer of this.v.sealedMemory.values()) this.v.scoMemory.forget(buffer);
+    this.v.sealedMemory.clear();
+    await this.v.tlog.abort().catch(() => undefined);
+    await this.v.lba.close().catch(() => undefined);
+    this.v.clusterCache.close();
   }
 
   // ------------------------------------------------------------------ the data path
@@ -502,9 +388,9 @@ export class Volume implements VolumeIo {
   // async: a refused request is a rejected promise, never a synchronous throw.
   async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     this.checkRange(offsetBytes, lengthBytes);
-    this.stats.readOps += 1;
-    this.stats.readBytes += lengthBytes;
-    return this.timed('read', this.readRange(offsetBytes, lengthBytes));
+    this.v.stats.readOps += 1;
+    this.v.stats.readBytes += lengthBytes;
+    return this.timed('read', this.reads.readRange(offsetBytes, lengthBytes));
   }
 
   private timed<T>(op: LatencyOp, work: Promise<T>): Promise<T> {
@@ -512,24 +398,24 @@ export class Volume implements VolumeIo {
     if (observe === undefined) return work;
     const started = process.hrtime.bigint();
     return work.finally(() =>
-      observe(this.name, op, Number(process.hrtime.bigint() - started) / 1e9),
+      observe(this.v.name, op, Number(process.hrtime.bigint() - started) / 1e9),
     );
   }
 
   async write(offsetBytes: number, data: Buffer, options: { fua?: boolean } = {}): Promise<void> {
     this.checkRange(offsetBytes, data.length);
-    this.stats.writeOps += 1;
-    this.stats.writeBytes += data.length;
+    this.v.stats.writeOps += 1;
+    this.v.stats.writeBytes += data.length;
     return this.timed(
       'write',
-      this.enqueue({ kind: 'write', offsetBytes, data, fua: options.fua ?? false }),
+      this.lane.enqueue({ kind: 'write', offsetBytes, data, fua: options.fua ?? false }),
     );
   }
 
   async flush(): Promise<void> {
-    this.checkOpen();
-    this.stats.flushOps += 1;
-    return this.timed('flush', this.enqueue({ kind: 'flush' }));
+    checkOpen(this.v);
+    this.v.stats.flushOps += 1;
+    return this.timed('flush', this.lane.enqueue({ kind: 'flush' }));
   }
 
   async trim(
@@ -538,10 +424,10 @@ export class Volume implements VolumeIo {
     options: { fua?: boolean } = {},
   ): Promise<void> {
     this.checkRange(offsetBytes, lengthBytes);
-    this.stats.trimOps += 1;
+    this.v.stats.trimOps += 1;
     return this.timed(
       'trim',
-      this.enqueue({
+      this.lane.enqueue({
         kind: 'trim',
         offsetBytes,
         lengthBytes,
@@ -557,8 +443,8 @@ export class Volume implements VolumeIo {
     options: { fua?: boolean } = {},
   ): Promise<void> {
     this.checkRange(offsetBytes, lengthBytes);
-    this.stats.writeOps += 1;
-    return this.enqueue({
+    this.v.stats.writeOps += 1;
+    return this.lane.enqueue({
       kind: 'trim',
       offsetBytes,
       lengthBytes,
@@ -569,52 +455,11 @@ export class Volume implements VolumeIo {
 
   async blockStatus(offsetBytes: number, lengthBytes: number): Promise<BlockExtent[]> {
     this.checkRange(offsetBytes, lengthBytes);
-    if (lengthBytes === 0) {
-      throw vdError(VdErrorCode.InvalidArgument, 'block status of an empty range');
-    }
-    const cs = this.config.clusterSizeBytes;
-    const endBytes = offsetBytes + lengthBytes;
-    const first = Math.floor(offsetBytes / cs);
-    // One scan covers at most BLOCK_STATUS_MAX_CLUSTERS clusters; the caller asks again.
-    const endCluster = Math.min(Math.ceil(endBytes / cs), first + BLOCK_STATUS_MAX_CLUSTERS);
-    const stopBytes = Math.min(endBytes, endCluster * cs);
-    const extents: { lengthBytes: number; hole: boolean }[] = [];
-    let cursorBytes = offsetBytes;
-    // Appends [cursor, toBytes) as hole or data, merging with the previous run of its kind.
-    const add = (toBytes: number, hole: boolean): boolean => {
-      const to = Math.min(toBytes, stopBytes);
-      if (to <= cursorBytes) return true;
-      const last = extents[extents.length - 1];
-      if (last !== undefined && last.hole === hole) last.lengthBytes += to - cursorBytes;
-      else if (extents.length >= BLOCK_STATUS_MAX_EXTENTS) return false;
-      else extents.push({ lengthBytes: to - cursorBytes, hole });
-      cursorBytes = to;
-      return true;
-    };
-    // The map is read straight from LevelDB, which every acknowledged write has reached.
-    let full = false;
-    for await (const [index] of this.lba.range(first as ClusterIndex, endCluster)) {
-      if (!add(index * cs, true) || !add((index + 1) * cs, false)) {
-        full = true;
-        break;
-      }
-    }
-    // Only when the scan saw every cluster up to stopBytes is the rest a hole.
-    if (!full) add(stopBytes, true);
-    return extents;
-  }
-
-  private checkOpen(): void {
-    if (this.closed) throw vdError(VdErrorCode.Closed, `vDisk ${this.name} is closed`);
-    if (this.fencedBy !== undefined) {
-      throw vdError(VdErrorCode.Fenced, `vDisk ${this.name}: ${this.fencedBy.message}`, {
-        cause: this.fencedBy,
-      });
-    }
+    return this.reads.blockStatus(offsetBytes, lengthBytes);
   }
 
   private checkRange(offsetBytes: number, lengthBytes: number): void {
-    this.checkOpen();
+    checkOpen(this.v);
     this.checkRangeOnly(offsetBytes, lengthBytes);
   }
 
@@ -630,1636 +475,125 @@ export class Volume implements VolumeIo {
         `offset ${offsetBytes} and length ${lengthBytes} must be whole numbers >= 0`,
       );
     }
-    if (offsetBytes + lengthBytes > this.state.sizeBytes) {
+    if (offsetBytes + lengthBytes > this.v.state.sizeBytes) {
       throw vdError(
         VdErrorCode.OutOfRange,
-        `${offsetBytes}+${lengthBytes} reaches past the end of vDisk ${this.name} (${this.state.sizeBytes} B)`,
-        { details: { vdisk: this.name } },
+        `${offsetBytes}+${lengthBytes} reaches past the end of vDisk ${this.v.name} (${this.v.state.sizeBytes} B)`,
+        { details: { vdisk: this.v.name } },
       );
-    }
-  }
-
-  private enqueue(op: LaneOp): Promise<void> {
-    // A closed (or deleted) vDisk takes nothing more: its directory may be gone.
-    if (this.closed) {
-      return Promise.reject(vdError(VdErrorCode.Closed, `vDisk ${this.name} is closed`));
-    }
-    return new Promise<void>((resolve, reject) => {
-      this.lane.push({ op, resolve, reject });
-      this.kickLane();
-    });
-  }
-
-  private kickLane(): void {
-    if (this.laneRunning !== undefined || this.holds > 0 || this.lane.length === 0) return;
-    this.laneRunning = this.runLane().finally(() => {
-      this.laneRunning = undefined;
-      this.kickLane();
-    });
-  }
-
-  private async runLane(): Promise<void> {
-    while (this.lane.length > 0 && this.holds === 0) {
-      const batch: LaneItem[] = [];
-      let bytes = 0;
-      while (batch.length < LANE_BATCH_MAX_OPS && this.lane.length > 0) {
-        const next = this.lane[0] as LaneItem;
-        const size = next.op.kind === 'write' ? next.op.data.length : 0;
-        if (batch.length > 0 && bytes + size > LANE_BATCH_MAX_BYTES) break;
-        batch.push(this.lane.shift() as LaneItem);
-        bytes += size;
-      }
-      let started = false;
-      try {
-        if (this.laneFailure !== undefined) throw this.laneFailure;
-        if (this.fencedBy !== undefined) this.checkOpen();
-        await this.waitForWriteBuffer();
-        // A full write buffer refuses the batch before anything of it is written.
-        this.space?.admit(bytes);
-        started = true;
-        await this.processBatch(batch.map((item) => item.op));
-        for (const item of batch) item.resolve();
-      } catch (err) {
-        const error = err instanceof Error ? err : new Error(String(err));
-        // A disk failure mid-batch leaves the SCO or TLog tail unknown: nothing more is
-        // acknowledged on this volume until it is reopened (which recovers the tail).
-        if (
-          started &&
-          (isShaleError(error, VdErrorCode.IoError) || isShaleError(error, VdErrorCode.NoSpace))
-        ) {
-          this.laneFailure = error;
-          this.log(`${this.name}: the write lane stopped: ${error.message}; reopen to recover`);
-        }
-        for (const item of batch) item.reject(error);
-      }
     }
   }
 
   /** Waits until no batch runs and holds new ones back; returns the release. */
-  async hold(): Promise<() => void> {
-    this.holds += 1;
-    await this.laneIdle();
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.holds -= 1;
-      this.kickLane();
-    };
-  }
-
-  private async laneIdle(): Promise<void> {
-    while (this.laneRunning !== undefined) await this.laneRunning;
-  }
-
-  /** Backpressure: a full write buffer waits for uploads instead of failing writes. */
-  private async waitForWriteBuffer(): Promise<void> {
-    const limit = Math.max(this.config.writeBufferBytes - this.config.scoSizeBytes, 0);
-    while (this.dirtyScoBytes > limit && this.fencedBy === undefined && !this.closed) {
-      await new Promise<void>((resolve) => this.uploadWaiters.push(resolve));
-    }
-  }
-
-  private async processBatch(ops: readonly LaneOp[]): Promise<void> {
-    const cs = this.config.clusterSizeBytes;
-    const updates: LbaUpdate[] = [];
-    /** Cluster contents written (or unmapped: null) earlier in this batch. */
-    const overlay = new Map<number, Buffer | null>();
-    const run: { index: number; payload: Buffer }[] = [];
-    let needSync = false;
-    let checkpoint = false;
-    let seal = false;
-    this.tlogWrites = [];
-
-    const flushRun = async (): Promise<void> => {
-      while (run.length > 0) {
-        if (this.sco === undefined) await this.startSco();
-        const sco = this.sco as ScoWriter;
-        const part = run.splice(
-          0,
-          Math.min(run.length, sco.remainingClusters, SCO_APPEND_MAX_CLUSTERS),
-        );
-        // The data and the TLog entries naming it are written at the same time; the batch
-        // is acknowledged only after both (recovery cuts a TLog at data that is missing).
-        const appended = sco.appendQueued(part.map((p) => p.payload));
-        this.laneWrite(appended.written);
-        // A SCO in memory serves reads of its clusters until it is uploaded; without memory
-        // the cluster cache takes a copy.
-        if (sco.memory === undefined) {
-          for (let i = 0; i < part.length; i += 1) {
-            const payload = (part[i] as { payload: Buffer }).payload;
-            this.clusterCache.put(0, sco.scoNumber, appended.firstClusterOffset + i, payload);
-          }
-        }
-        const entries: TLogEntry[] = new Array(part.length);
-        for (let i = 0; i < part.length; i += 1) {
-          const p = part[i] as { index: number; payload: Buffer };
-          const location: ClusterLocation = {
-            scoNumber: sco.scoNumber,
-            clusterOffset: appended.firstClusterOffset + i,
-            crc32c: appended.crc32cs[i] as number,
-          };
-          entries[i] = { type: 'write', clusterIndex: p.index as ClusterIndex, ...location };
-          updates.push({ clusterIndex: p.index as ClusterIndex, location });
-        }
-        this.laneWrite(this.tlog.append(entries));
-        this.risk.note(this.tlog.tlogNumber, part.length * cs);
-        this.dirtyScoBytes += part.length * cs;
-        if (sco.isFull) await this.sealCurrentSco();
-      }
-    };
-
-    const writeCluster = async (index: number, from: number, source: Buffer): Promise<void> => {
-      // `source` covers cluster bytes [from, from + source.length).
-      let payload: Buffer;
-      if (from === 0 && source.length === cs) {
-        payload = source;
-      } else {
-        payload = Buffer.alloc(cs);
-        const seen = overlay.get(index);
-        if (seen !== undefined) seen?.copy(payload);
-        else (await this.readClusterUnlocked(index)).copy(payload);
-        source.copy(payload, from);
-      }
-      overlay.set(index, payload);
-      run.push({ index, payload });
-      if (run.length >= SCO_APPEND_MAX_CLUSTERS) await flushRun();
-    };
-
-    for (const op of ops) {
-      if (op.kind === 'write') {
-        const end = op.offsetBytes + op.data.length;
-        for (let at = op.offsetBytes; at < end; ) {
-          const index = Math.floor(at / cs);
-          const next = Math.min((index + 1) * cs, end);
-          await writeCluster(
-            index,
-            at - index * cs,
-            op.data.subarray(at - op.offsetBytes, next - op.offsetBytes),
-          );
-          at = next;
-        }
-        needSync ||= op.fua;
-      } else if (op.kind === 'trim') {
-        const end = op.offsetBytes + op.lengthBytes;
-        const firstWhole = Math.ceil(op.offsetBytes / cs);
-        const endWhole = Math.floor(end / cs);
-        if (op.zeroEdges) {
-          // Partial clusters at the edges are written with zeros (read-modify-write).
-          for (const index of new Set([
-            Math.floor(op.offsetBytes / cs),
-            Math.floor((end - 1) / cs),
-          ])) {
-            if (op.lengthBytes === 0 || (index >= firstWhole && index < endWhole)) continue;
-            const from = Math.max(op.offsetBytes, index * cs);
-            const to = Math.min(end, (index + 1) * cs);
-            await writeCluster(index, from - index * cs, Buffer.alloc(to - from));
-          }
-        }
-        // A trim is a hint: partial clusters at its edges keep their data.
-        if (endWhole > firstWhole) {
-          await flushRun();
-          for (let from = firstWhole; from < endWhole; from += TRIM_CLUSTER_COUNT_MAX) {
-            const count = Math.min(endWhole - from, TRIM_CLUSTER_COUNT_MAX);
-            this.laneWrite(
-              this.tlog.append([
-                { type: 'trim', firstClusterIndex: from as ClusterIndex, clusterCount: count },
-              ]),
-            );
-            this.risk.note(this.tlog.tlogNumber, 0);
-          }
-          for (const index of overlay.keys()) {
-            if (index >= firstWhole && index < endWhole) overlay.set(index, null);
-          }
-          for await (const [index] of this.lba.range(clusterIndex(firstWhole), endWhole)) {
-            overlay.set(index, null);
-            updates.push({ clusterIndex: index, location: undefined });
-          }
-          // Unmap also what this batch wrote into the range (later updates win).
-          for (const [index, content] of overlay) {
-            if (content === null && index >= firstWhole && index < endWhole) {
-              updates.push({ clusterIndex: index as ClusterIndex, location: undefined });
-            }
-          }
-        }
-        needSync ||= op.fua;
-      } else if (op.kind === 'flush') {
-        needSync = true;
-      } else if (op.kind === 'seal') {
-        seal ||= op.tlogNumber === this.tlog.tlogNumber;
-      } else {
-        checkpoint = true;
-      }
-    }
-    await flushRun();
-    if (checkpoint || seal) {
-      // A checkpoint needs a position in a closed TLog: seal what is open and roll.
-      if (this.sco !== undefined && this.sco.clusterCount > 0) await this.sealCurrentSco(true);
-      else if (this.tlog.entryCount > 0) await this.rollTlog();
-    }
-    await Promise.all(this.tlogWrites);
-    await this.applyUpdates(updates, {
-      generation: this.state.generation,
-      tlogNumber: this.tlog.tlogNumber,
-      entryCount: this.tlog.entryCount,
-    });
-    if (needSync) {
-      await this.sco?.sync();
-      await this.tlog.sync();
-      // Durability: every write of this batch and of every batch before it is on stable
-      // storage (SCO data before the TLog entries that point to it).
-    }
-    // The metadata store knows writes are at risk before the first of them is acknowledged.
-    await this.risk.settle();
-    if (checkpoint) this.enqueueCheckpoint();
-  }
-
-  /**
-   * Applies map updates (visible to reads at once; LevelDB catches up behind the lane), in
-   * chunks; the marker goes with the last one.
-   */
-  private async applyUpdates(updates: readonly LbaUpdate[], position: MapPosition): Promise<void> {
-    const meta = encodeMapPosition(position);
-    for (let i = 0; i < updates.length || i === 0; i += LBA_MAP_APPLY_MAX_UPDATES) {
-      const chunk = updates.slice(i, i + LBA_MAP_APPLY_MAX_UPDATES);
-      const last = i + LBA_MAP_APPLY_MAX_UPDATES >= updates.length;
-      // Replaying from an older marker is idempotent, so a crash between chunks is safe.
-      await this.lba.applyBehind(chunk, last ? { meta } : {});
-      if (updates.length === 0) break;
-    }
-  }
-
-  /**
-   * A write of the running batch, awaited (with every other) before the batch is answered.
-   * Marked handled now: when the batch fails earlier, its rejection must not crash the
-   * process as unhandled (the batch's own error is what its requests get).
-   */
-  private laneWrite(write: Promise<unknown>): void {
-    write.catch(() => undefined);
-    this.tlogWrites.push(write);
-  }
-
-  private async startSco(): Promise<void> {
-    const number = this.state.nextScoNumber;
-    this.state.nextScoNumber += 1;
-    // The number is durable before the file exists: a crash leaves a gap, never a reuse.
-    await this.persistState();
-    const memory = this.scoMemory.take(this.config.scoSizeBytes);
-    try {
-      this.sco = await ScoWriter.create({
-        dir: this.scoDir,
-        scoNumber: scoNumber(number),
-        clusterSizeBytes: this.config.clusterSizeBytes,
-        scoSizeBytes: this.config.scoSizeBytes,
-        memory,
-      });
-    } catch (err) {
-      if (memory !== undefined) this.scoMemory.give(memory);
-      throw err;
-    }
-  }
-
-  /** Seals the current SCO (fsync), journals it, queues its upload; rolls the TLog when due. */
-  private async sealCurrentSco(forceRoll = false): Promise<void> {
-    const sco = this.sco as ScoWriter;
-    // Listed as local before it stops being current, so no read misses it in between.
-    this.localScos.set(sco.scoNumber, sco.clusterCount * this.config.clusterSizeBytes);
-    // Its memory keeps serving reads while it seals (the same turn as `this.sco` changes).
-    if (sco.memory !== undefined) this.sealedMemory.set(sco.scoNumber, sco.memory);
-    this.sco = undefined;
-    let sealed: Awaited<ReturnType<ScoWriter['seal']>>;
-    try {
-      sealed = await sco.seal();
-    } catch (err) {
-      if (sco.memory !== undefined && this.sealedMemory.get(sco.scoNumber) === sco.memory) {
-        this.sealedMemory.delete(sco.scoNumber);
-        this.scoMemory.forget(sco.memory);
-      }
-      throw err;
-    }
-    this.laneWrite(
-      this.tlog.append([
-        {
-          type: 'scoSealed',
-          scoNumber: sealed.scoNumber,
-          sizeBytes: sealed.sizeBytes,
-          crc32c: sealed.crc32c,
-        },
-      ]),
-    );
-    this.localScos.set(sealed.scoNumber, sealed.sizeBytes);
-    void this.enqueueUpload({ kind: 'sco', scoNumber: sealed.scoNumber });
-    this.scosInTlog += 1;
-    if (forceRoll || this.scosInTlog >= this.config.tlogScos) await this.rollTlog();
-  }
-
-  /** Closes the current TLog (synced) into the chain and starts the next one. */
-  private async rollTlog(): Promise<void> {
-    await Promise.all(this.tlogWrites);
-    this.tlogWrites = [];
-    await this.tlog.close();
-    const closed = this.tlog.tlogNumber;
-    const next = this.state.nextTlogNumber;
-    this.tlog = await TLogWriter.create(this.tlogDir, next);
-    this.state.chain.push(closed);
-    this.state.currentTlog = next;
-    this.state.nextTlogNumber = next + 1;
-    await this.persistState();
-    this.scosInTlog = 0;
-    void this.enqueueUpload({ kind: 'tlog', tlogNumber: closed });
-  }
-
-  // ------------------------------------------------------------------ the read path
-
-  private async readRange(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    const out = Buffer.alloc(lengthBytes);
-    if (lengthBytes === 0) return out;
-    const cs = this.config.clusterSizeBytes;
-    const first = Math.floor(offsetBytes / cs);
-    const last = Math.floor((offsetBytes + lengthBytes - 1) / cs);
-    for (let from = first; from <= last; from += SCO_READ_MAX_CLUSTERS * 8) {
-      const to = Math.min(last + 1, from + SCO_READ_MAX_CLUSTERS * 8);
-      const indexes: ClusterIndex[] = [];
-      for (let i = from; i < to; i += 1) indexes.push(i as ClusterIndex);
-      try {
-        await this.readInto(out, offsetBytes, from, indexes);
-      } catch (err) {
-        // The SCO moved under us (scrubbing or a rollback deleted it after the lookup):
-        // look again once.
-        if (!isShaleError(err, VdErrorCode.NotFound)) throw err;
-        await this.readInto(out, offsetBytes, from, indexes);
-      }
-    }
-    return out;
-  }
-
-  /**
-   * Copies clusters `indexes` (consecutive from cluster `from`) into `out`, which holds the
-   * bytes from `offsetBytes`: from the cluster cache where it has them (copied at once, in
-   * the same turn as the lookup), the rest from the SCOs, which then go into the cache.
-   */
-  private async readInto(
-    out: Buffer,
-    offsetBytes: number,
-    from: number,
-    indexes: readonly ClusterIndex[],
-  ): Promise<void> {
-    const cs = this.config.clusterSizeBytes;
-    const end = offsetBytes + out.length;
-    const locations = await this.lba.getMany(indexes);
-    const missed: number[] = [];
-    for (let i = 0; i < indexes.length; i += 1) {
-      const location = locations[i];
-      if (location === undefined) continue; // a hole: zeros
-      const clusterStart = (from + i) * cs;
-      const copyFrom = Math.max(offsetBytes, clusterStart);
-      const copyTo = Math.min(end, clusterStart + cs);
-      const memory = (location.layer ?? 0) === 0 ? this.memoryOf(location.scoNumber) : undefined;
-      if (memory !== undefined) {
-        // Copied in the same turn as the lookup: the buffer cannot be recycled meanwhile.
-        const at = location.clusterOffset * cs;
-        memory.copy(
-          out,
-          copyFrom - offsetBytes,
-          at + copyFrom - clusterStart,
-          at + copyTo - clusterStart,
-        );
-        continue;
-      }
-      const hit = this.clusterCache.copyOut(
-        location.layer ?? 0,
-        location.scoNumber,
-        location.clusterOffset,
-        out,
-        copyFrom - offsetBytes,
-        copyFrom - clusterStart,
-        copyTo - clusterStart,
-      );
-      if (!hit) missed.push(i);
-    }
-    if (missed.length === 0) return;
-    const missedLocations = missed.map((i) => locations[i] as ClusterLocation);
-    const clusters = await this.readLocations(missedLocations);
-    for (let k = 0; k < missed.length; k += 1) {
-      const i = missed[k] as number;
-      const data = clusters[k] as Buffer;
-      const location = missedLocations[k] as ClusterLocation;
-      this.clusterCache.put(location.layer ?? 0, location.scoNumber, location.clusterOffset, data);
-      const clusterStart = (from + i) * cs;
-      const copyFrom = Math.max(offsetBytes, clusterStart);
-      const copyTo = Math.min(end, clusterStart + cs);
-      data.copy(out, copyFrom - offsetBytes, copyFrom - clusterStart, copyTo - clusterStart);
-    }
-  }
-
-  /**
-   * The memory of SCO `n` of this vDisk while it has one (the open SCO, or a sealed one
-   * not uploaded yet). Read it in the same turn: once uploaded, the buffer is recycled.
-   */
-  private memoryOf(n: number): Buffer | undefined {
-    const sco = this.sco;
-    if (sco !== undefined && sco.scoNumber === n) return sco.memory;
-    return this.sealedMemory.get(n);
-  }
-
-  /** A whole cluster's current content (zeros if unmapped), for read-modify-write. */
-  private async readClusterUnlocked(index: number): Promise<Buffer> {
-    const [data] = await this.readClusters([index as ClusterIndex]);
-    return data ?? Buffer.alloc(this.config.clusterSizeBytes);
-  }
-
-  /** The clusters' contents, verified; undefined for unmapped clusters. */
-  private async readClusters(indexes: readonly ClusterIndex[]): Promise<(Buffer | undefined)[]> {
-    const locations = await this.lba.getMany(indexes);
-    return this.readLocations(locations);
-  }
-
-  private async readLocations(
-    locations: readonly (ClusterLocation | undefined)[],
-  ): Promise<(Buffer | undefined)[]> {
-    const cs = this.config.clusterSizeBytes;
-    const out: (Buffer | undefined)[] = new Array(locations.length);
-    const remote = new Map<number, number[]>(); // layer -> positions
-    // Clusters of SCOs still in memory first, copied now (before any await).
-    for (let k = 0; k < locations.length; k += 1) {
-      const location = locations[k];
-      if (location === undefined || (location.layer ?? 0) !== 0) continue;
-      const memory = this.memoryOf(location.scoNumber);
-      if (memory === undefined) continue;
-      const at = location.clusterOffset * cs;
-      out[k] = Buffer.from(memory.subarray(at, at + cs));
-    }
-    let i = 0;
-    while (i < locations.length) {
-      const location = locations[i];
-      if (location === undefined || out[i] !== undefined) {
-        i += 1;
-        continue;
-      }
-      const layer = location.layer ?? 0;
-      // A run of clusters stored back to back in one SCO: one pread.
-      let j = i + 1;
-      while (
-        j < locations.length &&
-        j - i < SCO_READ_MAX_CLUSTERS &&
-        locations[j]?.scoNumber === location.scoNumber &&
-        (locations[j]?.layer ?? 0) === layer &&
-        locations[j]?.clusterOffset === location.clusterOffset + (j - i)
-      ) {
-        j += 1;
-      }
-      const reader = layer === 0 ? await this.localReader(location.scoNumber) : undefined;
-      if (reader !== undefined) {
-        const crcs = new Uint32Array(j - i);
-        for (let k = i; k < j; k += 1) crcs[k - i] = (locations[k] as ClusterLocation).crc32c;
-        const data = await reader.readClusters(location.clusterOffset, crcs);
-        for (let k = i; k < j; k += 1) out[k] = data.subarray((k - i) * cs, (k - i + 1) * cs);
-      } else {
-        let positions = remote.get(layer);
-        if (positions === undefined) {
-          positions = [];
-          remote.set(layer, positions);
-        }
-        for (let k = i; k < j; k += 1) positions.push(k);
-      }
-      i = j;
-    }
-    for (const [layer, positions] of remote) {
-      const ns = layer === 0 ? this.config.namespace : this.config.ancestors[layer - 1]?.namespace;
-      assert(ns !== undefined, `location layer ${layer} beyond the vDisk's ancestors`);
-      // Clusters back to back in one SCO become one slice: one ranged read.
-      const runs: { first: number; count: number }[] = [];
-      for (let k = 0; k < positions.length; k += 1) {
-        const here = locations[positions[k] as number] as ClusterLocation;
-        const run = runs[runs.length - 1];
-        const prev =
-          run === undefined ? undefined : locations[positions[run.first + run.count - 1] as number];
-        if (
-          run !== undefined &&
-          prev !== undefined &&
-          prev.scoNumber === here.scoNumber &&
-          prev.clusterOffset + 1 === here.clusterOffset &&
-          run.first + run.count === k
-        ) {
-          run.count += 1;
-        } else {
-          runs.push({ first: k, count: 1 });
-        }
-      }
-      const slices = runs.map((run) => {
-        const location = locations[positions[run.first] as number] as ClusterLocation;
-        return {
-          name: scoObjectName(location.scoNumber),
-          offsetBytes: location.clusterOffset * cs,
-          lengthBytes: run.count * cs,
-        };
-      });
-      const data = await this.backend.readRanges(ns, slices);
-      for (let r = 0; r < runs.length; r += 1) {
-        const run = runs[r] as { first: number; count: number };
-        const bytes = data[r];
-        for (let k = run.first; k < run.first + run.count; k += 1) {
-          const p = positions[k] as number;
-          const location = locations[p] as ClusterLocation;
-          const cluster = bytes?.subarray((k - run.first) * cs, (k - run.first + 1) * cs);
-          if (
-            cluster === undefined ||
-            cluster.length !== cs ||
-            crc32c(cluster) !== location.crc32c
-          ) {
-            throw vdError(
-              VdErrorCode.Corrupt,
-              `vDisk ${this.name}: cluster ${location.clusterOffset} of SCO ${location.scoNumber} (layer ${layer}) read from the backend fails its CRC32C`,
-            );
-          }
-          out[p] = cluster;
-        }
-      }
-    }
-    return out;
-  }
-
-  /** A reader of a SCO file in the write buffer, or undefined when the file is gone. */
-  private async localReader(number: number): Promise<ScoReader | undefined> {
-    const cached = this.readers.get(number);
-    if (cached !== undefined) {
-      this.readers.delete(number);
-      this.readers.set(number, cached);
-      return cached;
-    }
-    const isCurrent = this.sco?.scoNumber === number;
-    if (!isCurrent && !this.localScos.has(number)) return undefined;
-    let reader: ScoReader;
-    try {
-      reader = await ScoReader.open({
-        dir: this.scoDir,
-        scoNumber: scoNumber(number),
-        clusterSizeBytes: this.config.clusterSizeBytes,
-      });
-    } catch (err) {
-      if (isShaleError(err, VdErrorCode.ScoNotFound)) return undefined;
-      throw err;
-    }
-    const raced = this.readers.get(number);
-    if (raced !== undefined) {
-      await reader.close();
-      return raced;
-    }
-    this.readers.set(number, reader);
-    if (this.readers.size > SCO_READERS_OPEN_MAX) {
-      const [oldest, old] = this.readers.entries().next().value as [number, ScoReader];
-      this.readers.delete(oldest);
-      // Reads in flight on it finish first: close after a tick of grace.
-      setTimeout(() => void old.close().catch(() => undefined), 1000).unref();
-    }
-    return reader;
+  hold(): Promise<() => void> {
+    return this.lane.hold();
   }
 
   // ------------------------------------------------------------------ snapshots
 
   snapshots(): readonly SnapshotRecord[] {
-    return this.state.snapshots;
+    return this.snaps.snapshots();
   }
 
   /** Every TLog up to the snapshot's marker is in the backend. */
   snapshotInBackend(id: number): boolean {
-    const record = this.state.snapshots.find((s) => s.id === id);
-    if (record === undefined) return false;
-    const position = this.state.chain.indexOf(record.tlogNumber);
-    if (position < 0) return false;
-    return this.state.chain.slice(0, position + 1).every((n) => this.uploadedTlogs.has(n));
+    return this.snaps.snapshotInBackend(id);
   }
 
-  /**
-   * Appends a snapshot marker while the lane is held (the caller holds it, possibly with
-   * other volumes for a consistency group) and makes it durable with everything before it.
-   */
-  async snapshotHeld(name: string, createdAtMs: number): Promise<SnapshotRecord> {
-    assert(this.holds > 0 && this.laneRunning === undefined, 'snapshotHeld without a hold');
-    this.checkOpen();
-    const id = this.state.nextSnapshotId;
-    await this.tlog.append([{ type: 'snapshot', snapshotId: id }]);
-    await this.sco?.sync();
-    await this.tlog.sync();
-    const record: SnapshotRecord = { id, name, createdAtMs, tlogNumber: this.tlog.tlogNumber };
-    this.state.nextSnapshotId = id + 1;
-    this.state.snapshots.push(record);
-    await this.persistState();
-    // Durability: the marker and every write acknowledged before the hold are on stable
-    // storage; the snapshot list naming it is in state.json.
-    return record;
+  /** A snapshot marker, durable with everything before it; the caller holds the lane. */
+  snapshotHeld(name: string, createdAtMs: number): Promise<SnapshotRecord> {
+    return this.snaps.snapshotHeld(name, createdAtMs);
   }
 
-  async deleteSnapshot(id: number): Promise<void> {
-    const before = this.state.snapshots.length;
-    this.state.snapshots = this.state.snapshots.filter((s) => s.id !== id);
-    if (this.state.snapshots.length === before) return;
-    await this.persistState();
-    void this.enqueueUpload({ kind: 'root' });
+  deleteSnapshot(id: number): Promise<void> {
+    return this.snaps.deleteSnapshot(id);
   }
 
-  /**
-   * Rolls the vDisk back to snapshot `id`: later writes and snapshots are gone. The
-   * history is cut at the marker (a new TLog holds the entries of its TLog up to it), the
-   * generation moves on, the map is rebuilt, and SCOs and TLogs only the cut part named
-   * become garbage, deleted once the backend root no longer names them.
-   */
-  async rollback(id: number): Promise<void> {
-    const record = this.state.snapshots.find((s) => s.id === id);
-    if (record === undefined) {
-      throw vdError(VdErrorCode.NotFound, `vDisk ${this.name} has no snapshot ${id}`);
-    }
-    const release = await this.hold();
-    try {
-      this.checkOpen();
-      this.tlogWrites = [];
-      if (this.sco !== undefined && this.sco.clusterCount > 0) await this.sealCurrentSco(true);
-      else if (this.tlog.entryCount > 0) await this.rollTlog();
-      const chain = this.state.chain;
-      const at = chain.indexOf(record.tlogNumber);
-      assert(at >= 0, `snapshot ${id} TLog ${record.tlogNumber} not in the chain`);
-      const entries = await this.readTlog(record.tlogNumber);
-      const marker = entries.findIndex((e) => e.type === 'snapshot' && e.snapshotId === id);
-      assert(marker >= 0, `snapshot ${id} marker missing from TLog ${record.tlogNumber}`);
-      const kept = entries.slice(0, marker + 1);
-      const cut = chain.slice(at);
-      const cutScos = new Set<number>();
-      for (const e of entries.slice(marker + 1)) if (e.type === 'write') cutScos.add(e.scoNumber);
-      for (const n of cut.slice(1)) {
-        for (const e of await this.readTlog(n)) if (e.type === 'write') cutScos.add(e.scoNumber);
-      }
-      for (const e of entries.slice(marker + 1))
-        if (e.type === 'scoSealed') cutScos.add(e.scoNumber);
-      const keptScos = new Set<number>();
-      for (const n of chain.slice(0, at)) {
-        for (const e of await this.readTlog(n)) if (e.type === 'write') keptScos.add(e.scoNumber);
-      }
-      for (const e of kept) if (e.type === 'write') keptScos.add(e.scoNumber);
-      const replacement = this.state.nextTlogNumber;
-      await writeTLogFile(this.tlogDir, replacement, kept);
-      const current = this.tlog.tlogNumber;
-      this.state = {
-        ...this.state,
-        generation: this.state.generation + 1,
-        chain: [...chain.slice(0, at), replacement],
-        nextTlogNumber: replacement + 1,
-        snapshots: this.state.snapshots
-          .filter((s) => s.id <= id)
-          .map((s) => (cut.includes(s.tlogNumber) ? { ...s, tlogNumber: replacement } : s)),
-        garbage: {
-          scos: [...this.state.garbage.scos, ...[...cutScos].filter((n) => !keptScos.has(n))],
-          tlogs: [...this.state.garbage.tlogs, ...cut],
-        },
-      };
-      this.rootNeeds = new Set([replacement]);
-      // Commit point: state.json names the new history.
-      await this.persistState();
-      this.risk.rewritten(cut, record.tlogNumber, replacement);
-      await this.rebuildMap();
-      this.rootCheckpoint = undefined;
-      void this.enqueueUpload({ kind: 'tlog', tlogNumber: replacement });
-      this.enqueueCheckpoint();
-      this.enqueueGarbage();
-      this.log(`${this.name}: rolled back to snapshot ${id} (current TLog ${current})`);
-    } finally {
-      release();
-    }
+  /** Rolls the vDisk back to snapshot `id`: later writes and snapshots are gone. */
+  rollback(id: number): Promise<void> {
+    return this.snaps.rollback(id);
   }
 
   // ------------------------------------------------------------------ scrubbing
 
-  /**
-   * Rewrites SCOs whose live fraction is under the threshold and deletes the old ones.
-   *
-   *   1. hold writes briefly: seal the open SCO and roll the TLog; the closed chain is the
-   *      prefix to scrub; wait until it is all in the backend
-   *   2. writes flow again: plan (scrub-plan.ts), copy live clusters into new SCOs (sealed,
-   *      fsynced), write rewritten copies of the TLogs that named the old SCOs
-   *   3. hold writes briefly: if a rollback rewrote the history meanwhile, give up;
-   *      else commit (state.json names the new chain), repoint the map entries that still
-   *      point at moved clusters, and queue: new SCOs, new TLogs, then the garbage (old
-   *      SCOs and TLogs), deleted only after the root names the new chain
-   *
-   * Versions that snapshots with clones see are pinned: their SCOs are left alone.
-   */
-  async scrub(options: {
+  /** Rewrites SCOs with less live data than the threshold (volume-scrub.ts). */
+  scrub(options: {
     liveFractionThreshold: number;
     pinnedSnapshotIds: ReadonlySet<number>;
   }): Promise<ScrubReport> {
-    const cs = this.config.clusterSizeBytes;
-    let release = await this.hold();
-    let prefix: number[];
-    let generation: number;
-    try {
-      this.checkOpen();
-      this.tlogWrites = [];
-      if (this.sco !== undefined && this.sco.clusterCount > 0) await this.sealCurrentSco(true);
-      else if (this.tlog.entryCount > 0) await this.rollTlog();
-      await Promise.all(this.tlogWrites);
-      prefix = [...this.state.chain];
-      generation = this.state.generation;
-    } finally {
-      release();
-    }
-    await this.waitUploadsDrained();
-    // Measured once everything written before the scrub is in the backend.
-    const backendBytesBefore = await this.backendBytes();
-    const histories: TLogEntry[][] = [];
-    for (const n of prefix) histories.push(await this.readTlog(n));
-    const plan = planScrub(histories, {
-      snapshotIds: new Set(this.state.snapshots.map((s) => s.id)),
-      pinnedSnapshotIds: options.pinnedSnapshotIds,
-      liveFractionThreshold: options.liveFractionThreshold,
-    });
-    const report = {
-      scosExamined: plan.scos.size,
-      scosRewritten: plan.candidates.size,
-      clustersMoved: plan.moves.length,
-      scosCreated: 0,
-      backendBytesBefore,
-      backendBytesAfter: backendBytesBefore,
-      aborted: false,
-    };
-    if (plan.candidates.size === 0) return report;
-    // Copy the live clusters into new SCOs.
-    const relocated = new Map<number, ClusterLocation>();
-    const newScos: number[] = [];
-    const sealedCrcs = new Map<number, number>();
-    let writer: ScoWriter | undefined;
-    const sealWriter = async () => {
-      if (writer === undefined) return;
-      const sealed = await writer.seal();
-      sealedCrcs.set(sealed.scoNumber, sealed.crc32c);
-      this.localScos.set(sealed.scoNumber, sealed.sizeBytes);
-      writer = undefined;
-    };
-    for (let i = 0; i < plan.moves.length; i += SCO_READ_MAX_CLUSTERS) {
-      const moves = plan.moves.slice(i, i + SCO_READ_MAX_CLUSTERS);
-      const data = await this.readLocations(
-        moves.map((m) => ({
-          scoNumber: scoNumber(m.scoNumber),
-          clusterOffset: m.clusterOffset,
-          crc32c: m.crc32c,
-        })),
-      );
-      let k = 0;
-      while (k < moves.length) {
-        if (writer === undefined) {
-          const number = this.state.nextScoNumber;
-          this.state.nextScoNumber += 1;
-          await this.persistState();
-          writer = await ScoWriter.create({
-            dir: this.scoDir,
-            scoNumber: scoNumber(number),
-            clusterSizeBytes: cs,
-            scoSizeBytes: this.config.scoSizeBytes,
-          });
-          newScos.push(number);
-        }
-        const part = moves.slice(
-          k,
-          k + Math.min(writer.remainingClusters, SCO_APPEND_MAX_CLUSTERS),
-        );
-        const appended = await writer.append(part.map((_, j) => data[k + j] as Buffer));
-        for (let j = 0; j < part.length; j += 1) {
-          const m = part[j] as (typeof moves)[number];
-          relocated.set(versionKey(m.scoNumber, m.clusterOffset), {
-            scoNumber: writer.scoNumber,
-            clusterOffset: appended.firstClusterOffset + j,
-            crc32c: appended.crc32cs[j] as number,
-          });
-        }
-        k += part.length;
-        if (writer.isFull) await sealWriter();
-      }
-    }
-    await sealWriter();
-    report.scosCreated = newScos.length;
-    // Rewrite the TLogs that name candidate SCOs.
-    const replaced = new Map<number, number>();
-    let lastRewritten = -1;
-    for (let t = 0; t < prefix.length; t += 1) {
-      if (
-        (histories[t] as TLogEntry[]).some(
-          (e) => (e.type === 'write' || e.type === 'scoSealed') && plan.candidates.has(e.scoNumber),
-        )
-      ) {
-        lastRewritten = t;
-      }
-    }
-    for (let t = 0; t <= lastRewritten; t += 1) {
-      const entries = histories[t] as TLogEntry[];
-      const touched = entries.some(
-        (e) => (e.type === 'write' || e.type === 'scoSealed') && plan.candidates.has(e.scoNumber),
-      );
-      if (!touched && t !== lastRewritten) continue;
-      const rewritten: TLogEntry[] = [];
-      for (const e of entries) {
-        if (e.type === 'write' && plan.candidates.has(e.scoNumber)) {
-          const to = relocated.get(versionKey(e.scoNumber, e.clusterOffset));
-          if (to !== undefined) rewritten.push({ ...e, ...to, type: 'write' });
-        } else if (!(e.type === 'scoSealed' && plan.candidates.has(e.scoNumber))) {
-          rewritten.push(e);
-        }
-      }
-      if (t === lastRewritten) {
-        for (const n of newScos) {
-          rewritten.push({
-            type: 'scoSealed',
-            scoNumber: scoNumber(n),
-            sizeBytes: this.localScos.get(n) ?? 0,
-            crc32c: sealedCrcs.get(n) ?? 0,
-          });
-        }
-      }
-      const number = this.state.nextTlogNumber;
-      this.state.nextTlogNumber += 1;
-      await this.persistState();
-      await writeTLogFile(this.tlogDir, number, rewritten);
-      replaced.set(prefix[t] as number, number);
-    }
-    release = await this.hold();
-    try {
-      this.checkOpen();
-      if (this.state.generation !== generation) {
-        report.aborted = true;
-        for (const n of newScos) await this.dropLocalSco(n);
-        for (const n of replaced.values())
-          await fs.rm(path.join(this.tlogDir, tlogFileName(n)), { force: true });
-        return report;
-      }
-      const newChain = this.state.chain.map((n) => replaced.get(n) ?? n);
-      this.state = {
-        ...this.state,
-        generation: generation + 1,
-        chain: newChain,
-        snapshots: this.state.snapshots.map((s) => ({
-          ...s,
-          tlogNumber: replaced.get(s.tlogNumber) ?? s.tlogNumber,
-        })),
-        garbage: {
-          scos: [...this.state.garbage.scos, ...plan.candidates],
-          tlogs: [...this.state.garbage.tlogs, ...replaced.keys()],
-        },
-      };
-      this.rootNeeds = new Set(replaced.values());
-      // Commit point: state.json names the new history.
-      await this.persistState();
-      // Repoint map entries that still point at moved clusters (later writes moved on).
-      const updates: LbaUpdate[] = [];
-      for await (const [index, location] of this.lba.range(
-        clusterIndex(0),
-        Math.ceil(this.state.sizeBytes / cs),
-      )) {
-        if ((location.layer ?? 0) !== 0 || !plan.candidates.has(location.scoNumber)) continue;
-        const to = relocated.get(versionKey(location.scoNumber, location.clusterOffset));
-        assert(
-          to !== undefined,
-          `scrub: live cluster ${index} of SCO ${location.scoNumber} was not moved`,
-        );
-        updates.push({ clusterIndex: index, location: to });
-      }
-      await this.applyUpdates(updates, {
-        generation: this.state.generation,
-        tlogNumber: this.tlog.tlogNumber,
-        entryCount: this.tlog.entryCount,
-      });
-      for (const n of newScos) {
-        this.dirtyScoBytes += this.localScos.get(n) ?? 0;
-        void this.enqueueUpload({ kind: 'sco', scoNumber: n });
-      }
-      for (const n of newChain) {
-        if ([...replaced.values()].includes(n))
-          void this.enqueueUpload({ kind: 'tlog', tlogNumber: n });
-      }
-      this.enqueueGarbage();
-    } finally {
-      release();
-    }
-    await this.waitUploadsDrained();
-    report.backendBytesAfter = await this.backendBytes();
-    return report;
+    return this.scrubber.scrub(options);
   }
 
   // ------------------------------------------------------------------ backend
 
   /** Seals and rolls, then waits until every SCO, TLog, a checkpoint and the root are up. */
   async syncToBackend(): Promise<void> {
-    await this.enqueue({ kind: 'checkpoint' });
-    await this.waitUploadsDrained();
+    await this.lane.enqueue({ kind: 'checkpoint' });
+    await this.uploads.waitUploadsDrained();
   }
 
   /** Bytes of this vDisk's objects in the backend. */
-  async backendBytes(): Promise<number> {
-    const objects = await this.backend.listObjects(this.config.namespace, '');
-    return objects.reduce((sum, o) => sum + o.sizeBytes, 0);
+  backendBytes(): Promise<number> {
+    return this.uploads.backendBytes();
   }
 
-  private enqueueUpload(item: UploadItem): Promise<void> {
-    let resolve!: () => void;
-    let reject!: (err: Error) => void;
-    const done = new Promise<void>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    done.catch(() => undefined);
-    this.uploads.push({ item, done, resolve, reject });
-    this.pumpUploads();
-    return done;
+  /** The entries of a TLog: the local file if present, else the backend's copy. */
+  readTlog(tlogNumber: number): Promise<TLogEntry[]> {
+    return this.uploads.readTlog(tlogNumber);
   }
 
-  /**
-   * A checkpoint (the whole map) is worth its cost after CHECKPOINT_EVERY_TLOGS full TLogs'
-   * worth of entries, or CHECKPOINT_MAX_TLOGS TLogs of any size: the data-at-risk bound rolls
-   * small TLogs often, and a restore replays every TLog after the checkpoint.
-   */
-  private checkpointDue(): boolean {
-    const fullTlogEntries =
-      (this.config.tlogScos * this.config.scoSizeBytes) / this.config.clusterSizeBytes;
-    return (
-      (this.tlogsSinceCheckpoint >= CHECKPOINT_EVERY_TLOGS &&
-        this.tlogEntriesSinceCheckpoint >= CHECKPOINT_EVERY_TLOGS * fullTlogEntries) ||
-      this.tlogsSinceCheckpoint >= CHECKPOINT_MAX_TLOGS
-    );
-  }
-
-  /** A checkpoint of the map as of now (the lane is idle or this is its batch end). */
-  private enqueueCheckpoint(): void {
-    const position = this.closedPosition();
-    if (position === undefined) return;
-    this.tlogsSinceCheckpoint = 0;
-    this.tlogEntriesSinceCheckpoint = 0;
-    void this.enqueueUpload({ kind: 'checkpoint', entries: this.lba.snapshotEntries(), position });
-  }
-
-  /** The map's position as (last closed TLog, its length), when the current TLog is empty. */
-  private closedPosition(): MapPosition | undefined {
-    if (this.tlog.entryCount > 0) return undefined;
-    const last = this.state.chain[this.state.chain.length - 1];
-    if (last === undefined) return undefined;
-    return { generation: this.state.generation, tlogNumber: last, entryCount: -1 };
-  }
-
-  private enqueueGarbage(): void {
-    const { scos, tlogs } = this.state.garbage;
-    if (scos.length === 0 && tlogs.length === 0) return;
-    void this.enqueueUpload({ kind: 'gc', scos: [...scos], tlogs: [...tlogs] });
-  }
-
-  private pumpUploads(): void {
-    if (this.closed && this.uploads.length === 0) return;
-    while (this.uploads.length > 0 && !this.uploadBarrierRunning && this.fencedBy === undefined) {
-      const head = this.uploads[0] as QueuedUpload;
-      if (head.item.kind === 'sco') {
-        if (this.uploadsRunning >= UPLOAD_CONCURRENCY) return;
-        this.uploads.shift();
-        this.uploadsRunning += 1;
-        void this.runUpload(head).finally(() => {
-          this.uploadsRunning -= 1;
-          this.pumpUploads();
-        });
-      } else {
-        if (this.uploadsRunning > 0) return;
-        this.uploads.shift();
-        this.uploadBarrierRunning = true;
-        void this.runUpload(head).finally(() => {
-          this.uploadBarrierRunning = false;
-          this.pumpUploads();
-        });
-        return;
-      }
-    }
-  }
-
-  private async runUpload(queued: QueuedUpload): Promise<void> {
-    for (;;) {
-      try {
-        await this.upload(queued.item);
-        this.uploadRetryMs = UPLOAD_RETRY_MIN_MS;
-        this.lastUploadError = undefined;
-        queued.resolve();
-        const waiters = this.uploadWaiters;
-        this.uploadWaiters = [];
-        for (const wake of waiters) wake();
-        return;
-      } catch (err) {
-        const error = err instanceof Error ? err : new Error(String(err));
-        if (isShaleError(error, VdErrorCode.Fenced)) {
-          this.fencedBy = error;
-          this.log(`${this.name}: fenced: ${error.message}`);
-        }
-        if (this.fencedBy !== undefined || this.closed) {
-          queued.reject(error);
-          for (const rest of this.uploads.splice(0)) rest.reject(error);
-          for (const wake of this.uploadWaiters.splice(0)) wake();
-          return;
-        }
-        this.lastUploadError = error.message;
-        this.log(
-          `${this.name}: upload failed, retrying in ${this.uploadRetryMs} ms: ${error.message}`,
-        );
-        await new Promise((resolve) => setTimeout(resolve, this.uploadRetryMs));
-        this.uploadRetryMs = Math.min(this.uploadRetryMs * 2, UPLOAD_RETRY_MAX_MS);
-      }
-    }
-  }
-
-  private async upload(item: UploadItem): Promise<void> {
-    const ns = this.config.namespace;
-    switch (item.kind) {
-      case 'sco': {
-        const memory = this.sealedMemory.get(item.scoNumber);
-        const size = this.localScos.get(item.scoNumber);
-        // A sealed SCO still in memory goes up from there; otherwise it is read back.
-        const data =
-          memory !== undefined && size !== undefined
-            ? memory.subarray(0, size)
-            : await fs.readFile(scoFilePath(this.scoDir, scoNumber(item.scoNumber)));
-        await this.backend.putObject(ns, scoObjectName(item.scoNumber), data, this.epoch);
-        if (memory !== undefined && this.sealedMemory.get(item.scoNumber) === memory) {
-          // putObject resolved: the backend no longer reads `data` (what it still writes
-          // in the background, it copied).
-          this.sealedMemory.delete(item.scoNumber);
-          this.scoMemory.give(memory);
-        }
-        this.uploadedScos.add(item.scoNumber);
-        this.dirtyScoBytes = Math.max(0, this.dirtyScoBytes - data.length);
-        this.stats.scosUploaded += 1;
-        this.stats.bytesUploaded += data.length;
-        await this.evictScoCache();
-        return;
-      }
-      case 'tlog': {
-        if (!this.state.chain.includes(item.tlogNumber)) return; // cut by a rollback
-        const data = await fs.readFile(path.join(this.tlogDir, tlogFileName(item.tlogNumber)));
-        await this.backend.putObject(ns, tlogObjectName(item.tlogNumber), data, this.epoch);
-        this.uploadedTlogs.add(item.tlogNumber);
-        this.stats.tlogsUploaded += 1;
-        this.stats.bytesUploaded += data.length;
-        this.tlogsSinceCheckpoint += 1;
-        this.tlogEntriesSinceCheckpoint += data.length / TLOG_ENTRY_SIZE_BYTES;
-        await this.putRoot();
-        if (this.checkpointDue()) {
-          this.tlogsSinceCheckpoint = 0;
-          this.tlogEntriesSinceCheckpoint = 0;
-          void this.enqueue({ kind: 'checkpoint' }).catch(() => undefined);
-        }
-        return;
-      }
-      case 'root':
-        await this.putRoot();
-        return;
-      case 'checkpoint': {
-        const { position } = item;
-        if (position.generation !== this.state.generation) return; // history rewritten since
-        const id = this.nextCheckpointId;
-        this.nextCheckpointId += 1;
-        let part = 0;
-        let batch: [number, ClusterLocation][] = [];
-        for await (const value of item.entries) {
-          if (Buffer.isBuffer(value)) continue;
-          batch.push(value);
-          if (batch.length === CHECKPOINT_PART_ENTRIES) {
-            await this.backend.putObject(
-              ns,
-              checkpointObjectName(id, part),
-              encodeCheckpointPart(batch),
-              this.epoch,
-            );
-            part += 1;
-            batch = [];
-          }
-        }
-        await this.backend.putObject(
-          ns,
-          checkpointObjectName(id, part),
-          encodeCheckpointPart(batch),
-          this.epoch,
-        );
-        const tlogEntries = (await this.readTlog(position.tlogNumber)).length;
-        const previous = this.rootCheckpoint;
-        this.rootCheckpoint = {
-          id,
-          parts: part + 1,
-          tlogNumber: position.tlogNumber,
-          entryCount: tlogEntries,
-          generation: position.generation,
-        };
-        await this.putRoot();
-        if (previous !== undefined) await this.deleteCheckpoint(previous);
-        return;
-      }
-      case 'gc': {
-        for (const n of item.tlogs) {
-          await this.backend.deleteObject(ns, tlogObjectName(n), this.epoch);
-          await fs.rm(path.join(this.tlogDir, tlogFileName(n)), { force: true });
-        }
-        for (const n of item.scos) {
-          await this.backend.deleteObject(ns, scoObjectName(n), this.epoch);
-          this.uploadedScos.delete(n);
-          await this.dropLocalSco(n);
-        }
-        this.state.garbage = {
-          scos: this.state.garbage.scos.filter((n) => !item.scos.includes(n)),
-          tlogs: this.state.garbage.tlogs.filter((n) => !item.tlogs.includes(n)),
-        };
-        await this.persistState();
-        return;
-      }
-    }
-  }
-
-  private async deleteCheckpoint(ref: CheckpointRef): Promise<void> {
-    for (let part = 0; part < ref.parts; part += 1) {
-      await this.backend.deleteObject(
-        this.config.namespace,
-        checkpointObjectName(ref.id, part),
-        this.epoch,
-      );
-    }
-  }
-
-  /** The root: the history as far as the backend holds it (an uploaded chain prefix). */
-  private async putRoot(): Promise<void> {
-    // A rewritten history goes into the root whole or not at all: a part of it is not a
-    // state the vDisk ever had. Until then the old root (and its objects) stay.
-    if (this.rootNeeds !== undefined) {
-      for (const n of this.rootNeeds) if (!this.uploadedTlogs.has(n)) return;
-      this.rootNeeds = undefined;
-    }
-    const chain: number[] = [];
-    for (const n of this.state.chain) {
-      if (!this.uploadedTlogs.has(n)) break;
-      chain.push(n);
-    }
-    const checkpoint =
-      this.rootCheckpoint !== undefined &&
-      this.rootCheckpoint.generation === this.state.generation &&
-      chain.includes(this.rootCheckpoint.tlogNumber)
-        ? this.rootCheckpoint
-        : undefined;
-    const root: BackendRoot = {
-      format: STATE_FORMAT,
-      config: this.config,
-      generation: this.state.generation,
-      sizeBytes: this.state.sizeBytes,
-      chain,
-      snapshots: this.state.snapshots.filter((s) => chain.includes(s.tlogNumber)),
-      nextSnapshotId: this.state.nextSnapshotId,
-      checkpoint,
-    };
-    await this.backend.putObject(
-      this.config.namespace,
-      ROOT_OBJECT,
-      Buffer.from(JSON.stringify(root)),
-      this.epoch,
-    );
-    // A restore from the backend now has every write these TLogs hold.
-    this.risk.inBackend(chain);
+  /** The last upload failure while uploads retry; undefined once one succeeds. */
+  get lastUploadError(): string | undefined {
+    return this.uploads.lastUploadError;
   }
 
   /** Resizes (the caller validated); the new size is durable and in the next root. */
   async setSize(sizeBytes: number): Promise<void> {
-    this.state.sizeBytes = sizeBytes;
-    await this.persistState();
-    void this.enqueueUpload({ kind: 'root' });
+    this.v.state.sizeBytes = sizeBytes;
+    await persistState(this.v);
+    void this.uploads.enqueueUpload({ kind: 'root' });
   }
 
   /** The write buffer is short of space: uploaded SCOs kept as a read cache go first. */
   async dropCachedScos(): Promise<void> {
-    if (!this.closed) await this.evictScoCache(0);
+    if (!this.v.closed) await this.uploads.evictScoCache(0);
   }
 
   /** The write lane stopped on a disk failure (IO or space); reads still work. */
   get laneFailureCode(): string | undefined {
-    return this.laneFailure === undefined
+    return this.lane.laneFailure === undefined
       ? undefined
-      : ((this.laneFailure as { code?: string }).code ?? 'VD_IO_ERROR');
-  }
-
-  private async evictScoCache(limitBytes = this.scoCacheBytes): Promise<void> {
-    let cached = 0;
-    for (const [n, size] of this.localScos) if (this.uploadedScos.has(n)) cached += size;
-    for (const [n, size] of this.localScos) {
-      if (cached <= limitBytes) return;
-      if (!this.uploadedScos.has(n)) continue;
-      await this.dropLocalSco(n);
-      cached -= size;
-    }
-  }
-
-  private async dropLocalSco(n: number): Promise<void> {
-    this.localScos.delete(n);
-    const memory = this.sealedMemory.get(n);
-    if (memory !== undefined) {
-      // An upload may still be reading it: out of the pool, never reused.
-      this.sealedMemory.delete(n);
-      this.scoMemory.forget(memory);
-    }
-    const reader = this.readers.get(n);
-    this.readers.delete(n);
-    await fs.rm(scoFilePath(this.scoDir, scoNumber(n)), { force: true });
-    if (reader !== undefined)
-      setTimeout(() => void reader.close().catch(() => undefined), 1000).unref();
-  }
-
-  private async waitUploadsDrained(): Promise<void> {
-    for (;;) {
-      const pending = this.uploads.map((u) => u.done);
-      if (pending.length === 0 && this.uploadsRunning === 0 && !this.uploadBarrierRunning) return;
-      if (this.fencedBy !== undefined) this.checkOpen();
-      if (pending.length > 0) await Promise.all(pending);
-      else await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-  }
-
-  /** waitUploadsDrained, but gives up after `ms` (or on a failure) and says what is left. */
-  private async waitUploadsDrainedWithin(ms: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), ms);
-    });
-    try {
-      const outcome = await Promise.race([this.waitUploadsDrained().then(() => 'done'), timeout]);
-      if (outcome === 'timeout') {
-        this.log(`${this.name}: uploads still pending after ${ms} ms; left for the next open`);
-      }
-    } catch (err) {
-      this.log(`${this.name}: uploads stopped: ${errorMessage(err)}`);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  private async waitUploadsSettled(): Promise<void> {
-    // On close: what runs now finishes (or fails); what is queued is picked up at open.
-    const closedError = vdError(VdErrorCode.Closed, `vDisk ${this.name} closed before the upload`);
-    for (const rest of this.uploads.splice(0)) rest.reject(closedError);
-    while (this.uploadsRunning > 0 || this.uploadBarrierRunning) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-  }
-
-  /** The entries of a TLog: the local file if present, else the backend's copy. */
-  async readTlog(tlogNumber: number): Promise<TLogEntry[]> {
-    if (tlogNumber === this.tlog.tlogNumber && !this.closed) {
-      await Promise.all(this.tlogWrites);
-    }
-    const filePath = path.join(this.tlogDir, tlogFileName(tlogNumber));
-    let buf: Buffer;
-    try {
-      buf = await fs.readFile(filePath);
-    } catch {
-      buf = await this.backend.getObject(this.config.namespace, tlogObjectName(tlogNumber));
-    }
-    if (tlogNumber === this.tlog.tlogNumber) {
-      return parseClosedTLog(buf.subarray(0, this.tlog.entryCount * 32), `TLog ${tlogNumber}`);
-    }
-    return parseClosedTLog(buf, `TLog ${tlogNumber} of ${this.name}`);
-  }
-
-  // ------------------------------------------------------------------ recovery
-
-  /** The base map of a clone (its parent as of the snapshot), folded from the backend. */
-  private async baseMap(): Promise<FoldedMap> {
-    const map: FoldedMap = new Map();
-    const parent = this.config.parent;
-    const ancestor = this.config.ancestors[0];
-    if (parent === undefined || ancestor === undefined) return map;
-    await foldVdiskFromBackend(this.backend, ancestor.namespace, parent.snapshotId, 1, map);
-    return map;
-  }
-
-  /**
-   * Rebuilds the LBA map from the history: from the backend checkpoint when it is of
-   * this generation, else from the beginning (a clone: from its parent's map).
-   */
-  private async rebuildMap(): Promise<void> {
-    const chain = [...this.state.chain, this.state.currentTlog];
-    const checkpoint = this.rootCheckpoint;
-    let map: FoldedMap;
-    let replay: { tlogs: number[]; skipInFirst: number };
-    if (
-      checkpoint !== undefined &&
-      checkpoint.generation === this.state.generation &&
-      chain.includes(checkpoint.tlogNumber)
-    ) {
-      map = new Map();
-      for (let part = 0; part < checkpoint.parts; part += 1) {
-        const name = checkpointObjectName(checkpoint.id, part);
-        const data = await this.backend.getObject(this.config.namespace, name);
-        for (const [index, location] of decodeCheckpointPart(data, name)) map.set(index, location);
-      }
-      replay = {
-        tlogs: chain.slice(chain.indexOf(checkpoint.tlogNumber)),
-        skipInFirst: checkpoint.entryCount,
-      };
-    } else {
-      map = await this.baseMap();
-      replay = { tlogs: chain, skipInFirst: 0 };
-    }
-    let first = true;
-    for (const n of replay.tlogs) {
-      const entries = await this.readTlog(n);
-      for (const entry of first ? entries.slice(replay.skipInFirst) : entries)
-        foldEntry(map, entry);
-      first = false;
-    }
-    await this.writeMapBase(map, {
-      generation: this.state.generation,
-      tlogNumber: this.tlog.tlogNumber,
-      entryCount: this.tlog.entryCount,
-    });
-  }
-
-  /** Replaces the whole LBA map with `map`. */
-  private async writeMapBase(map: FoldedMap, position: MapPosition): Promise<void> {
-    await this.lba.clear();
-    const updates: LbaUpdate[] = [];
-    for (const [index, location] of map) {
-      updates.push({ clusterIndex: index as ClusterIndex, location });
-      if (updates.length === LBA_MAP_APPLY_MAX_UPDATES) await this.lba.apply(updates.splice(0));
-    }
-    await this.lba.apply(updates, { meta: encodeMapPosition(position) });
-  }
-
-  /**
-   * After a crash: the open SCO is cut to what the TLog names (its clusters checked
-   * against their CRC32Cs; the TLog is cut at the first one that fails) and sealed; the
-   * map catches up from its marker, or is rebuilt when the marker is not usable.
-   */
-  private async recoverLocal(currentEntries: TLogEntry[]): Promise<void> {
-    const cs = this.config.clusterSizeBytes;
-    let mapMayBeAhead = false;
-    // Sealed SCOs in the write buffer.
-    const sealedHere = new Set<number>();
-    const writtenHere = new Map<number, number>(); // SCO -> clusters named
-    for (const e of currentEntries) {
-      if (e.type === 'scoSealed') sealedHere.add(e.scoNumber);
-      if (e.type === 'write') {
-        writtenHere.set(
-          e.scoNumber,
-          Math.max(writtenHere.get(e.scoNumber) ?? 0, e.clusterOffset + 1),
-        );
-      }
-      if (e.type === 'scoSealed') this.scosInTlog += 1;
-    }
-    const open = [...writtenHere.keys()].filter((n) => !sealedHere.has(n));
-    assert(open.length <= 1, `${this.name}: more than one open SCO in the current TLog`);
-    const openSco = open[0];
-    for (const name of await fs.readdir(this.scoDir)) {
-      const n = parseScoFileName(name);
-      if (n === undefined) continue;
-      if (n === openSco) continue;
-      const stat = await fs.stat(path.join(this.scoDir, name));
-      // A SCO created but never named by the TLog (a crash before its first entry).
-      if (!sealedHere.has(n) && !writtenHere.has(n) && n >= this.state.nextScoNumber - 1) {
-        const named = await this.scoNamedByChain(n);
-        if (!named) {
-          await fs.rm(path.join(this.scoDir, name), { force: true });
-          continue;
-        }
-      }
-      this.localScos.set(n, stat.size);
-    }
-    if (openSco !== undefined) {
-      const filePath = scoFilePath(this.scoDir, scoNumber(openSco));
-      const data = await fs.readFile(filePath).catch(() => Buffer.alloc(0));
-      // Check every cluster the TLog names; cut the TLog at the first bad one.
-      let cutAt = currentEntries.length;
-      for (let i = 0; i < currentEntries.length; i += 1) {
-        const e = currentEntries[i] as TLogEntry;
-        if (e.type !== 'write' || e.scoNumber !== openSco) continue;
-        const bytes = data.subarray(e.clusterOffset * cs, (e.clusterOffset + 1) * cs);
-        if (bytes.length !== cs || crc32c(bytes) !== e.crc32c) {
-          cutAt = i;
-          break;
-        }
-      }
-      let entries = currentEntries;
-      if (cutAt < currentEntries.length) {
-        mapMayBeAhead = true;
-        this.log(
-          `${this.name}: TLog names SCO ${openSco} data that is not on disk; cutting it at entry ${cutAt}`,
-        );
-        entries = currentEntries.slice(0, cutAt);
-        await this.tlog.abort();
-        const tlogPath = path.join(this.tlogDir, tlogFileName(this.tlog.tlogNumber));
-        await fs.truncate(tlogPath, cutAt * 32);
-        this.tlog = (await TLogWriter.reopen(this.tlogDir, this.tlog.tlogNumber)).writer;
-      }
-      let clusters = 0;
-      for (const e of entries) {
-        if (e.type === 'write' && e.scoNumber === openSco)
-          clusters = Math.max(clusters, e.clusterOffset + 1);
-      }
-      const sealedBytes = data.subarray(0, clusters * cs);
-      await fs.truncate(filePath, sealedBytes.length).catch(() => undefined);
-      const handle = await fs.open(filePath, 'r+');
-      await handle.sync();
-      await handle.close();
-      await this.tlog.append([
-        {
-          type: 'scoSealed',
-          scoNumber: scoNumber(openSco),
-          sizeBytes: sealedBytes.length,
-          crc32c: crc32c(sealedBytes),
-        },
-      ]);
-      await this.tlog.sync();
-      this.scosInTlog += 1;
-      this.localScos.set(openSco, sealedBytes.length);
-      currentEntries = entries;
-    }
-    // The map: catch up from its marker, or rebuild.
-    const position = decodeMapPosition(await this.lba.getMeta());
-    const chain = [...this.state.chain, this.state.currentTlog];
-    const at = position === undefined ? -1 : chain.indexOf(position.tlogNumber);
-    const usable =
-      !mapMayBeAhead &&
-      position !== undefined &&
-      position.generation === this.state.generation &&
-      at >= 0 &&
-      (position.tlogNumber !== this.state.currentTlog ||
-        position.entryCount <= this.tlog.entryCount);
-    if (!usable) {
-      this.log(`${this.name}: LBA map marker not usable; rebuilding the map from the TLogs`);
-      this.rootCheckpoint = await this.readRootCheckpoint();
-      await this.rebuildMap();
-      return;
-    }
-    const map = new Map<number, ClusterLocation | null>();
-    for (let k = at; k < chain.length; k += 1) {
-      const n = chain[k] as number;
-      const entries = await this.readTlog(n);
-      for (const e of k === at ? entries.slice(position.entryCount) : entries) {
-        if (e.type === 'write') {
-          map.set(e.clusterIndex, {
-            scoNumber: e.scoNumber,
-            clusterOffset: e.clusterOffset,
-            crc32c: e.crc32c,
-          });
-        } else if (e.type === 'trim') {
-          const end = e.firstClusterIndex + e.clusterCount;
-          for (const index of map.keys())
-            if (index >= e.firstClusterIndex && index < end) map.set(index, null);
-          for await (const [index] of this.lba.range(e.firstClusterIndex, end))
-            map.set(index, null);
-        }
-      }
-    }
-    const updates: LbaUpdate[] = [];
-    for (const [index, location] of map) {
-      updates.push({ clusterIndex: index as ClusterIndex, location: location ?? undefined });
-    }
-    await this.applyUpdates(updates, {
-      generation: this.state.generation,
-      tlogNumber: this.tlog.tlogNumber,
-      entryCount: this.tlog.entryCount,
-    });
-  }
-
-  private async scoNamedByChain(n: number): Promise<boolean> {
-    for (const t of this.state.chain) {
-      for (const e of await this.readTlog(t)) {
-        if ((e.type === 'write' || e.type === 'scoSealed') && e.scoNumber === n) return true;
-      }
-    }
-    return false;
-  }
-
-  private async readRootCheckpoint(): Promise<CheckpointRef | undefined> {
-    try {
-      const root = parseRoot(await this.backend.getObject(this.config.namespace, ROOT_OBJECT));
-      return root.checkpoint;
-    } catch (err) {
-      if (isShaleError(err, VdErrorCode.NotFound)) return undefined;
-      throw err;
-    }
-  }
-
-  /** After a restart: takes the namespace (fencing any other writer), requeues uploads. */
-  private async resumeUploads(): Promise<void> {
-    const ns = this.config.namespace;
-    this.epoch = await this.backend.bumpEpoch(ns);
-    const listed = await this.backend.listObjects(ns, '');
-    let maxCheckpoint = 0;
-    for (const o of listed) {
-      const s = objectNumber(o.name, 'sco');
-      if (s !== undefined) this.uploadedScos.add(s);
-      const t = objectNumber(o.name, 'tlog');
-      if (t !== undefined) this.uploadedTlogs.add(t);
-      maxCheckpoint = Math.max(maxCheckpoint, objectNumber(o.name, 'checkpoint') ?? 0);
-    }
-    this.nextCheckpointId = maxCheckpoint + 1;
-    this.rootCheckpoint ??= await this.readRootCheckpoint();
-    for (const [n, size] of this.localScos) {
-      if (this.uploadedScos.has(n)) continue;
-      this.dirtyScoBytes += size;
-      void this.enqueueUpload({ kind: 'sco', scoNumber: n });
-    }
-    for (const n of this.state.chain) {
-      if (!this.uploadedTlogs.has(n)) void this.enqueueUpload({ kind: 'tlog', tlogNumber: n });
-    }
-    await this.noteRiskAfterRestart();
-    void this.enqueueUpload({ kind: 'root' });
-    this.enqueueGarbage();
-  }
-
-  /**
-   * After a restart, the TLogs not in the backend (closed ones and the current one) hold
-   * writes at risk. Their age is not kept; the TLog file's creation time is an upper bound
-   * (it is created before its first entry), so the current one is sealed at the first tick.
-   */
-  private async noteRiskAfterRestart(): Promise<void> {
-    const current = this.state.currentTlog;
-    const pending = [...this.state.chain.filter((n) => !this.uploadedTlogs.has(n)), current];
-    for (const n of pending) {
-      const entries = await this.readTlog(n);
-      const mutations = entries.filter((e) => e.type === 'write' || e.type === 'trim');
-      if (mutations.length === 0) continue;
-      const stat = await fs.stat(path.join(this.tlogDir, tlogFileName(n)));
-      const bornMs = stat.birthtimeMs > 0 ? stat.birthtimeMs : stat.mtimeMs;
-      const writes = mutations.filter((e) => e.type === 'write').length;
-      this.risk.note(n, writes * this.config.clusterSizeBytes, Math.floor(bornMs));
-    }
-    await this.risk.settle();
+      : ((this.lane.laneFailure as { code?: string }).code ?? 'VD_IO_ERROR');
   }
 
   clusterCacheStats(): { hits: number; misses: number; bytes: number } {
-    return this.clusterCache.stats();
+    return this.v.clusterCache.stats();
   }
 
   /** Sealed SCOs of this vDisk waiting for upload in memory (their bytes). */
   scoMemoryBytes(): number {
     let bytes = 0;
-    for (const buffer of this.sealedMemory.values()) bytes += buffer.length;
-    return bytes + (this.sco?.memory?.length ?? 0);
+    for (const buffer of this.v.sealedMemory.values()) bytes += buffer.length;
+    return bytes + (this.v.sco?.memory?.length ?? 0);
   }
 
   vdiskStats(): VdiskStats {
     return {
-      ...this.stats,
-      writeBufferDirtyBytes: this.dirtyScoBytes,
-      uploadBacklogObjects:
-        this.uploads.length + this.uploadsRunning + (this.uploadBarrierRunning ? 1 : 0),
-      currentScoNumber: this.sco?.scoNumber ?? 0,
-      tlogCount: this.state.chain.length + 1,
-      dataAtRiskBytes: this.risk.bytes,
-      dataAtRiskAgeMs: this.risk.ageMs(),
-      dataAtRiskBoundMs: this.risk.boundMs,
-      uploadError: this.lastUploadError ?? '',
-      writeLaneError: this.laneFailure?.message ?? '',
+      ...this.v.stats,
+      writeBufferDirtyBytes: this.v.dirtyScoBytes,
+      uploadBacklogObjects: this.uploads.backlogObjects,
+      currentScoNumber: this.v.sco?.scoNumber ?? 0,
+      tlogCount: this.v.state.chain.length + 1,
+      dataAtRiskBytes: this.v.risk.bytes,
+      dataAtRiskAgeMs: this.v.risk.ageMs(),
+      dataAtRiskBoundMs: this.v.risk.boundMs,
+      uploadError: this.uploads.lastUploadError ?? '',
+      writeLaneError: this.lane.laneFailure?.message ?? '',
     };
   }
 
   /** Raw TLog bytes for tests of the format cost. */
   static encodeTLog(entries: readonly TLogEntry[]): Buffer {
     return encodeTLog(entries);
-  }
-}
-
-function parseRoot(data: Buffer): BackendRoot {
-  let root: BackendRoot;
-  try {
-    root = JSON.parse(data.toString('utf8')) as BackendRoot;
-  } catch (err) {
-    throw vdError(VdErrorCode.Corrupt, `backend root is not JSON: ${errorMessage(err)}`);
-  }
-  if (root.format !== STATE_FORMAT) {
-    throw vdError(VdErrorCode.BadState, `backend root has unknown format ${String(root.format)}`);
-  }
-  return root;
-}
-
-/**
- * Folds a vDisk's history as its backend holds it, up to snapshot `snapshotId`, into
- * `map` with layers shifted by `layerShift` (recursing into its own parent first).
- */
-export async function foldVdiskFromBackend(
-  backend: VolumeBackend,
-  namespace: string,
-  snapshotId: number,
-  layerShift: number,
-  map: FoldedMap,
-): Promise<void> {
-  const root = parseRoot(await backend.getObject(namespace, ROOT_OBJECT));
-  const parent = root.config.parent;
-  const ancestor = root.config.ancestors[0];
-  if (parent !== undefined && ancestor !== undefined) {
-    await foldVdiskFromBackend(backend, ancestor.namespace, parent.snapshotId, layerShift + 1, map);
-  }
-  const found = await foldTLogs(
-    map,
-    root.chain,
-    async (n) =>
-      parseClosedTLog(await backend.getObject(namespace, tlogObjectName(n)), `TLog ${n}`),
-    { stopAtSnapshotId: snapshotId, layerShift },
-  );
-  if (!found) {
-    throw vdError(
-      VdErrorCode.NotFound,
-      `snapshot ${snapshotId} of namespace ${namespace} is not in the backend yet`,
-    );
   }
 }
