@@ -80,10 +80,15 @@ export class WriteLane {
 
   private kickLane(): void {
     if (this.laneRunning !== undefined || this.holds > 0 || this.lane.length === 0) return;
-    this.laneRunning = this.runLane().finally(() => {
-      this.laneRunning = undefined;
-      this.kickLane();
-    });
+    // The lane starts a microtask later, not now: the NBD server hands over every request
+    // of one socket read synchronously, and they should make one batch, not a batch of the
+    // first request and another of the rest.
+    this.laneRunning = Promise.resolve()
+      .then(() => this.runLane())
+      .finally(() => {
+        this.laneRunning = undefined;
+        this.kickLane();
+      });
   }
 
   private async runLane(): Promise<void> {
