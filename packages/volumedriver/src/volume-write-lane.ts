@@ -192,7 +192,13 @@ export class WriteLane {
             clusterOffset: appended.firstClusterOffset + i,
             crc32c: appended.crc32cs[i] as number,
           };
-          entries[i] = { type: 'write', clusterIndex: p.index as ClusterIndex, ...location };
+          entries[i] = {
+            type: 'write',
+            clusterIndex: p.index as ClusterIndex,
+            scoNumber: location.scoNumber,
+            clusterOffset: location.clusterOffset,
+            crc32c: location.crc32c,
+          };
           updates.push({ clusterIndex: p.index as ClusterIndex, location });
         }
         this.laneWrite(this.v.tlog.append(entries));
@@ -202,21 +208,28 @@ export class WriteLane {
       }
     };
 
-    const writeCluster = async (index: number, from: number, source: Buffer): Promise<void> => {
+    const addToRun = (index: number, payload: Buffer): Promise<void> | undefined => {
+      overlay.set(index, payload);
+      run.push({ index, payload });
+      return run.length >= SCO_APPEND_MAX_CLUSTERS ? flushRun() : undefined;
+    };
+
+    /** Undefined when done synchronously (a whole cluster: no read, no promise per cluster). */
+    const writeCluster = (
+      index: number,
+      from: number,
+      source: Buffer,
+    ): Promise<void> | undefined => {
       // `source` covers cluster bytes [from, from + source.length).
-      let payload: Buffer;
-      if (from === 0 && source.length === cs) {
-        payload = source;
-      } else {
-        payload = Buffer.alloc(cs);
+      if (from === 0 && source.length === cs) return addToRun(index, source);
+      return (async () => {
+        const payload = Buffer.alloc(cs);
         const seen = overlay.get(index);
         if (seen !== undefined) seen?.copy(payload);
         else (await this.reads.readClusterUnlocked(index)).copy(payload);
         source.copy(payload, from);
-      }
-      overlay.set(index, payload);
-      run.push({ index, payload });
-      if (run.length >= SCO_APPEND_MAX_CLUSTERS) await flushRun();
+        await addToRun(index, payload);
+      })();
     };
 
     for (const op of ops) {
@@ -225,11 +238,12 @@ export class WriteLane {
         for (let at = op.offsetBytes; at < end; ) {
           const index = Math.floor(at / cs);
           const next = Math.min((index + 1) * cs, end);
-          await writeCluster(
+          const pending = writeCluster(
             index,
             at - index * cs,
             op.data.subarray(at - op.offsetBytes, next - op.offsetBytes),
           );
+          if (pending !== undefined) await pending;
           at = next;
         }
         needSync ||= op.fua;
