@@ -206,6 +206,10 @@ export class AsdDataClient {
         payloadCrc: false,
         maxInFlightBytes: DATA_CLIENT_MAX_IN_FLIGHT_BYTES,
         maxPayloadBytes: DATA_MAX_PAYLOAD_BYTES,
+        // A backstop behind each call's own deadline (the race in callOnce, which answers
+        // ASD_DEADLINE_EXCEEDED first): a request the ASD has held this long after it was
+        // sent closes the connection (the ASD may be wedged; FrameClient's comment says why).
+        requestTimeoutMs: this.deadlineMs,
         connectTimeoutMs: Math.max(
           1,
           Math.min(DATA_CLIENT_CONNECT_TIMEOUT_MS, deadline - Date.now()),

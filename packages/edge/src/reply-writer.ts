@@ -1,34 +1,32 @@
 import type net from 'node:net';
+import { GatheredWriter } from '@shale/common';
 import type { BudgetAccount } from './buffer-budget.js';
 import { NBD_CONNECTION_MAX_UNSENT_BUFFERS, NBD_CONNECTION_MAX_UNSENT_BYTES } from './constants.js';
 
 /**
  * The writing side of one connection's socket, and its reading switch: replies written in
- * one event-loop turn leave in one writev (corked until the next tick); replies the client
- * has not taken (NBD_CONNECTION_MAX_UNSENT_BYTES or _BUFFERS) make the connection stop
- * reading until the socket drains; the bytes waiting in the socket are counted in the
- * server's memory budget.
+ * one event-loop turn leave in one writev (@shale/common's GatheredWriter, which also
+ * counts the buffers not written out yet); replies the client has not taken
+ * (NBD_CONNECTION_MAX_UNSENT_BYTES or _BUFFERS) make the connection stop reading until the
+ * socket drains; the bytes waiting in the socket are counted in the server's memory budget.
  */
 export class ReplyWriter {
   private readPaused = false;
   private drainPending = false;
-  private corked = false;
   private stopped = false;
-  /** Buffers handed to socket.write whose callback has not run (queued, not yet sent). */
-  private unsentBuffers = 0;
   /** socket.writableLength as last told to the budget. */
   private accountedBytes = 0;
-  private readonly bufferWritten = (): void => {
-    this.unsentBuffers -= 1;
-    this.account();
-  };
+  /** Corks per turn; counts the buffers handed to the socket and not written out yet. */
+  private readonly gathered: GatheredWriter;
 
   constructor(
     private readonly socket: net.Socket,
     private readonly budget: BudgetAccount,
     /** The socket drained after replies piled up: reading may go on. */
     private readonly drained: () => void,
-  ) {}
+  ) {
+    this.gathered = new GatheredWriter(socket, { written: () => this.account() });
+  }
 
   /** Replies the client has not read are piled up: do not read more requests. */
   get waitingForDrain(): boolean {
@@ -37,21 +35,12 @@ export class ReplyWriter {
 
   send(buffer: Buffer): void {
     if (this.stopped) return;
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
-    }
-    this.unsentBuffers += 1;
-    this.socket.write(buffer, this.bufferWritten);
+    this.gathered.write(buffer, undefined);
     this.account();
     if (
       !this.drainPending &&
       (this.socket.writableLength > NBD_CONNECTION_MAX_UNSENT_BYTES ||
-        this.unsentBuffers > NBD_CONNECTION_MAX_UNSENT_BUFFERS)
+        this.gathered.unsentBuffers > NBD_CONNECTION_MAX_UNSENT_BUFFERS)
     ) {
       // The client is not reading its replies: stop reading its requests until it does.
       this.drainPending = true;

@@ -396,7 +396,12 @@ class VdiskLink {
         // gRPC per request); the gRPC Io stream otherwise.
         const stream: VolumeIoChannel =
           location.ownerDataAddress !== ''
-            ? await VolumeDataStream.open(location.ownerDataAddress, this.name)
+            ? await VolumeDataStream.open(location.ownerDataAddress, this.name, {
+                // Behind the edge's own deadline (expire(): EIO first), a request the owner
+                // has held this long closes the stream: its other requests are retried on
+                // a new one, as after any lost stream.
+                requestTimeoutMs: this.provider.requestTimeoutMs,
+              })
             : client.openIo(this.name);
         this.stream = stream;
         this.streamClient = client;

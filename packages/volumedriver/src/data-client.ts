@@ -32,6 +32,12 @@ export interface VolumeDataStreamOptions {
   /** Request and reply bytes in flight at most (default 64 MiB). */
   readonly maxInFlightBytes?: number;
   readonly connectTimeoutMs?: number;
+  /**
+   * How long the owner has to answer a request once it is sent (FrameClient's
+   * requestTimeoutMs: past it the request fails FRAME_TIMEOUT and the connection closes,
+   * failing the others with FRAME_CLOSED; default FrameClient's, 60 s).
+   */
+  readonly requestTimeoutMs?: number;
 }
 
 export class VolumeDataStream implements VolumeIoChannel {
@@ -69,6 +75,9 @@ export class VolumeDataStream implements VolumeIoChannel {
         ...(options.connectTimeoutMs === undefined
           ? {}
           : { connectTimeoutMs: options.connectTimeoutMs }),
+        ...(options.requestTimeoutMs === undefined
+          ? {}
+          : { requestTimeoutMs: options.requestTimeoutMs }),
       });
     } catch (err) {
       throw new ShaleError(UNAVAILABLE, `${what}: ${String(err)}`, { cause: err });

@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { assert } from '../assert.js';
 import { ShaleError } from '../errors.js';
 import { FrameDecoder } from './frame-decoder.js';
 import {
@@ -28,6 +29,8 @@ export interface FrameClientOptions {
   readonly payloadCrc?: boolean;
   /** Names the peer in error messages ("volumedriver 127.0.0.1:4000"). */
   readonly what?: string;
+  /** A request's deadline when it names none (FrameRequest.timeoutMs); default 60 s. */
+  readonly requestTimeoutMs?: number;
 }
 
 export interface FrameRequest {
@@ -43,16 +46,38 @@ export interface FrameRequest {
   readonly payloadParts?: readonly Buffer[];
   /** The reply's expected payload (a read's length): counted against the in-flight budget. */
   readonly replyBytes?: number;
+  /**
+   * How long the peer has to answer once the request is sent, and how long it may wait for
+   * room (maxInFlightBytes) before that; default the client's requestTimeoutMs. See the
+   * class comment for what a timeout does.
+   */
+  readonly timeoutMs?: number;
 }
 
 interface Pending {
   readonly resolve: (frame: Frame) => void;
   readonly reject: (err: ShaleError) => void;
   readonly bytes: number;
+  /** Fires expire() at the request's deadline; cleared by its reply or the failure. */
+  readonly timer: NodeJS.Timeout;
+}
+
+interface Waiter {
+  readonly bytes: number;
+  /** Lets it go (room reserved, or the client failed); clears its deadline. */
+  readonly go: () => void;
 }
 
 const IN_FLIGHT_DEFAULT_BYTES = 64 * 1024 * 1024;
 const CONNECT_TIMEOUT_DEFAULT_MS = 5000;
+/**
+ * The longest deadline of the gRPC calls beside these hops (VolumeService's unary calls,
+ * the proxy client's: 60 s), long enough for any request they carry; callers with a
+ * deadline of their own pass it (the ASD data client 10 s, the edge 30 s).
+ */
+const REQUEST_TIMEOUT_DEFAULT_MS = 60_000;
+/** setTimeout's largest delay; a longer one would fire at once. */
+const TIMEOUT_MAX_MS = 0x7fff_ffff;
 const HANDLE_MAX = 0xffff_ffff;
 
 /**
@@ -63,10 +88,20 @@ const HANDLE_MAX = 0xffff_ffff;
  * request over it waits, in order, for replies to free room (one request always fits).
  * When the connection fails or the peer sends GOAWAY, every pending and waiting request
  * rejects with that error and the client is dead: make a new one.
+ *
+ * Deadlines (timeoutMs, per request or the client's requestTimeoutMs): a request waiting
+ * for room that does not get it in time rejects FRAME_TIMEOUT (details.sent "no": it never
+ * left; the connection goes on). A sent request whose reply does not come in time rejects
+ * FRAME_TIMEOUT (details.sent "yes": the peer may still do it) and the connection is
+ * closed: the protocol has no cancel, a peer that missed a deadline may be wedged, and its
+ * handle could be reused only after a late reply that may never come. So every other
+ * request in flight rejects at once with FRAME_CLOSED (it may have been done: a caller
+ * retries what is idempotent on a new connection, as after any lost connection), waiting
+ * ones with the same error, and no late reply can reach a later request.
  */
 export class FrameClient {
   private readonly pending = new Map<number, Pending>();
-  private readonly waiting: { bytes: number; go: () => void }[] = [];
+  private readonly waiting: Waiter[] = [];
   private nextHandle = 1;
   private inFlightBytes = 0;
   private readonly writer: GatheredWriter;
@@ -76,6 +111,7 @@ export class FrameClient {
   private readonly idleWaiters: (() => void)[] = [];
   private readonly payloadCrc: boolean;
   private readonly maxInFlightBytes: number;
+  private readonly requestTimeoutMs: number;
 
   private constructor(
     private readonly socket: net.Socket,
@@ -88,6 +124,7 @@ export class FrameClient {
     this.writer = new GatheredWriter(socket);
     this.payloadCrc = options.payloadCrc ?? true;
     this.maxInFlightBytes = options.maxInFlightBytes ?? IN_FLIGHT_DEFAULT_BYTES;
+    this.requestTimeoutMs = checkTimeout(options.requestTimeoutMs ?? REQUEST_TIMEOUT_DEFAULT_MS);
   }
 
   /** Connects and negotiates the version (HELLO); FRAME_VERSION when none is common. */
@@ -166,10 +203,11 @@ export class FrameClient {
         `${this.what}: a payload of ${payloadBytes} B, the server takes at most ${this.serverMaxPayloadBytes} B`,
       );
     }
+    const timeoutMs = checkTimeout(request.timeoutMs ?? this.requestTimeoutMs);
     const bytes = payloadBytes + (request.replyBytes ?? 0);
     if (this.waiting.length > 0 || !this.fits(bytes)) {
       // admit() reserves the room before it lets this one go.
-      await new Promise<void>((go) => this.waiting.push({ bytes, go }));
+      await this.waitForRoom(bytes, request.op, timeoutMs);
       if (this.failure !== undefined) throw this.failure;
     } else {
       this.inFlightBytes += bytes;
@@ -178,7 +216,8 @@ export class FrameClient {
       let handle = this.nextHandle;
       while (this.pending.has(handle)) handle = handle === HANDLE_MAX ? 1 : handle + 1;
       this.nextHandle = handle === HANDLE_MAX ? 1 : handle + 1;
-      this.pending.set(handle, { resolve, reject, bytes });
+      const timer = setTimeout(() => this.expire(handle, request.op, timeoutMs), timeoutMs);
+      this.pending.set(handle, { resolve, reject, bytes, timer });
       const flags = (request.flags ?? 0) | (this.payloadCrc ? FrameFlag.PayloadCrc : 0);
       const header = encodeFrameHeader(
         {
@@ -246,10 +285,65 @@ export class FrameClient {
       return;
     }
     this.pending.delete(frame.handle);
+    clearTimeout(pending.timer);
     this.inFlightBytes -= pending.bytes;
     if (frame.status === FrameStatus.Ok) pending.resolve(frame);
     else pending.reject(decodeErrorPayload(frame.payload));
     this.admit();
+  }
+
+  /**
+   * Waits, in order, until `bytes` fit (admit() reserves them and lets it go). Past
+   * timeoutMs it leaves the line unsent: FRAME_TIMEOUT, and the connection goes on.
+   */
+  private waitForRoom(bytes: number, op: number, timeoutMs: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const waiter: Waiter = {
+        bytes,
+        go: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      };
+      timer = setTimeout(() => {
+        const at = this.waiting.indexOf(waiter);
+        if (at < 0) return;
+        this.waiting.splice(at, 1);
+        reject(
+          new ShaleError(
+            FrameErrorCode.Timeout,
+            `${this.what}: op ${op} waited ${timeoutMs} ms for room (${this.inFlightBytes} B in flight, at most ${this.maxInFlightBytes} B); not sent`,
+            { details: { sent: 'no' } },
+          ),
+        );
+        this.admit(); // those behind it may fit now
+      }, timeoutMs);
+      this.waiting.push(waiter);
+    });
+  }
+
+  /**
+   * A sent request got no reply within its deadline: it rejects FRAME_TIMEOUT, and the
+   * connection is closed (the class comment says why), failing every other request.
+   */
+  private expire(handle: number, op: number, timeoutMs: number): void {
+    const pending = this.pending.get(handle);
+    if (pending === undefined || this.failure !== undefined) return;
+    this.pending.delete(handle);
+    pending.reject(
+      new ShaleError(
+        FrameErrorCode.Timeout,
+        `${this.what}: no reply to op ${op} (handle ${handle}) within ${timeoutMs} ms`,
+        { details: { sent: 'yes' } },
+      ),
+    );
+    this.fail(
+      frameError(
+        FrameErrorCode.Closed,
+        `${this.what}: closed because op ${op} (handle ${handle}) got no reply within ${timeoutMs} ms (the peer may be wedged)`,
+      ),
+    );
   }
 
   /** One request always fits when nothing is outstanding. */
@@ -260,7 +354,7 @@ export class FrameClient {
   /** Lets waiting requests go while they fit. */
   private admit(): void {
     while (this.waiting.length > 0) {
-      const next = this.waiting[0] as { bytes: number; go: () => void };
+      const next = this.waiting[0] as Waiter;
       if (!this.fits(next.bytes)) break;
       this.waiting.shift();
       this.inFlightBytes += next.bytes; // reserved now: it sends on its next turn
@@ -276,9 +370,21 @@ export class FrameClient {
     const pending = [...this.pending.values()];
     this.pending.clear();
     this.inFlightBytes = 0;
-    for (const p of pending) p.reject(err);
+    for (const p of pending) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
     for (const w of this.waiting.splice(0)) w.go();
     for (const wake of this.idleWaiters.splice(0)) wake();
     for (const handler of this.closedHandlers.splice(0)) handler(err);
   }
+}
+
+/** A deadline setTimeout can keep: positive, finite, at most ~24.8 days. */
+function checkTimeout(timeoutMs: number): number {
+  assert(
+    Number.isFinite(timeoutMs) && timeoutMs > 0 && timeoutMs <= TIMEOUT_MAX_MS,
+    `a frame request timeout of ${timeoutMs} ms (1..${TIMEOUT_MAX_MS})`,
+  );
+  return timeoutMs;
 }

@@ -29,3 +29,4 @@ export {
   type FrameSession,
   serveFrameConnection,
 } from './frame-server.js';
+export { GatheredWriter, type GatheredWriterOptions } from './gathered-writer.js';
