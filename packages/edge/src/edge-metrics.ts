@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { FastHistogram, type FastHistogramChild } from '@shale/common';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { BudgetWaitReason, BufferBudgetStats } from './buffer-budget.js';
 import type {
   ConnectionObserver,
@@ -19,14 +20,26 @@ const KINDS: readonly RequestKind[] = [
 /**
  * The edge's Prometheus metrics, per export (vDisk): requests and errors by kind, payload
  * bytes, latency histograms, requests in flight; and per server: connections and protocol
- * errors. Children are bound once per export so the hot path does no label lookups.
+ * errors. The per-request figures are plain numbers per export and kind, read into the
+ * prom-client metrics when scraped, and the latency histogram is a FastHistogram with its
+ * series bound once per export: the hot path does no label lookups (prom-client's own
+ * inc/observe validate and hash labels on every call).
  */
+
+interface KindCounts {
+  requests: number;
+  errors: number;
+  bytes: number;
+  readonly latency: FastHistogramChild;
+}
+
+interface ExportCounts {
+  inFlight: number;
+  readonly kinds: Map<RequestKind, KindCounts>;
+}
 export class EdgeMetrics implements ConnectionObserver {
-  private readonly requests: Counter<'export' | 'op'>;
-  private readonly errors: Counter<'export' | 'op'>;
-  private readonly bytes: Counter<'export' | 'op'>;
-  private readonly latency: Histogram<'export' | 'op'>;
-  private readonly inFlight: Gauge<'export'>;
+  private readonly latency: FastHistogram;
+  private readonly counts = new Map<string, ExportCounts>();
   private readonly protocolErrors: Counter<'kind'>;
   readonly connectionsOpen: Gauge;
   readonly connectionsAccepted: Counter;
@@ -37,25 +50,37 @@ export class EdgeMetrics implements ConnectionObserver {
 
   constructor(registry: Registry) {
     const registers = [registry];
-    this.requests = new Counter({
+    const counts = this.counts;
+    /** collect() of a per-export, per-kind counter: the totals as of now. */
+    const collectKinds = (field: 'requests' | 'errors' | 'bytes') =>
+      function (this: Counter<'export' | 'op'>): void {
+        this.reset();
+        for (const [name, perExport] of counts) {
+          for (const [kind, c] of perExport.kinds) this.inc({ export: name, op: kind }, c[field]);
+        }
+      };
+    new Counter({
       name: 'shale_edge_requests_total',
       help: 'NBD requests answered, by export and kind',
       labelNames: ['export', 'op'],
       registers,
+      collect: collectKinds('requests'),
     });
-    this.errors = new Counter({
+    new Counter({
       name: 'shale_edge_request_errors_total',
       help: 'NBD requests answered with an error by the export (refusals are protocol errors)',
       labelNames: ['export', 'op'],
       registers,
+      collect: collectKinds('errors'),
     });
-    this.bytes = new Counter({
+    new Counter({
       name: 'shale_edge_bytes_total',
       help: 'payload bytes read and written, by export and kind',
       labelNames: ['export', 'op'],
       registers,
+      collect: collectKinds('bytes'),
     });
-    this.latency = new Histogram({
+    this.latency = new FastHistogram({
       name: 'shale_edge_request_seconds',
       help: 'time from a request parsed to its reply queued, by export and kind',
       labelNames: ['export', 'op'],
@@ -65,11 +90,15 @@ export class EdgeMetrics implements ConnectionObserver {
       ],
       registers,
     });
-    this.inFlight = new Gauge({
+    new Gauge({
       name: 'shale_edge_requests_in_flight',
       help: 'NBD requests running, by export',
       labelNames: ['export'],
       registers,
+      collect() {
+        this.reset();
+        for (const [name, perExport] of counts) this.set({ export: name }, perExport.inFlight);
+      },
     });
     this.protocolErrors = new Counter({
       name: 'shale_edge_protocol_errors_total',
@@ -136,27 +165,27 @@ export class EdgeMetrics implements ConnectionObserver {
   forExport(name: string): ExportObserver {
     const known = this.byExport.get(name);
     if (known !== undefined) return known;
-    const inFlight = this.inFlight.labels(name);
-    const perKind = new Map(
-      KINDS.map((kind) => [
-        kind,
-        {
-          requests: this.requests.labels(name, kind),
-          errors: this.errors.labels(name, kind),
-          bytes: this.bytes.labels(name, kind),
-          latency: this.latency.labels(name, kind),
-        },
-      ]),
-    );
+    const perExport: ExportCounts = {
+      inFlight: 0,
+      kinds: new Map(
+        KINDS.map((kind) => [
+          kind,
+          { requests: 0, errors: 0, bytes: 0, latency: this.latency.child(name, kind) },
+        ]),
+      ),
+    };
+    this.counts.set(name, perExport);
     const observer: ExportObserver = {
-      requestStarted: () => inFlight.inc(),
+      requestStarted: () => {
+        perExport.inFlight += 1;
+      },
       requestDone: (kind, seconds, bytes, failed) => {
-        inFlight.dec();
-        const m = perKind.get(kind);
+        perExport.inFlight -= 1;
+        const m = perExport.kinds.get(kind);
         if (m === undefined) return;
-        m.requests.inc();
-        if (failed) m.errors.inc();
-        if (bytes > 0) m.bytes.inc(bytes);
+        m.requests += 1;
+        if (failed) m.errors += 1;
+        if (bytes > 0) m.bytes += bytes;
         m.latency.observe(seconds);
       },
     };
