@@ -252,7 +252,12 @@ describe('LBA map', () => {
           updates.push(unmap(index));
           model.delete(index);
         } else {
-          const location = loc(1 + Math.floor(random() * 5), step, Math.floor(random() * 2 ** 32));
+          // One payload per SCO slot (the map keys CRC32Cs by SCO and cluster offset).
+          const location = loc(
+            1 + Math.floor(random() * 5),
+            step * 20 + n,
+            Math.floor(random() * 2 ** 32),
+          );
           updates.push(put(index, location));
           model.set(index, location);
         }

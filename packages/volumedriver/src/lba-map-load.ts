@@ -1,0 +1,215 @@
+import { open, readdir, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { LBA_MAP_PAGE_CLUSTERS } from './constants.js';
+import { CrcTable, type TableLocation } from './lba-crc-table.js';
+import { LogFile } from './lba-log-file.js';
+import {
+  decodeDrop,
+  decodeMarker,
+  decodePage,
+  decodeTable,
+  LOG_FORMAT_VERSION,
+  RecordType,
+  tableKey,
+  WORD1_OFFSET_MASK,
+} from './lba-log-format.js';
+
+/** The map's log, its new file while a compaction or clear() writes it, a damaged one kept. */
+export const LOG_FILE = 'map.log';
+export const NEW_LOG_FILE = 'map.log.new';
+export const CORRUPT_LOG_FILE = 'map.log.corrupt';
+/** Files of the LevelDB map that older versions kept in the same directory. */
+const LEVELDB_FILE = /^(CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|\d+\.(log|ldb|sst))$/;
+
+/** One page of the map: 2 words per cluster (see lba-log-format.ts). */
+export interface Page {
+  entries: Uint32Array;
+  mapped: number;
+  /** Held by a snapshot or a checkpoint in flight: the next write copies the page first. */
+  shared: boolean;
+  /** Changed since the last checkpoint took it (its index is in the dirty set). */
+  dirty: boolean;
+}
+
+export interface LoadedMap {
+  readonly file: LogFile;
+  readonly pages: Map<number, Page>;
+  /** Bytes of the newest record of every page that has one (the log's live page bytes). */
+  readonly pageRecordBytes: Map<number, number>;
+  readonly tables: Map<number, CrcTable>;
+  readonly mappedClusters: number;
+  readonly meta: Buffer | undefined;
+}
+
+/**
+ * Reads the map's log in `dir` (creating an empty one when there is none): every
+ * complete page record in order, the location of every CRC32C table's records (read back
+ * on demand), and the newest complete marker. A torn tail (a record that is incomplete or
+ * fails its CRC32C, with nothing valid after it) is cut. Damage in the middle of the log
+ * (valid records follow the bad one) cannot be repaired from the log: the map starts
+ * empty with no marker, so the volume rebuilds it from its TLogs; the damaged file is
+ * kept as map.log.corrupt.
+ *
+ * Page records newer than the newest marker (a checkpoint torn before its marker record)
+ * are applied too. That is safe: such a page holds the map at some instant after the
+ * marker, so it differs from the map at the marker only in clusters that TLog entries
+ * after the marker wrote or trimmed; the volume replays exactly those entries, and each
+ * sets its cluster absolutely (WRITE maps it, TRIM unmaps it), whatever it held before.
+ */
+export async function loadMap(dir: string, log: (message: string) => void): Promise<LoadedMap> {
+  const logPath = path.join(dir, LOG_FILE);
+  // A compaction or clear() that crashed before its rename: the old log is still whole.
+  await rm(path.join(dir, NEW_LOG_FILE), { force: true });
+  const names = await readdir(dir);
+  if (!names.includes(LOG_FILE)) {
+    const legacy = names.filter((name) => LEVELDB_FILE.test(name));
+    if (legacy.length > 0) {
+      log(
+        `LBA map ${dir}: LevelDB files of an older version (${legacy.length}); they are deleted and the map starts empty with no marker (the volume rebuilds it from its TLogs)`,
+      );
+      await Promise.all(legacy.map((name) => rm(path.join(dir, name), { force: true })));
+    }
+    return emptyMap(await createLog(dir));
+  }
+  const file = await LogFile.open(logPath);
+  const pages = new Map<number, Page>();
+  const pageRecordBytes = new Map<number, number>();
+  const locations = new Map<number, { offsets: number[]; lengths: number[]; bytes: number }>();
+  let meta: Buffer | undefined;
+  let first = true;
+  const { validBytes, damage } = await file.scan((type, body, offsetBytes, recordBytes) => {
+    if (first) {
+      if (type !== RecordType.Header || body.readUInt32LE(0) !== LOG_FORMAT_VERSION) {
+        throw new Error('the log does not start with a header of format 1');
+      }
+      first = false;
+      return;
+    }
+    switch (type) {
+      case RecordType.Page: {
+        const { pageIndex, entries } = decodePage(body);
+        if (entries === undefined) {
+          pages.delete(pageIndex);
+          pageRecordBytes.delete(pageIndex);
+          break;
+        }
+        let mapped = 0;
+        for (let slot = 0; slot < LBA_MAP_PAGE_CLUSTERS; slot += 1) {
+          if (entries[2 * slot + 1] !== 0) mapped += 1;
+        }
+        pages.set(pageIndex, { entries, mapped, shared: false, dirty: false });
+        pageRecordBytes.set(pageIndex, recordBytes);
+        break;
+      }
+      case RecordType.Table: {
+        const key = decodeTable(body);
+        const location = locations.get(key) ?? { offsets: [], lengths: [], bytes: 0 };
+        location.offsets.push(offsetBytes);
+        location.lengths.push(recordBytes);
+        location.bytes += recordBytes;
+        locations.set(key, location);
+        break;
+      }
+      case RecordType.Drop:
+        locations.delete(decodeDrop(body));
+        break;
+      case RecordType.Marker:
+        meta = decodeMarker(body);
+        break;
+      default:
+        throw new Error(`unexpected record type ${type}`);
+    }
+  });
+  if (damage?.inTheMiddle === true) {
+    log(
+      `LBA map ${dir}: VD_CORRUPT: the record at byte ${damage.offsetBytes} of ${LOG_FILE} is damaged (${damage.reason}) and valid records follow it, so this is not a torn tail; the map starts empty with no marker (the volume rebuilds it from its TLogs); the damaged log is kept as ${CORRUPT_LOG_FILE}`,
+    );
+    await file.close();
+    await rename(logPath, path.join(dir, CORRUPT_LOG_FILE));
+    return emptyMap(await createLog(dir));
+  }
+  if (damage !== undefined) {
+    log(
+      `LBA map ${dir}: cut a torn tail of ${file.sizeBytes - validBytes} B at byte ${validBytes} (${damage.reason})`,
+    );
+    await file.truncate(validBytes);
+  }
+  if (first) {
+    // Not even a whole header survived: the file was being created.
+    await file.close();
+    return emptyMap(await createLog(dir));
+  }
+  // Reference counts, from the entries; a table with records but no entry is dropped at
+  // the next checkpoint, an entry without a table fails loudly when it is read.
+  const tables = new Map<number, CrcTable>();
+  let mappedClusters = 0;
+  for (const page of pages.values()) {
+    mappedClusters += page.mapped;
+    const entries = page.entries;
+    for (let slot = 0; slot < LBA_MAP_PAGE_CLUSTERS; slot += 1) {
+      const word1 = entries[2 * slot + 1] as number;
+      if (word1 === 0) continue;
+      if ((word1 & WORD1_OFFSET_MASK) === 0) throw new Error('unreachable: checked by decodePage');
+      const key = tableKey(word1 >>> 24, entries[2 * slot] as number);
+      let table = tables.get(key);
+      if (table === undefined) {
+        const location = locations.get(key);
+        table = new CrcTable(key, location === undefined, toLocation(file, location));
+        tables.set(key, table);
+      }
+      table.refs += 1;
+    }
+  }
+  for (const [key, location] of locations) {
+    if (!tables.has(key)) tables.set(key, new CrcTable(key, false, toLocation(file, location)));
+  }
+  return { file, pages, pageRecordBytes, tables, mappedClusters, meta };
+}
+
+function toLocation(
+  file: LogFile,
+  location: { offsets: number[]; lengths: number[]; bytes: number } | undefined,
+): TableLocation | undefined {
+  return location === undefined ? undefined : { file, ...location };
+}
+
+function emptyMap(file: LogFile): LoadedMap {
+  return {
+    file,
+    pages: new Map(),
+    pageRecordBytes: new Map(),
+    tables: new Map(),
+    mappedClusters: 0,
+    meta: undefined,
+  };
+}
+
+/**
+ * A new log holding only its header, put in place atomically (written to map.log.new,
+ * synced, renamed over map.log, the directory synced): after it returns, a reopen finds
+ * nothing of what the directory held before.
+ */
+export async function createLog(dir: string): Promise<LogFile> {
+  const file = await LogFile.create(path.join(dir, NEW_LOG_FILE));
+  try {
+    await file.datasync();
+    await installLog(dir, file);
+  } catch (err) {
+    await file.close();
+    throw err;
+  }
+  return file;
+}
+
+/** Renames `file` (synced, at map.log.new) over map.log and syncs the directory. */
+export async function installLog(dir: string, file: LogFile): Promise<void> {
+  const logPath = path.join(dir, LOG_FILE);
+  await rename(file.path, logPath);
+  file.path = logPath;
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
