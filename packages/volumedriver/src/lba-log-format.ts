@@ -19,9 +19,11 @@ import {
  *           EMPTY  (nothing: the page has no mapped cluster)
  *           RUNS   u16 run count, runs of {u16 first slot, u16 length, u32 SCO, u32 word1}:
  *                  slot first+k holds (SCO, word1 + k), i.e. consecutive cluster offsets
- *           PACKED7 [bitmap of mapped slots, 128 B, unless flag FULL], per mapped slot
- *                  u32 SCO + u24 clusterOffset + 1 (every layer is 0)
- *           PACKED8 the same with u32 word1 (layer << 24 | clusterOffset + 1)
+ *           PACKED u32 SCO base, u8 SCO bytes (1-4), u8 offset bytes (1-3), u8 layer
+ *                  bytes (0-1), u8 the layer when every entry has the same one, then
+ *                  [bitmap of mapped slots, 128 B, unless flag FULL], then per mapped slot
+ *                  SCO - base, clusterOffset + 1 and [layer], little-endian, in those
+ *                  widths: 3-7 B per cluster for SCOs within 2^24 of each other
  *   TABLE   u8 layer, u8 flags, u16 zero, u32 SCO, u32 first slot, u32 slot count,
  *           [bitmap of the slots present, unless flag FULL], u32 CRC32C per present slot
  *           (a patch: sets those slots of that SCO's CRC32C table)
@@ -44,7 +46,9 @@ export const RecordType = {
 } as const;
 export type RecordType = (typeof RecordType)[keyof typeof RecordType];
 
-const PageFormat = { Empty: 0, Runs: 1, Packed7: 2, Packed8: 3 } as const;
+const PageFormat = { Empty: 0, Runs: 1, Packed: 2 } as const;
+/** u32 SCO base, u8 SCO bytes, u8 offset bytes, u8 layer bytes, u8 the one layer. */
+const PACKED_HEAD_BYTES = 8;
 const FLAG_FULL = 1;
 const PAGE_BODY_HEAD_BYTES = 8;
 const PAGE_BITMAP_BYTES = LBA_MAP_PAGE_CLUSTERS / 8;
@@ -117,45 +121,50 @@ export function decodeDrop(body: Buffer): number {
   return tableKey(body.readUInt8(0), body.readUInt32LE(4));
 }
 
-/** The PAGE record of `entries` (2 words per slot), in the smallest of its encodings. */
+/** Bytes needed for an unsigned value (at least 1). */
+function widthOf(value: number): number {
+  return value < 2 ** 8 ? 1 : value < 2 ** 16 ? 2 : value < 2 ** 24 ? 3 : 4;
+}
+
+/** The PAGE record of `entries` (2 words per slot), in the smaller of its two encodings. */
 export function encodePage(pageIndex: number, entries: Uint32Array | undefined): Buffer {
   let mapped = 0;
-  let layered = false;
   let runs = 0;
+  let scoMin = Number.POSITIVE_INFINITY;
+  let scoMax = 0;
+  let word1Max = 0;
+  let firstLayer = -1;
+  let oneLayer = true;
   if (entries !== undefined) {
-    let prevSco = 0;
-    let prevWord1 = 0;
-    let runLength = 0;
     for (let slot = 0; slot < LBA_MAP_PAGE_CLUSTERS; slot += 1) {
       const word1 = entries[2 * slot + 1] as number;
-      if (word1 === 0) {
-        runLength = 0;
-        continue;
-      }
+      if (word1 === 0) continue;
       const sco = entries[2 * slot] as number;
+      const prev = slot === 0 ? 0 : (entries[2 * slot - 1] as number);
+      if (!(prev !== 0 && sco === entries[2 * slot - 2] && word1 === prev + 1)) runs += 1;
       mapped += 1;
-      if (word1 >>> 24 !== 0) layered = true;
-      if (runLength > 0 && sco === prevSco && word1 === prevWord1 + 1) runLength += 1;
-      else {
-        runs += 1;
-        runLength = 1;
-      }
-      prevSco = sco;
-      prevWord1 = word1;
+      if (sco < scoMin) scoMin = sco;
+      if (sco > scoMax) scoMax = sco;
+      const offsetPlusOne = word1 & WORD1_OFFSET_MASK;
+      if (offsetPlusOne > word1Max) word1Max = offsetPlusOne;
+      const layer = word1 >>> 24;
+      if (firstLayer === -1) firstLayer = layer;
+      else if (layer !== firstLayer) oneLayer = false;
     }
   }
   const full = mapped === LBA_MAP_PAGE_CLUSTERS;
-  const packedEntryBytes = layered ? 8 : 7;
-  const packedBytes = (full ? 0 : PAGE_BITMAP_BYTES) + mapped * packedEntryBytes;
+  const scoBytes = mapped === 0 ? 1 : widthOf(scoMax - scoMin);
+  const offsetBytes = Math.min(3, widthOf(word1Max));
+  const layerBytes = oneLayer ? 0 : 1;
+  const entryBytes = scoBytes + offsetBytes + layerBytes;
+  const packedBytes = PACKED_HEAD_BYTES + (full ? 0 : PAGE_BITMAP_BYTES) + mapped * entryBytes;
   const runsBytes = 2 + runs * RUN_BYTES;
   const format =
     mapped === 0
       ? PageFormat.Empty
       : runsBytes <= packedBytes
         ? PageFormat.Runs
-        : layered
-          ? PageFormat.Packed8
-          : PageFormat.Packed7;
+        : PageFormat.Packed;
   const bodyBytes =
     PAGE_BODY_HEAD_BYTES +
     (format === PageFormat.Empty ? 0 : format === PageFormat.Runs ? runsBytes : packedBytes);
@@ -163,7 +172,7 @@ export function encodePage(pageIndex: number, entries: Uint32Array | undefined):
   body.writeUInt32LE(pageIndex % 2 ** 32, 0);
   body.writeUInt16LE(Math.floor(pageIndex / 2 ** 32), 4);
   body.writeUInt8(format, 6);
-  body.writeUInt8(full && format !== PageFormat.Runs ? FLAG_FULL : 0, 7);
+  body.writeUInt8(full && format === PageFormat.Packed ? FLAG_FULL : 0, 7);
   if (entries === undefined || format === PageFormat.Empty) {
     return frameRecord(RecordType.Page, body);
   }
@@ -198,22 +207,25 @@ export function encodePage(pageIndex: number, entries: Uint32Array | undefined):
       at += RUN_BYTES;
     }
   } else {
+    body.writeUInt32LE(scoMin, at);
+    body.writeUInt8(scoBytes, at + 4);
+    body.writeUInt8(offsetBytes, at + 5);
+    body.writeUInt8(layerBytes, at + 6);
+    body.writeUInt8(oneLayer ? firstLayer : 0, at + 7);
+    at += PACKED_HEAD_BYTES;
     const bitmapAt = at;
     if (!full) at += PAGE_BITMAP_BYTES;
     for (let slot = 0; slot < LBA_MAP_PAGE_CLUSTERS; slot += 1) {
       const word1 = entries[2 * slot + 1] as number;
       if (word1 === 0) continue;
-      if (!full)
+      if (!full) {
         body[bitmapAt + (slot >>> 3)] =
           (body[bitmapAt + (slot >>> 3)] as number) | (1 << (slot & 7));
-      body.writeUInt32LE(entries[2 * slot] as number, at);
-      if (format === PageFormat.Packed8) {
-        body.writeUInt32LE(word1, at + 4);
-        at += 8;
-      } else {
-        body.writeUIntLE(word1, at + 4, 3);
-        at += 7;
       }
+      body.writeUIntLE((entries[2 * slot] as number) - scoMin, at, scoBytes);
+      body.writeUIntLE(word1 & WORD1_OFFSET_MASK, at + scoBytes, offsetBytes);
+      if (layerBytes === 1) body.writeUInt8(word1 >>> 24, at + scoBytes + offsetBytes);
+      at += entryBytes;
     }
   }
   assert(at === bodyBytes, 'page record size');
@@ -246,19 +258,29 @@ export function decodePage(body: Buffer): { pageIndex: number; entries: Uint32Ar
     }
     return { pageIndex, entries };
   }
-  if (format !== PageFormat.Packed7 && format !== PageFormat.Packed8) {
+  if (format !== PageFormat.Packed || body.length < at + PACKED_HEAD_BYTES) {
     throw new Error(`unknown page format ${format}`);
   }
-  const entryBytes = format === PageFormat.Packed8 ? 8 : 7;
+  const scoBase = body.readUInt32LE(at);
+  const scoBytes = body.readUInt8(at + 4);
+  const offsetBytes = body.readUInt8(at + 5);
+  const layerBytes = body.readUInt8(at + 6);
+  const oneLayer = body.readUInt8(at + 7);
+  if (scoBytes < 1 || scoBytes > 4 || offsetBytes < 1 || offsetBytes > 3 || layerBytes > 1) {
+    throw new Error('bad packed page widths');
+  }
+  at += PACKED_HEAD_BYTES;
+  const entryBytes = scoBytes + offsetBytes + layerBytes;
   const bitmapAt = at;
   if (!full) at += PAGE_BITMAP_BYTES;
   for (let slot = 0; slot < LBA_MAP_PAGE_CLUSTERS; slot += 1) {
     if (!full && ((body[bitmapAt + (slot >>> 3)] as number) & (1 << (slot & 7))) === 0) continue;
     if (at + entryBytes > body.length) throw new Error('page record too short');
-    entries[2 * slot] = body.readUInt32LE(at);
-    entries[2 * slot + 1] =
-      entryBytes === 8 ? body.readUInt32LE(at + 4) : body.readUIntLE(at + 4, 3);
-    if (entries[2 * slot + 1] === 0) throw new Error('mapped slot without an offset');
+    const offsetPlusOne = body.readUIntLE(at + scoBytes, offsetBytes);
+    const layer = layerBytes === 1 ? body.readUInt8(at + scoBytes + offsetBytes) : oneLayer;
+    if (offsetPlusOne === 0) throw new Error('mapped slot without an offset');
+    entries[2 * slot] = scoBase + body.readUIntLE(at, scoBytes);
+    entries[2 * slot + 1] = ((layer << 24) | offsetPlusOne) >>> 0;
     at += entryBytes;
   }
   if (at !== body.length) throw new Error('page record of the wrong length');

@@ -64,6 +64,8 @@ export interface LbaMapStats {
   pending: number;
   mappedClusters: number;
   pages: number;
+  /** CRC32C tables the map has (one per (layer, SCO) it points into), in memory or not. */
+  crcTables: number;
   /** Typed arrays of the pages: LBA_MAP_ENTRY_SIZE_BYTES per cluster of every page. */
   mapBytes: number;
   /** Typed arrays of the CRC32C tables in memory (4 B + 1 bit per slot). */
@@ -433,6 +435,7 @@ export class LbaMap {
       pending: this.dirtyPages.size + this.dirtyTables.size,
       mappedClusters: this.mappedClusters,
       pages: this.pages.size,
+      crcTables: this.tables.size,
       mapBytes: this.pages.size * LBA_MAP_PAGE_CLUSTERS * LBA_MAP_ENTRY_SIZE_BYTES,
       crcTableBytes: this.crcBytes,
       logBytes: this.file.sizeBytes,
@@ -745,6 +748,25 @@ export class LbaMap {
       this.timer = undefined;
     }
     const seq = this.applySeq;
+    if (kind === 'sync' && seq === this.capturedSeq && this.unusedTables.size === 0) {
+      // Nothing new to write: only make what is written durable.
+      const file = this.file;
+      this.op = file
+        .datasync()
+        .then(() => {
+          this.syncedSeq = Math.max(this.syncedSeq, seq);
+        })
+        .catch((err: unknown) => {
+          this.failure ??= vdError(VdErrorCode.IoError, `LBA map ${this.dir}: fdatasync failed`, {
+            cause: err,
+            details: { dir: this.dir },
+          });
+        })
+        .finally(() => {
+          this.op = undefined;
+        });
+      return;
+    }
     const compact = kind === 'compact' || this.compactDue();
     const state = {
       dir: this.dir,
