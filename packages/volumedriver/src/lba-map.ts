@@ -686,6 +686,7 @@ export class LbaMap {
           if (crc === undefined) {
             if (this.closed) throw vdError(VdErrorCode.Closed, `LBA map ${this.dir} is closed`);
             const location = this.persistedPart(table, base + slot, sco, word1);
+            this.misses += 1;
             location.file.hold();
             let slots: CrcSlots;
             try {
