@@ -24,6 +24,8 @@ import {
  *                  [bitmap of mapped slots, 128 B, unless flag FULL], then per mapped slot
  *                  SCO - base, clusterOffset + 1 and [layer], little-endian, in those
  *                  widths: 3-7 B per cluster for SCOs within 2^24 of each other
+ *           DELTA  u16 count, then {u16 slot, u32 word0, u32 word1} per slot changed since
+ *                  the page's previous record (word1 0: unmapped); applies on top of it
  *   TABLE   u8 layer, u8 flags, u16 zero, u32 SCO, u32 first slot, u32 slot count,
  *           [bitmap of the slots present, unless flag FULL], u32 CRC32C per present slot
  *           (a patch: sets those slots of that SCO's CRC32C table)
@@ -46,7 +48,8 @@ export const RecordType = {
 } as const;
 export type RecordType = (typeof RecordType)[keyof typeof RecordType];
 
-const PageFormat = { Empty: 0, Runs: 1, Packed: 2 } as const;
+const PageFormat = { Empty: 0, Runs: 1, Packed: 2, Delta: 3 } as const;
+const DELTA_ENTRY_BYTES = 10;
 /** u32 SCO base, u8 SCO bytes, u8 offset bytes, u8 layer bytes, u8 the one layer. */
 const PACKED_HEAD_BYTES = 8;
 const FLAG_FULL = 1;
@@ -232,13 +235,79 @@ export function encodePage(pageIndex: number, entries: Uint32Array | undefined):
   return frameRecord(RecordType.Page, body);
 }
 
-/** A PAGE record's page index and entries (undefined: the page is empty). */
-export function decodePage(body: Buffer): { pageIndex: number; entries: Uint32Array | undefined } {
+/** Bytes of the DELTA record of `changedSlots` slots. */
+export function pageDeltaRecordBytes(changedSlots: number): number {
+  return RECORD_HEADER_BYTES + PAGE_BODY_HEAD_BYTES + 2 + changedSlots * DELTA_ENTRY_BYTES;
+}
+
+/** The DELTA record of the slots of `entries` set in `changed` (a bitmap by slot). */
+export function encodePageDelta(
+  pageIndex: number,
+  entries: Uint32Array,
+  changed: Uint32Array,
+  changedSlots: number,
+): Buffer {
+  const body = Buffer.alloc(pageDeltaRecordBytes(changedSlots) - RECORD_HEADER_BYTES);
+  body.writeUInt32LE(pageIndex % 2 ** 32, 0);
+  body.writeUInt16LE(Math.floor(pageIndex / 2 ** 32), 4);
+  body.writeUInt8(PageFormat.Delta, 6);
+  body.writeUInt16LE(changedSlots, PAGE_BODY_HEAD_BYTES);
+  let at = PAGE_BODY_HEAD_BYTES + 2;
+  for (let slot = 0; slot < LBA_MAP_PAGE_CLUSTERS; slot += 1) {
+    if (!isSet(changed, slot)) continue;
+    body.writeUInt16LE(slot, at);
+    body.writeUInt32LE(entries[2 * slot] as number, at + 2);
+    body.writeUInt32LE(entries[2 * slot + 1] as number, at + 6);
+    at += DELTA_ENTRY_BYTES;
+  }
+  assert(at === body.length, 'delta record size');
+  return frameRecord(RecordType.Page, body);
+}
+
+/** Slots set in a bitmap. */
+export function countBits(bits: Uint32Array): number {
+  let count = 0;
+  for (let w = 0; w < bits.length; w += 1) {
+    let v = bits[w] as number;
+    v -= (v >>> 1) & 0x55555555;
+    v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
+    count += (Math.imul((v + (v >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24) as number;
+  }
+  return count;
+}
+
+export interface DecodedPage {
+  readonly pageIndex: number;
+  /** The whole page (undefined: empty, or a delta). */
+  readonly entries: Uint32Array | undefined;
+  /** A delta: slot, word0, word1 per changed slot. */
+  readonly delta: Uint32Array | undefined;
+}
+
+/** A PAGE record's page index and entries (or changes). */
+export function decodePage(body: Buffer): DecodedPage {
   if (body.length < PAGE_BODY_HEAD_BYTES) throw new Error('page record too short');
   const pageIndex = body.readUInt32LE(0) + body.readUInt16LE(4) * 2 ** 32;
   const format = body.readUInt8(6);
   const full = (body.readUInt8(7) & FLAG_FULL) !== 0;
-  if (format === PageFormat.Empty) return { pageIndex, entries: undefined };
+  if (format === PageFormat.Empty) return { pageIndex, entries: undefined, delta: undefined };
+  if (format === PageFormat.Delta) {
+    const count = body.readUInt16LE(PAGE_BODY_HEAD_BYTES);
+    if (pageDeltaRecordBytes(count) - RECORD_HEADER_BYTES !== body.length) {
+      throw new Error('delta record of the wrong length');
+    }
+    const delta = new Uint32Array(3 * count);
+    for (let k = 0, at = PAGE_BODY_HEAD_BYTES + 2; k < count; k += 1, at += DELTA_ENTRY_BYTES) {
+      const slot = body.readUInt16LE(at);
+      const word1 = body.readUInt32LE(at + 6);
+      if (slot >= LBA_MAP_PAGE_CLUSTERS) throw new Error('delta slot out of range');
+      if (word1 !== 0 && (word1 & WORD1_OFFSET_MASK) === 0) throw new Error('bad delta entry');
+      delta[3 * k] = slot;
+      delta[3 * k + 1] = body.readUInt32LE(at + 2);
+      delta[3 * k + 2] = word1;
+    }
+    return { pageIndex, entries: undefined, delta };
+  }
   const entries = new Uint32Array(2 * LBA_MAP_PAGE_CLUSTERS);
   let at = PAGE_BODY_HEAD_BYTES;
   if (format === PageFormat.Runs) {
@@ -256,7 +325,7 @@ export function decodePage(body: Buffer): { pageIndex: number; entries: Uint32Ar
         entries[2 * (first + k) + 1] = word1 + k;
       }
     }
-    return { pageIndex, entries };
+    return { pageIndex, entries, delta: undefined };
   }
   if (format !== PageFormat.Packed || body.length < at + PACKED_HEAD_BYTES) {
     throw new Error(`unknown page format ${format}`);
@@ -284,7 +353,7 @@ export function decodePage(body: Buffer): { pageIndex: number; entries: Uint32Ar
     at += entryBytes;
   }
   if (at !== body.length) throw new Error('page record of the wrong length');
-  return { pageIndex, entries };
+  return { pageIndex, entries, delta: undefined };
 }
 
 /** One patch of a CRC32C table: the present slots of [firstSlot, firstSlot + slotCount). */

@@ -8,8 +8,16 @@ import {
 } from './constants.js';
 import { type CrcSlots, type CrcTable, overlay, readTable } from './lba-crc-table.js';
 import { LogFile } from './lba-log-file.js';
-import { encodeDrop, encodeMarker, encodePage, encodeTable } from './lba-log-format.js';
-import { installLog, NEW_LOG_FILE, type Page } from './lba-map-load.js';
+import {
+  countBits,
+  encodeDrop,
+  encodeMarker,
+  encodePage,
+  encodePageDelta,
+  encodeTable,
+  pageDeltaRecordBytes,
+} from './lba-log-format.js';
+import { installLog, NEW_LOG_FILE, type Page, type PageRecordBytes } from './lba-map-load.js';
 
 /** The parts of an LbaMap a checkpoint takes (the live objects; taken synchronously). */
 export interface CheckpointSource {
@@ -17,7 +25,7 @@ export interface CheckpointSource {
   readonly file: LogFile;
   readonly pages: Map<number, Page>;
   readonly dirtyPages: ReadonlySet<number>;
-  readonly pageRecordBytes: Map<number, number>;
+  readonly pageRecordBytes: PageRecordBytes;
   /** The table directory, writable (not shared with a snapshot). */
   readonly tables: Map<number, CrcTable>;
   readonly dirtyTables: ReadonlySet<CrcTable>;
@@ -28,7 +36,7 @@ export interface CheckpointSource {
 export interface CheckpointResult {
   /** A compaction's new log (installed as map.log), with the sizes of its page records. */
   readonly newFile?: LogFile;
-  readonly pageRecordBytes: Map<number, number>;
+  readonly pageRecordBytes: PageRecordBytes;
   readonly pageBytesDelta: number;
   readonly tableBytesDelta: number;
   readonly synced: boolean;
@@ -69,11 +77,27 @@ export function writeCheckpoint(source: CheckpointSource, sync: boolean): Checkp
     if (source.tables.get(table.key) !== table || !table.dirty) continue;
     parts.push(takeTable(table, table.dirtyFrom, table.dirtyTo));
   }
-  const pages: [number, Uint32Array | undefined][] = [];
+  // Each dirty page: whole, or only its changed slots when that is smaller (and its deltas
+  // stay under its whole size, so a page's live bytes never pass twice that).
+  const pageRecords: [number, Buffer | undefined, boolean][] = [];
   for (const index of source.dirtyPages) {
     const page = source.pages.get(index);
-    if (page !== undefined) pages.push([index, takePage(page)]);
-    else if (source.pageRecordBytes.has(index)) pages.push([index, undefined]);
+    if (page === undefined) {
+      if (source.pageRecordBytes.live.has(index)) pageRecords.push([index, undefined, false]);
+      continue;
+    }
+    const { entries, changed } = takePage(page);
+    const whole = source.pageRecordBytes.whole.get(index);
+    const live = source.pageRecordBytes.live.get(index);
+    if (changed !== undefined && whole !== undefined && live !== undefined) {
+      const changedSlots = countBits(changed);
+      const deltaBytes = pageDeltaRecordBytes(changedSlots);
+      if (deltaBytes < whole && live + deltaBytes <= 2 * whole) {
+        pageRecords.push([index, encodePageDelta(index, entries, changed, changedSlots), true]);
+        continue;
+      }
+    }
+    pageRecords.push([index, encodePage(index, entries), false]);
   }
   const { file, meta, pageRecordBytes } = source;
   const done = (async (): Promise<CheckpointResult> => {
@@ -84,7 +108,7 @@ export function writeCheckpoint(source: CheckpointSource, sync: boolean): Checkp
       full.push(whole);
       records.push(whole ? encodeWhole(part, await wholeSlots(part)) : encodePatch(part));
     }
-    for (const [index, entries] of pages) records.push(encodePage(index, entries));
+    for (const [index, record] of pageRecords) records.push(record ?? encodePage(index, undefined));
     for (const table of dropped) {
       if (table.persisted !== undefined) records.push(encodeDrop(table.key));
     }
@@ -110,15 +134,20 @@ export function writeCheckpoint(source: CheckpointSource, sync: boolean): Checkp
       part.table.inFlight = false;
     }
     let pageBytesDelta = 0;
-    for (let j = 0; j < pages.length; j += 1) {
-      const [index, entries] = pages[j] as [number, Uint32Array | undefined];
-      pageBytesDelta -= pageRecordBytes.get(index) ?? 0;
-      if (entries === undefined) pageRecordBytes.delete(index);
-      else {
-        const length = (records[parts.length + j] as Buffer).length;
-        pageRecordBytes.set(index, length);
-        pageBytesDelta += length;
+    for (let j = 0; j < pageRecords.length; j += 1) {
+      const [index, record, delta] = pageRecords[j] as [number, Buffer | undefined, boolean];
+      const before = pageRecordBytes.live.get(index) ?? 0;
+      const length = (records[parts.length + j] as Buffer).length;
+      if (record === undefined) {
+        pageRecordBytes.whole.delete(index);
+        pageRecordBytes.live.delete(index);
+      } else if (delta) {
+        pageRecordBytes.live.set(index, before + length);
+      } else {
+        pageRecordBytes.whole.set(index, length);
+        pageRecordBytes.live.set(index, length);
       }
+      pageBytesDelta += (pageRecordBytes.live.get(index) ?? 0) - before;
     }
     if (sync) await file.datasync();
     return { pageRecordBytes, pageBytesDelta, tableBytesDelta, synced: sync };
@@ -137,13 +166,13 @@ export function writeCompaction(source: CheckpointSource): CheckpointWrite {
   const parts: TablePart[] = [];
   for (const table of source.tables.values()) parts.push(takeTable(table, 0, 0));
   const pages: [number, Uint32Array][] = [];
-  for (const [index, page] of source.pages) pages.push([index, takePage(page)]);
+  for (const [index, page] of source.pages) pages.push([index, takePage(page).entries]);
   const { dir, meta } = source;
   const done = (async (): Promise<CheckpointResult> => {
     const file = await LogFile.create(path.join(dir, NEW_LOG_FILE));
     try {
       const located: [TablePart, number, number][] = [];
-      const pageRecordBytes = new Map<number, number>();
+      const pageRecordBytes: PageRecordBytes = { whole: new Map(), live: new Map() };
       let batch: Buffer[] = [];
       let batchBytes = 0;
       const flush = async (): Promise<number[]> => {
@@ -175,7 +204,8 @@ export function writeCompaction(source: CheckpointSource): CheckpointWrite {
       });
       for (const [index, entries] of pages) {
         const record = encodePage(index, entries);
-        pageRecordBytes.set(index, record.length);
+        pageRecordBytes.whole.set(index, record.length);
+        pageRecordBytes.live.set(index, record.length);
         batch.push(record);
         batchBytes += record.length;
         if (batchBytes >= LBA_MAP_LOG_IO_MAX_BYTES) await flush();
@@ -234,11 +264,13 @@ function takeTable(table: CrcTable, from: number, to: number): TablePart {
   return part;
 }
 
-/** A page's entries as of now: later writes copy the page instead of changing these. */
-function takePage(page: Page): Uint32Array {
+/** A page's entries as of now (later writes copy the page), and what changed since the last. */
+function takePage(page: Page): { entries: Uint32Array; changed: Uint32Array | undefined } {
+  const changed = page.changed;
   page.shared = true;
   page.dirty = false;
-  return page.entries;
+  page.changed = undefined;
+  return { entries: page.entries, changed };
 }
 
 function encodePatch(part: TablePart): Buffer {

@@ -18,6 +18,7 @@ import {
 export const LOG_FILE = 'map.log';
 export const NEW_LOG_FILE = 'map.log.new';
 export const CORRUPT_LOG_FILE = 'map.log.corrupt';
+const CLEAN = { shared: false, dirty: false, changed: undefined } as const;
 /** Files of the LevelDB map that older versions kept in the same directory. */
 const LEVELDB_FILE = /^(CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|\d+\.(log|ldb|sst))$/;
 
@@ -29,13 +30,24 @@ export interface Page {
   shared: boolean;
   /** Changed since the last checkpoint took it (its index is in the dirty set). */
   dirty: boolean;
+  /**
+   * While dirty: the slots changed since the last checkpoint took it (a bitmap), so the
+   * next one may write only those (a DELTA record); undefined: write the page whole.
+   */
+  changed: Uint32Array | undefined;
+}
+
+/** Bytes of a page's records in the log: its newest whole record, and with its deltas. */
+export interface PageRecordBytes {
+  readonly whole: Map<number, number>;
+  readonly live: Map<number, number>;
 }
 
 export interface LoadedMap {
   readonly file: LogFile;
   readonly pages: Map<number, Page>;
-  /** Bytes of the newest record of every page that has one (the log's live page bytes). */
-  readonly pageRecordBytes: Map<number, number>;
+  /** The log's live page bytes, by page (pages without a record are not there). */
+  readonly pageRecordBytes: PageRecordBytes;
   readonly tables: Map<number, CrcTable>;
   readonly mappedClusters: number;
   readonly meta: Buffer | undefined;
@@ -73,7 +85,7 @@ export async function loadMap(dir: string, log: (message: string) => void): Prom
   }
   const file = await LogFile.open(logPath);
   const pages = new Map<number, Page>();
-  const pageRecordBytes = new Map<number, number>();
+  const pageRecordBytes: PageRecordBytes = { whole: new Map(), live: new Map() };
   const locations = new Map<number, { offsets: number[]; lengths: number[]; bytes: number }>();
   let meta: Buffer | undefined;
   let first = true;
@@ -87,18 +99,38 @@ export async function loadMap(dir: string, log: (message: string) => void): Prom
     }
     switch (type) {
       case RecordType.Page: {
-        const { pageIndex, entries } = decodePage(body);
+        const { pageIndex, entries, delta } = decodePage(body);
+        if (delta !== undefined) {
+          const live = pageRecordBytes.live.get(pageIndex);
+          if (live === undefined) throw new Error(`a delta of page ${pageIndex} without its page`);
+          pageRecordBytes.live.set(pageIndex, live + recordBytes);
+          let page = pages.get(pageIndex);
+          if (page === undefined) {
+            page = { entries: new Uint32Array(2 * LBA_MAP_PAGE_CLUSTERS), mapped: 0, ...CLEAN };
+            pages.set(pageIndex, page);
+          }
+          for (let k = 0; k < delta.length; k += 3) {
+            const at = 2 * (delta[k] as number);
+            if (page.entries[at + 1] !== 0) page.mapped -= 1;
+            if (delta[k + 2] !== 0) page.mapped += 1;
+            page.entries[at] = delta[k + 1] as number;
+            page.entries[at + 1] = delta[k + 2] as number;
+          }
+          break;
+        }
         if (entries === undefined) {
           pages.delete(pageIndex);
-          pageRecordBytes.delete(pageIndex);
+          pageRecordBytes.whole.delete(pageIndex);
+          pageRecordBytes.live.delete(pageIndex);
           break;
         }
         let mapped = 0;
         for (let slot = 0; slot < LBA_MAP_PAGE_CLUSTERS; slot += 1) {
           if (entries[2 * slot + 1] !== 0) mapped += 1;
         }
-        pages.set(pageIndex, { entries, mapped, shared: false, dirty: false });
-        pageRecordBytes.set(pageIndex, recordBytes);
+        pages.set(pageIndex, { entries, mapped, ...CLEAN });
+        pageRecordBytes.whole.set(pageIndex, recordBytes);
+        pageRecordBytes.live.set(pageIndex, recordBytes);
         break;
       }
       case RecordType.Table: {
@@ -139,6 +171,7 @@ export async function loadMap(dir: string, log: (message: string) => void): Prom
     await file.close();
     return emptyMap(await createLog(dir));
   }
+  for (const [pageIndex, page] of pages) if (page.mapped === 0) pages.delete(pageIndex);
   // Reference counts, from the entries; a table with records but no entry is dropped at
   // the next checkpoint, an entry without a table fails loudly when it is read.
   const tables = new Map<number, CrcTable>();
@@ -177,7 +210,7 @@ function emptyMap(file: LogFile): LoadedMap {
   return {
     file,
     pages: new Map(),
-    pageRecordBytes: new Map(),
+    pageRecordBytes: { whole: new Map(), live: new Map() },
     tables: new Map(),
     mappedClusters: 0,
     meta: undefined,

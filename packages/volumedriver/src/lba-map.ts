@@ -28,7 +28,7 @@ import { DirLock } from './lba-dir-lock.js';
 import type { LogFile } from './lba-log-file.js';
 import { isSet, tableKey, WORD1_OFFSET_MASK } from './lba-log-format.js';
 import { compactionDue, writeCheckpoint, writeCompaction } from './lba-map-checkpoint.js';
-import { createLog, loadMap, type Page } from './lba-map-load.js';
+import { createLog, loadMap, type Page, type PageRecordBytes } from './lba-map-load.js';
 import type { ClusterIndex, ClusterLocation, ScoNumber } from './types.js';
 
 /** One change to the map: a cluster now lives at `location`, or is unmapped (undefined). */
@@ -125,8 +125,8 @@ export class LbaMap {
   private file: LogFile;
   private pages: Map<number, Page>;
   private dirtyPages = new Set<number>();
-  /** Bytes of each page's newest record in the log (pages without one are not here). */
-  private pageRecordBytes: Map<number, number>;
+  /** Bytes of each page's records in the log (pages without one are not here). */
+  private pageRecordBytes: PageRecordBytes;
   private logPageBytes = 0;
   private logTableBytes = 0;
   private tables: Map<number, CrcTable>;
@@ -169,7 +169,7 @@ export class LbaMap {
     assert(Number.isInteger(this.crcCacheBytes) && this.crcCacheBytes >= 0, 'crcCacheBytes');
     this.file = undefined as unknown as LogFile;
     this.pages = new Map();
-    this.pageRecordBytes = new Map();
+    this.pageRecordBytes = { whole: new Map(), live: new Map() };
     this.tables = new Map();
     this.mappedClusters = 0;
   }
@@ -185,7 +185,7 @@ export class LbaMap {
       map.file = loaded.file;
       map.pages = loaded.pages;
       map.pageRecordBytes = loaded.pageRecordBytes;
-      for (const bytes of loaded.pageRecordBytes.values()) map.logPageBytes += bytes;
+      for (const bytes of loaded.pageRecordBytes.live.values()) map.logPageBytes += bytes;
       map.tables = loaded.tables;
       for (const table of loaded.tables.values()) {
         map.logTableBytes += table.persisted?.bytes ?? 0;
@@ -385,7 +385,7 @@ export class LbaMap {
     this.clearing = true;
     this.pages = new Map();
     this.dirtyPages = new Set();
-    this.pageRecordBytes = new Map();
+    this.pageRecordBytes = { whole: new Map(), live: new Map() };
     this.logPageBytes = 0;
     this.logTableBytes = 0;
     this.tables = new Map();
@@ -474,7 +474,7 @@ export class LbaMap {
     const oldWord1 = page === undefined ? 0 : (page.entries[at + 1] as number);
     if (location === undefined) {
       if (page === undefined || oldWord1 === 0) return;
-      page = this.writable(pageIndex, page);
+      page = this.writable(pageIndex, page, at >>> 1);
       this.unref(page.entries[at] as number, oldWord1);
       page.entries[at] = 0;
       page.entries[at + 1] = 0;
@@ -494,11 +494,17 @@ export class LbaMap {
     assert(Number.isInteger(layer) && layer >= 0 && layer <= CLONE_DEPTH_MAX, `layer ${layer}`);
     assert(Number.isInteger(location.crc32c), 'CRC32C must be an integer');
     if (page === undefined) {
-      page = { entries: new Uint32Array(PAGE_WORDS), mapped: 0, shared: false, dirty: true };
+      page = {
+        entries: new Uint32Array(PAGE_WORDS),
+        mapped: 0,
+        shared: false,
+        dirty: true,
+        changed: undefined,
+      };
       this.pages.set(pageIndex, page);
       this.dirtyPages.add(pageIndex);
     } else {
-      page = this.writable(pageIndex, page);
+      page = this.writable(pageIndex, page, at >>> 1);
     }
     const key = tableKey(layer, sco);
     let table = this.tables.get(key);
@@ -521,21 +527,30 @@ export class LbaMap {
     page.entries[at + 1] = ((layer << 24) | (offset + 1)) >>> 0;
   }
 
-  /** `page`, or its copy when a snapshot or a checkpoint holds it; marked dirty. */
-  private writable(pageIndex: number, page: Page): Page {
+  /**
+   * `page`, or its copy when a snapshot or a checkpoint holds it; marked dirty, with `slot`
+   * noted as changed (for a DELTA record).
+   */
+  private writable(pageIndex: number, page: Page, slot: number): Page {
     let writable = page;
     if (page.shared) {
       writable = {
         entries: page.entries.slice(),
         mapped: page.mapped,
         shared: false,
-        dirty: false,
+        dirty: page.dirty,
+        changed: page.changed?.slice(),
       };
       this.pages.set(pageIndex, writable);
     }
     if (!writable.dirty) {
       writable.dirty = true;
+      writable.changed = new Uint32Array(LBA_MAP_PAGE_CLUSTERS / 32);
       this.dirtyPages.add(pageIndex);
+    }
+    const changed = writable.changed;
+    if (changed !== undefined) {
+      changed[slot >>> 5] = ((changed[slot >>> 5] as number) | (1 << (slot & 31))) >>> 0;
     }
     return writable;
   }
@@ -799,7 +814,7 @@ export class LbaMap {
           this.file = result.newFile;
           this.pageRecordBytes = result.pageRecordBytes;
           this.logPageBytes = 0;
-          for (const bytes of this.pageRecordBytes.values()) this.logPageBytes += bytes;
+          for (const bytes of this.pageRecordBytes.live.values()) this.logPageBytes += bytes;
           this.logTableBytes = 0;
           for (const table of this.tables.values())
             this.logTableBytes += table.persisted?.bytes ?? 0;
