@@ -17,64 +17,18 @@ import {
   SCO_NUMBER_MAX,
 } from './constants.js';
 import { VdErrorCode, vdError } from './errors.js';
-import {
-  type CrcSlots,
-  CrcTable,
-  overlay,
-  readTable,
-  type TableLocation,
-} from './lba-crc-table.js';
+import { CrcTables } from './lba-crc-cache.js';
+import type { CrcTable, TableLocation } from './lba-crc-table.js';
 import { DirLock } from './lba-dir-lock.js';
 import type { LogFile } from './lba-log-file.js';
-import { isSet, tableKey, WORD1_OFFSET_MASK } from './lba-log-format.js';
+import { WORD1_OFFSET_MASK } from './lba-log-format.js';
 import { compactionDue, writeCheckpoint, writeCompaction } from './lba-map-checkpoint.js';
 import { createLog, loadMap, type Page, type PageRecordBytes } from './lba-map-load.js';
-import type { ClusterIndex, ClusterLocation, ScoNumber } from './types.js';
+import { crcIn, iterateSnapshot, makeLocation } from './lba-map-snapshot.js';
+import type { LbaMapOptions, LbaMapStats, LbaUpdate } from './lba-map-types.js';
+import type { ClusterIndex, ClusterLocation } from './types.js';
 
-/** One change to the map: a cluster now lives at `location`, or is unmapped (undefined). */
-export interface LbaUpdate {
-  readonly clusterIndex: ClusterIndex;
-  readonly location: ClusterLocation | undefined;
-}
-
-export interface LbaMapOptions {
-  /** The map's own directory (created if missing). One LbaMap per directory. */
-  readonly dir: string;
-  /** Most CRC32C tables (one per SCO) in memory; default LBA_MAP_CACHE_ENTRIES. */
-  readonly cacheEntries?: number;
-  /** Memory for CRC32C tables; default LBA_MAP_CRC_CACHE_BYTES. */
-  readonly crcCacheBytes?: number;
-  /**
-   * Default for apply(): fdatasync the log after its checkpoint. Off by default: the map is
-   * a cache of the TLogs, which are the durable truth and rebuild it after a crash.
-   */
-  readonly sync?: boolean;
-  /** Where the map says what it repaired (a torn tail cut, a damaged log); default stderr. */
-  readonly log?: (message: string) => void;
-}
-
-/** The map's figures, for metrics and tests. */
-export interface LbaMapStats {
-  /** CRC32C tables in memory (the map's cache now; the entries themselves are all in memory). */
-  entries: number;
-  /** CRC32C lookups answered from memory / that read a table back from the log. */
-  hits: number;
-  misses: number;
-  /** Pages and CRC32C tables changed since the last checkpoint took them. */
-  pending: number;
-  mappedClusters: number;
-  pages: number;
-  /** CRC32C tables the map has (one per (layer, SCO) it points into), in memory or not. */
-  crcTables: number;
-  /** Typed arrays of the pages: LBA_MAP_ENTRY_SIZE_BYTES per cluster of every page. */
-  mapBytes: number;
-  /** Typed arrays of the CRC32C tables in memory (4 B + 1 bit per slot). */
-  crcTableBytes: number;
-  /** The log's size, and the bytes of its newest page records and table records. */
-  logBytes: number;
-  logPageBytes: number;
-  logTableBytes: number;
-}
+export type { LbaMapOptions, LbaMapStats, LbaUpdate } from './lba-map-types.js';
 
 /** What a snapshot (range, snapshotEntries) holds until it finishes: log files it may read. */
 interface SnapshotHold {
@@ -84,8 +38,6 @@ interface SnapshotHold {
 /** Two u32 words per cluster. */
 const PAGE_WORDS = 2 * LBA_MAP_PAGE_CLUSTERS;
 assert(PAGE_WORDS * 4 === LBA_MAP_PAGE_CLUSTERS * LBA_MAP_ENTRY_SIZE_BYTES, 'entry size');
-/** Tables a snapshot keeps read back for itself (it iterates in cluster order, SCOs repeat). */
-const SNAPSHOT_TABLES_KEPT = 2;
 /** A snapshot dropped without being iterated to its end releases its files when collected. */
 const abandoned = new FinalizationRegistry<() => void>((release) => release());
 
@@ -118,8 +70,6 @@ const abandoned = new FinalizationRegistry<() => void>((release) => release());
 export class LbaMap {
   readonly dir: string;
   private readonly lock: DirLock;
-  private readonly cacheEntries: number;
-  private readonly crcCacheBytes: number;
   private readonly syncByDefault: boolean;
   private readonly log: (message: string) => void;
   private file: LogFile;
@@ -129,16 +79,7 @@ export class LbaMap {
   private pageRecordBytes: PageRecordBytes;
   private logPageBytes = 0;
   private logTableBytes = 0;
-  private tables: Map<number, CrcTable>;
-  /** A snapshot holds `tables`: the next change to the directory copies it. */
-  private tablesShared = false;
-  private dirtyTables = new Set<CrcTable>();
-  /** Tables whose count reached 0: dropped by the next checkpoint unless used again. */
-  private unusedTables = new Set<CrcTable>();
-  /** Tables with slots in memory, least recently used first. */
-  private lru = new Map<CrcTable, true>();
-  private lruLast: CrcTable | undefined;
-  private crcBytes = 0;
+  private readonly crc: CrcTables;
   private mappedClusters: number;
   private meta: Buffer | undefined;
   /** Applies so far; the count a checkpoint took, wrote, and fdatasynced. */
@@ -155,22 +96,21 @@ export class LbaMap {
   /** A failed write: the map is unusable until it is cleared and rebuilt (VD_IO_ERROR). */
   private failure: Error | undefined;
   private closed = false;
-  private hits = 0;
-  private misses = 0;
 
   private constructor(dir: string, lock: DirLock, options: LbaMapOptions) {
     this.dir = dir;
     this.lock = lock;
-    this.cacheEntries = options.cacheEntries ?? LBA_MAP_CACHE_ENTRIES;
-    this.crcCacheBytes = options.crcCacheBytes ?? LBA_MAP_CRC_CACHE_BYTES;
     this.syncByDefault = options.sync ?? false;
     this.log = options.log ?? ((message) => console.error(message));
-    assert(Number.isInteger(this.cacheEntries) && this.cacheEntries >= 0, 'cacheEntries');
-    assert(Number.isInteger(this.crcCacheBytes) && this.crcCacheBytes >= 0, 'crcCacheBytes');
+    this.crc = new CrcTables(
+      dir,
+      options.crcCacheBytes ?? LBA_MAP_CRC_CACHE_BYTES,
+      options.cacheEntries ?? LBA_MAP_CACHE_ENTRIES,
+      () => this.closed,
+    );
     this.file = undefined as unknown as LogFile;
     this.pages = new Map();
     this.pageRecordBytes = { whole: new Map(), live: new Map() };
-    this.tables = new Map();
     this.mappedClusters = 0;
   }
 
@@ -186,11 +126,8 @@ export class LbaMap {
       map.pages = loaded.pages;
       map.pageRecordBytes = loaded.pageRecordBytes;
       for (const bytes of loaded.pageRecordBytes.live.values()) map.logPageBytes += bytes;
-      map.tables = loaded.tables;
-      for (const table of loaded.tables.values()) {
-        map.logTableBytes += table.persisted?.bytes ?? 0;
-        if (table.refs === 0) map.unusedTables.add(table);
-      }
+      map.crc.reset(loaded.tables);
+      map.logTableBytes = map.crc.logBytes();
       map.mappedClusters = loaded.mappedClusters;
       map.meta = loaded.meta;
     } catch (err) {
@@ -200,7 +137,7 @@ export class LbaMap {
         details: { dir },
       });
     }
-    if (map.unusedTables.size > 0) map.schedule();
+    if (map.crc.unused.size > 0) map.schedule();
     return map;
   }
 
@@ -231,16 +168,12 @@ export class LbaMap {
         continue;
       }
       const sco = page.entries[at] as number;
-      const table = this.tables.get(tableKey(word1 >>> 24, sco));
-      const crc = table?.peek((word1 & WORD1_OFFSET_MASK) - 1);
+      const { table, crc } = this.crc.lookup(sco, word1);
       if (crc !== undefined) {
-        this.hits += 1;
-        this.touch(table as CrcTable);
         out[i] = makeLocation(sco, word1, crc);
         continue;
       }
-      const location = this.persistedPart(table, index, sco, word1);
-      this.misses += 1;
+      const location = this.crc.persistedPart(table, index, sco, word1);
       misses ??= new Map();
       let miss = misses.get(table as CrcTable);
       if (miss === undefined) {
@@ -255,13 +188,15 @@ export class LbaMap {
     for (const miss of misses.values()) miss.location.file.hold();
     try {
       for (const [table, miss] of misses) {
-        const slots = await this.load(table, miss.location);
+        const slots = await this.crc.load(table, miss.location);
         for (let k = 0; k < miss.at.length; k += 1) {
           const sco = miss.words[2 * k] as number;
           const word1 = miss.words[2 * k + 1] as number;
           const i = miss.at[k] as number;
           const crc = crcIn(slots, (word1 & WORD1_OFFSET_MASK) - 1);
-          if (crc === undefined) throw this.missingCrc(clusterIndexes[i] as number, sco, word1);
+          if (crc === undefined) {
+            throw this.crc.missingCrc(clusterIndexes[i] as number, sco, word1);
+          }
           out[i] = makeLocation(sco, word1, crc);
         }
       }
@@ -286,7 +221,7 @@ export class LbaMap {
     for (const update of updates) this.setEntry(update.clusterIndex, update.location);
     if (options.meta !== undefined) this.meta = options.meta;
     this.applySeq += 1;
-    this.evict();
+    this.crc.evict();
     this.schedule();
     while (this.dirtyPages.size > LBA_MAP_DIRTY_PAGES_MAX && this.op !== undefined) {
       await this.op;
@@ -388,13 +323,7 @@ export class LbaMap {
     this.pageRecordBytes = { whole: new Map(), live: new Map() };
     this.logPageBytes = 0;
     this.logTableBytes = 0;
-    this.tables = new Map();
-    this.tablesShared = false;
-    this.dirtyTables = new Set();
-    this.unusedTables = new Set();
-    this.lru = new Map();
-    this.lruLast = undefined;
-    this.crcBytes = 0;
+    this.crc.reset();
     this.mappedClusters = 0;
     this.meta = undefined;
     this.failure = undefined;
@@ -429,15 +358,15 @@ export class LbaMap {
   /** The map's figures (the names of the LevelDB version's cache counters are kept). */
   cacheStats(): LbaMapStats {
     return {
-      entries: this.lru.size,
-      hits: this.hits,
-      misses: this.misses,
-      pending: this.dirtyPages.size + this.dirtyTables.size,
+      entries: this.crc.inMemory,
+      hits: this.crc.hits,
+      misses: this.crc.misses,
+      pending: this.dirtyPages.size + this.crc.dirty.size,
       mappedClusters: this.mappedClusters,
       pages: this.pages.size,
-      crcTables: this.tables.size,
+      crcTables: this.crc.size,
       mapBytes: this.pages.size * LBA_MAP_PAGE_CLUSTERS * LBA_MAP_ENTRY_SIZE_BYTES,
-      crcTableBytes: this.crcBytes,
+      crcTableBytes: this.crc.bytesInMemory,
       logBytes: this.file.sizeBytes,
       logPageBytes: this.logPageBytes,
       logTableBytes: this.logTableBytes,
@@ -475,7 +404,7 @@ export class LbaMap {
     if (location === undefined) {
       if (page === undefined || oldWord1 === 0) return;
       page = this.writable(pageIndex, page, at >>> 1);
-      this.unref(page.entries[at] as number, oldWord1);
+      this.crc.unref(page.entries[at] as number, oldWord1);
       page.entries[at] = 0;
       page.entries[at + 1] = 0;
       page.mapped -= 1;
@@ -506,22 +435,12 @@ export class LbaMap {
     } else {
       page = this.writable(pageIndex, page, at >>> 1);
     }
-    const key = tableKey(layer, sco);
-    let table = this.tables.get(key);
-    if (table === undefined) {
-      table = new CrcTable(key, true);
-      this.tablesWritable().set(key, table);
-    }
-    table.refs += 1;
-    const grewBytes = table.set(offset, location.crc32c >>> 0);
-    if (table.dirty) this.dirtyTables.add(table);
-    if (grewBytes !== 0) this.crcBytes += grewBytes;
-    if (table.slots !== undefined) this.touch(table);
+    this.crc.ref(layer, sco, offset, location.crc32c >>> 0);
     if (oldWord1 === 0) {
       page.mapped += 1;
       this.mappedClusters += 1;
     } else {
-      this.unref(page.entries[at] as number, oldWord1);
+      this.crc.unref(page.entries[at] as number, oldWord1);
     }
     page.entries[at] = sco;
     page.entries[at + 1] = ((layer << 24) | (offset + 1)) >>> 0;
@@ -555,101 +474,6 @@ export class LbaMap {
     return writable;
   }
 
-  private unref(sco: number, word1: number): void {
-    const table = this.tables.get(tableKey(word1 >>> 24, sco));
-    assert(table !== undefined && table.refs > 0, 'a mapped entry without its CRC32C table');
-    table.refs -= 1;
-    if (table.refs === 0) this.unusedTables.add(table);
-  }
-
-  private tablesWritable(): Map<number, CrcTable> {
-    if (this.tablesShared) {
-      this.tables = new Map(this.tables);
-      this.tablesShared = false;
-    }
-    return this.tables;
-  }
-
-  // ------------------------------------------------------------------ CRC32C tables
-
-  /** Where the rest of `table` is, for a slot memory does not have; VD_CORRUPT if nowhere. */
-  private persistedPart(
-    table: CrcTable | undefined,
-    index: number,
-    sco: number,
-    word1: number,
-  ): TableLocation {
-    if (table === undefined || table.complete || table.persisted === undefined) {
-      throw this.missingCrc(index, sco, word1);
-    }
-    return table.persisted;
-  }
-
-  /** Reads `location` back (the caller holds its file) and keeps it in `table` if still current. */
-  private async load(table: CrcTable, location: TableLocation): Promise<CrcSlots> {
-    let loading = table.loading;
-    if (loading === undefined || loading.from !== location) {
-      loading = { from: location, promise: readTable(location) };
-      table.loading = loading;
-    }
-    let slots: CrcSlots;
-    try {
-      slots = await loading.promise;
-    } catch (err) {
-      this.checkOpen();
-      throw vdError(
-        VdErrorCode.Corrupt,
-        `LBA map ${this.dir}: cannot read the CRC32C table of SCO ${table.key % 2 ** 32} back from the log: ${errorMessage(err)}`,
-        { cause: err, details: { dir: this.dir } },
-      );
-    } finally {
-      if (table.loading === loading) table.loading = undefined;
-    }
-    if (
-      !this.closed &&
-      this.tables.get(table.key) === table &&
-      !table.complete &&
-      table.persisted === location
-    ) {
-      const before = table.memoryBytes();
-      table.slots = overlay(slots, table.slots);
-      table.complete = true;
-      this.crcBytes += table.memoryBytes() - before;
-      this.touch(table);
-      this.evict();
-    }
-    return slots;
-  }
-
-  private touch(table: CrcTable): void {
-    if (this.lruLast === table) return;
-    this.lru.delete(table);
-    this.lru.set(table, true);
-    this.lruLast = table;
-  }
-
-  /** Drops clean tables from memory, least recently used first, down to the budget. */
-  private evict(): void {
-    if (this.crcBytes <= this.crcCacheBytes && this.lru.size <= this.cacheEntries) return;
-    for (const table of this.lru.keys()) {
-      if (this.crcBytes <= this.crcCacheBytes && this.lru.size <= this.cacheEntries) break;
-      if (table.dirty || table.inFlight || table.persisted === undefined) continue;
-      this.crcBytes -= table.memoryBytes();
-      table.slots = undefined;
-      table.complete = false;
-      this.lru.delete(table);
-      if (this.lruLast === table) this.lruLast = undefined;
-    }
-  }
-
-  private missingCrc(index: number, sco: number, word1: number): Error {
-    return vdError(
-      VdErrorCode.Corrupt,
-      `LBA map ${this.dir}: no CRC32C for cluster ${index} (SCO ${sco}, cluster offset ${(word1 & WORD1_OFFSET_MASK) - 1}, layer ${word1 >>> 24}): the map's log is damaged; rebuild the map from the TLogs`,
-      { details: { dir: this.dir, clusterIndex: String(index) } },
-    );
-  }
-
   // ------------------------------------------------------------------ snapshots
 
   private snapshot(
@@ -659,8 +483,7 @@ export class LbaMap {
     withMeta: { meta: Buffer | undefined } | undefined,
   ): AsyncGenerator<[ClusterIndex, ClusterLocation] | Buffer> {
     for (const [, page] of pages) page.shared = true;
-    const tables = this.tables;
-    this.tablesShared = true;
+    const tables = this.crc.share();
     const hold: SnapshotHold = { files: new Set([this.file]) };
     this.file.hold();
     this.snapshots.add(hold);
@@ -668,59 +491,19 @@ export class LbaMap {
       if (!this.snapshots.delete(hold)) return;
       for (const file of hold.files) file.release();
     };
-    const generator = this.iterate(pages, from, to, withMeta, tables, release);
+    const generator = iterateSnapshot({
+      pages,
+      from,
+      to,
+      withMeta,
+      tables,
+      crc: this.crc,
+      dir: this.dir,
+      isClosed: () => this.closed,
+      release,
+    });
     abandoned.register(generator, release, hold);
     return generator;
-  }
-
-  private async *iterate(
-    pages: [number, Page][],
-    from: number,
-    to: number,
-    withMeta: { meta: Buffer | undefined } | undefined,
-    tables: Map<number, CrcTable>,
-    release: () => void,
-  ): AsyncGenerator<[ClusterIndex, ClusterLocation] | Buffer> {
-    const kept = new Map<CrcTable, CrcSlots>();
-    try {
-      for (const [pageIndex, page] of pages) {
-        const base = pageIndex * LBA_MAP_PAGE_CLUSTERS;
-        const end = Math.min(LBA_MAP_PAGE_CLUSTERS, to - base);
-        const entries = page.entries;
-        for (let slot = Math.max(0, from - base); slot < end; slot += 1) {
-          const word1 = entries[2 * slot + 1] as number;
-          if (word1 === 0) continue;
-          const sco = entries[2 * slot] as number;
-          const offset = (word1 & WORD1_OFFSET_MASK) - 1;
-          const table = tables.get(tableKey(word1 >>> 24, sco));
-          let crc = table?.peek(offset);
-          if (crc === undefined && table !== undefined) {
-            const slots = kept.get(table);
-            if (slots !== undefined) crc = crcIn(slots, offset);
-          }
-          if (crc === undefined) {
-            if (this.closed) throw vdError(VdErrorCode.Closed, `LBA map ${this.dir} is closed`);
-            const location = this.persistedPart(table, base + slot, sco, word1);
-            this.misses += 1;
-            location.file.hold();
-            let slots: CrcSlots;
-            try {
-              slots = await this.load(table as CrcTable, location);
-            } finally {
-              location.file.release();
-            }
-            kept.set(table as CrcTable, slots);
-            if (kept.size > SNAPSHOT_TABLES_KEPT) kept.delete(kept.keys().next().value as CrcTable);
-            crc = crcIn(slots, offset);
-            if (crc === undefined) throw this.missingCrc(base + slot, sco, word1);
-          }
-          yield [(base + slot) as ClusterIndex, makeLocation(sco, word1, crc)];
-        }
-      }
-      if (withMeta?.meta !== undefined) yield withMeta.meta;
-    } finally {
-      release();
-    }
   }
 
   /** A log file is replaced: snapshots alive now may still read it, so each holds it. */
@@ -740,7 +523,7 @@ export class LbaMap {
   /** Starts a background checkpoint when enough is dirty, or arms the interval timer. */
   private schedule(): void {
     if (this.closed || this.clearing || this.failure !== undefined || this.op !== undefined) return;
-    const work = this.applySeq > this.capturedSeq || this.unusedTables.size > 0;
+    const work = this.applySeq > this.capturedSeq || this.crc.unused.size > 0;
     if (!work) return;
     if (this.dirtyPages.size >= LBA_MAP_CHECKPOINT_DIRTY_PAGES) {
       this.startOp('checkpoint');
@@ -764,7 +547,7 @@ export class LbaMap {
       this.timer = undefined;
     }
     const seq = this.applySeq;
-    if (kind === 'sync' && seq === this.capturedSeq && this.unusedTables.size === 0) {
+    if (kind === 'sync' && seq === this.capturedSeq && this.crc.unused.size === 0) {
       // Nothing new to write: only make what is written durable.
       const file = this.file;
       this.op = file
@@ -790,22 +573,18 @@ export class LbaMap {
       pages: this.pages,
       dirtyPages: this.dirtyPages,
       pageRecordBytes: this.pageRecordBytes,
-      tables: this.tablesWritable(),
-      dirtyTables: this.dirtyTables,
-      unusedTables: this.unusedTables,
+      tables: this.crc.writable(),
+      dirtyTables: this.crc.dirty,
+      unusedTables: this.crc.unused,
       meta: this.meta,
     };
     // Synchronous: what the checkpoint writes is taken here (pages become copy-on-write).
     const write = compact ? writeCompaction(state) : writeCheckpoint(state, kind === 'sync');
     this.dirtyPages = new Set();
-    this.dirtyTables = new Set();
-    this.unusedTables = new Set();
-    for (const table of write.dropped) {
-      this.crcBytes -= table.memoryBytes();
-      this.lru.delete(table);
-      if (this.lruLast === table) this.lruLast = undefined;
-      this.logTableBytes -= table.persisted?.bytes ?? 0;
-    }
+    this.crc.dirty = new Set();
+    this.crc.unused = new Set();
+    this.crc.forget(write.dropped);
+    for (const table of write.dropped) this.logTableBytes -= table.persisted?.bytes ?? 0;
     this.capturedSeq = seq;
     this.op = write.done
       .then((result) => {
@@ -815,9 +594,7 @@ export class LbaMap {
           this.pageRecordBytes = result.pageRecordBytes;
           this.logPageBytes = 0;
           for (const bytes of this.pageRecordBytes.live.values()) this.logPageBytes += bytes;
-          this.logTableBytes = 0;
-          for (const table of this.tables.values())
-            this.logTableBytes += table.persisted?.bytes ?? 0;
+          this.logTableBytes = this.crc.logBytes();
         } else {
           this.logPageBytes += result.pageBytesDelta;
           this.logTableBytes += result.tableBytesDelta;
@@ -833,7 +610,7 @@ export class LbaMap {
       })
       .finally(() => {
         this.op = undefined;
-        this.evict();
+        this.crc.evict();
         this.schedule();
       });
   }
@@ -845,17 +622,4 @@ export class LbaMap {
   private checkOpen(): void {
     if (this.closed) throw vdError(VdErrorCode.Closed, `LBA map ${this.dir} is closed`);
   }
-}
-
-function makeLocation(sco: number, word1: number, crc32c: number): ClusterLocation {
-  const layer = word1 >>> 24;
-  const clusterOffset = (word1 & WORD1_OFFSET_MASK) - 1;
-  return layer === 0
-    ? { scoNumber: sco as ScoNumber, clusterOffset, crc32c }
-    : { scoNumber: sco as ScoNumber, clusterOffset, crc32c, layer };
-}
-
-function crcIn(slots: CrcSlots, slot: number): number | undefined {
-  if (slot >= slots.crcs.length || !isSet(slots.present, slot)) return undefined;
-  return slots.crcs[slot];
 }
