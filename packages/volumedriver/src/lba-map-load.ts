@@ -153,12 +153,12 @@ export async function loadMap(dir: string, log: (message: string) => void): Prom
     }
   });
   if (damage?.inTheMiddle === true) {
-    log(
-      `LBA map ${dir}: VD_CORRUPT: the record at byte ${damage.offsetBytes} of ${LOG_FILE} is damaged (${damage.reason}) and valid records follow it, so this is not a torn tail; the map starts empty with no marker (the volume rebuilds it from its TLogs); the damaged log is kept as ${CORRUPT_LOG_FILE}`,
+    return startOver(
+      dir,
+      file,
+      log,
+      `the record at byte ${damage.offsetBytes} of ${LOG_FILE} is damaged (${damage.reason}) and valid records follow it, so this is not a torn tail`,
     );
-    await file.close();
-    await rename(logPath, path.join(dir, CORRUPT_LOG_FILE));
-    return emptyMap(await createLog(dir));
   }
   if (damage !== undefined) {
     log(
@@ -196,7 +196,35 @@ export async function loadMap(dir: string, log: (message: string) => void): Prom
   for (const [key, location] of locations) {
     if (!tables.has(key)) tables.set(key, new CrcTable(key, false, toLocation(file, location)));
   }
+  // Checkpoints write a table before any page that points into it: a page naming a table the
+  // log does not have means the log lost records it should have. Reads of those clusters
+  // would fail, and so would the volume's replay (its trims read the map): start over.
+  for (const [key, table] of tables) {
+    if (table.persisted === undefined) {
+      return startOver(
+        dir,
+        file,
+        log,
+        `entries point into the CRC32C table of SCO ${key % 2 ** 32} (layer ${Math.floor(key / 2 ** 32)}), which the log does not hold`,
+      );
+    }
+  }
   return { file, pages, pageRecordBytes, tables, mappedClusters, meta };
+}
+
+/** A log that cannot be trusted: kept aside, and the map starts empty with no marker. */
+async function startOver(
+  dir: string,
+  file: LogFile,
+  log: (message: string) => void,
+  why: string,
+): Promise<LoadedMap> {
+  log(
+    `LBA map ${dir}: VD_CORRUPT: ${why}; the map starts empty with no marker (the volume rebuilds it from its TLogs); the damaged log is kept as ${CORRUPT_LOG_FILE}`,
+  );
+  await file.close();
+  await rename(path.join(dir, LOG_FILE), path.join(dir, CORRUPT_LOG_FILE));
+  return emptyMap(await createLog(dir));
 }
 
 function toLocation(

@@ -1,9 +1,11 @@
-// Proves the LBA map's persisted form on real files: at most 8 B per mapped cluster in memory and in the log (dense maps, counted from the typed arrays and the file size), torn tails cut, damage in the middle of the log detected (the map starts empty with no marker), clear() atomic on disk, CRC32C tables dropped with their last entry, and an old LevelDB directory replaced by an empty map.
+// Proves the LBA map's persisted form on real files: at most 8 B per mapped cluster in memory and in the log (dense maps, counted from the typed arrays and the file size), torn tails cut, damage in the middle of the log and a page without its CRC32C table detected (the map starts empty with no marker), clear() atomic on disk, CRC32C tables dropped with their last entry, and an old LevelDB directory replaced by an empty map.
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ClassicLevel } from 'classic-level';
+import { LBA_MAP_PAGE_CLUSTERS } from './constants.js';
+import { encodeHeader, encodeMarker, encodePage } from './lba-log-format.js';
 import { LbaMap, type LbaUpdate } from './lba-map.js';
 import {
   collect,
@@ -213,6 +215,27 @@ describe('LBA map persistence', () => {
       assert.deepEqual(await collect(again, 0, 100), [[7, loc(2, 0, 7)]]);
     } finally {
       await again.close();
+    }
+  });
+
+  test('a page that points into a CRC32C table the log does not hold: the map starts empty with no marker, says VD_CORRUPT', async () => {
+    const dir = await temp.make();
+    await fs.mkdir(dir, { recursive: true });
+    const entries = new Uint32Array(2 * LBA_MAP_PAGE_CLUSTERS);
+    entries[0] = 9; // SCO 9
+    entries[1] = 1; // cluster offset 0, layer 0
+    await fs.writeFile(
+      path.join(dir, LOG),
+      Buffer.concat([encodeHeader(), encodePage(0, entries), encodeMarker(Buffer.from('m'))]),
+    );
+    const { log, messages } = quiet();
+    const map = await LbaMap.open({ dir, log });
+    try {
+      assert.equal(await map.getMeta(), undefined);
+      assert.deepEqual(await collect(map, 0, 10), []);
+      assert.match(messages.join('\n'), /VD_CORRUPT: entries point into the CRC32C table of SCO 9/);
+    } finally {
+      await map.close();
     }
   });
 
