@@ -224,6 +224,8 @@ export class LogFile {
 
   /** Drops one hold; the last one closes the handle. */
   release(): void {
+    // The map closed it already (a snapshot or a read outlived the map): nothing to do.
+    if (this.closing !== undefined) return;
     assert(this.holds > 0, 'LBA map log released more often than held');
     this.holds -= 1;
     if (this.holds === 0) void this.close();

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
+import { isShaleError } from '@shale/common';
 import { ClassicLevel } from 'classic-level';
 import { LBA_MAP_PAGE_CLUSTERS } from './constants.js';
 import { encodeHeader, encodeMarker, encodePage } from './lba-log-format.js';
@@ -273,6 +274,32 @@ describe('LBA map persistence', () => {
     } finally {
       await map.close();
     }
+  });
+
+  test('a snapshot or a read that outlives the map gets VD_CLOSED (or its answer), never a crash', async () => {
+    const dir = await temp.make();
+    let map = await LbaMap.open({ dir });
+    await map.apply(Array.from({ length: 50 }, (_, i) => put(i, loc(1 + (i % 5), i, i))));
+    await map.close();
+    // Reopened with no room for CRC32C tables: every lookup reads the log.
+    map = await LbaMap.open({ dir, crcCacheBytes: 0 });
+    const snapshot = map.snapshotEntries();
+    // Handled at once: it may fail while close() runs.
+    const reading = map.getMany(Array.from({ length: 50 }, (_, i) => clusterIndex(i))).then(
+      (got) => (got.length === 50 ? 'answered' : 'wrong'),
+      (err: unknown) => (isShaleError(err, 'VD_CLOSED') ? 'closed' : String(err)),
+    );
+    await map.close();
+    await assert.rejects(collectSnapshot(snapshot), (err: unknown) =>
+      isShaleError(err, 'VD_CLOSED'),
+    );
+    assert.match(await reading, /^(answered|closed)$/);
+    // A snapshot never iterated is let go when it is collected (global.gc when exposed).
+    map = await LbaMap.open({ dir, crcCacheBytes: 0 });
+    void map.range(clusterIndex(0), 50);
+    await map.close();
+    (globalThis as { gc?: () => void }).gc?.();
+    await new Promise((resolve) => setTimeout(resolve, 10));
   });
 
   test('a CRC32C table is dropped with the last entry that points into it, in memory and in the log', async () => {
