@@ -41,11 +41,54 @@ export const TLOG_SCOS_PER_TLOG = 20;
 export const TLOG_ENTRIES_PER_TLOG_MAX =
   (TLOG_SCOS_PER_TLOG * SCO_SIZE_MAX_BYTES) / CLUSTER_SIZE_MIN_BYTES + 2 ** 18;
 
-/** Size of an LBA map value (scoNumber u32, clusterOffset u32, crc32c u32) and key (u64 BE). */
-export const LBA_MAP_VALUE_SIZE_BYTES = 12;
-export const LBA_MAP_KEY_SIZE_BYTES = 8;
-/** Hot LBA map entries kept decoded in memory (~100 B each with Map overhead: ~6.5 MiB). */
+/**
+ * The LBA map (lba-map.ts) is an in-memory map of pages: each page covers this many
+ * consecutive clusters, 8 B per cluster (a Uint32Array of 2 words each), created when first
+ * written and dropped when empty. 1024 clusters = 8 KiB per page = 4 MiB of vDisk at 4 KiB.
+ */
+export const LBA_MAP_PAGE_CLUSTERS = 1024;
+/** Bytes of one LBA map entry in memory: u32 SCO number, u8 layer << 24 | u24 clusterOffset + 1. */
+export const LBA_MAP_ENTRY_SIZE_BYTES = 8;
+/**
+ * Cluster offsets a map entry can hold (0..limit-1): the largest SCO at the smallest
+ * cluster size, 128 MiB / 512 B = 256 Ki. Stored + 1 in 24 bits (0 = unmapped).
+ */
+export const LBA_MAP_CLUSTER_OFFSET_LIMIT = SCO_SIZE_MAX_BYTES / CLUSTER_SIZE_MIN_BYTES;
+/**
+ * Memory for the per-SCO CRC32C tables of the LBA map, per vDisk (4 B per cluster slot of a
+ * SCO the map still points into): past it, tables persisted in the map's log are dropped
+ * from memory (least recently used first) and read back on demand. 64 MiB holds the tables
+ * of 1,024 SCOs of 64 MiB at 4 KiB (a 64 GiB vDisk).
+ */
+export const LBA_MAP_CRC_CACHE_BYTES = 64 * MiB;
+/** Most CRC32C tables (one per SCO) kept in memory per LBA map (option `cacheEntries`). */
 export const LBA_MAP_CACHE_ENTRIES = 65_536;
+/**
+ * A checkpoint of the LBA map (dirty pages and CRC32C tables appended to its log, then a
+ * marker record) starts in the background once this many pages are dirty (2 MiB)...
+ */
+export const LBA_MAP_CHECKPOINT_DIRTY_PAGES = 256;
+/** ...or this long after the first change since the last checkpoint. */
+export const LBA_MAP_CHECKPOINT_INTERVAL_MS = 1000;
+/**
+ * Back-pressure: applies wait for the running checkpoint while more pages than this are
+ * dirty (32 MiB; a checkpoint holds the pages it writes, so memory stays under 2x this).
+ */
+export const LBA_MAP_DIRTY_PAGES_MAX = 4096;
+/**
+ * The map's log is compacted (a full checkpoint to a new file, renamed over) when it is
+ * more than this many times its live size (the newest record of each page and table)...
+ */
+export const LBA_MAP_COMPACT_RATIO = 2;
+/** ...and larger than this (a small log is not worth rewriting). */
+export const LBA_MAP_COMPACT_MIN_BYTES = 4 * MiB;
+/**
+ * A CRC32C table is persisted as patches (the slots set since the last checkpoint); after
+ * this many patches the next checkpoint writes it whole, so reading it back stays cheap.
+ */
+export const LBA_MAP_CRC_TABLE_RECORDS_MAX = 8;
+/** Most bytes in one write (and one read) of the LBA map's log. */
+export const LBA_MAP_LOG_IO_MAX_BYTES = 4 * MiB;
 /** Most updates in one LBA map batch (one LevelDB write batch). */
 export const LBA_MAP_APPLY_MAX_UPDATES = 65_536;
 /** Most cluster indexes in one getMany call. */

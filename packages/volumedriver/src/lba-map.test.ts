@@ -1,4 +1,4 @@
-// Proves the LBA map on a real LevelDB directory: round trips, persistence across reopen, cache coherence (a seeded random model check with a tiny cache, and a get racing an apply), range order, VD_DIR_LOCKED for a second process, and applyBehind (updates visible to reads, ranges and snapshots before LevelDB has them; all there after a reopen: a seeded model check).
+// Proves the LBA map on a real directory: round trips, persistence across reopen, cache coherence (a seeded random model check with a tiny CRC32C table cache, and a get racing an apply), range order, VD_DIR_LOCKED for a second process, and applyBehind (updates visible to reads, ranges and snapshots before the log has them; all there after a reopen: a seeded model check).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -102,7 +102,11 @@ describe('LBA map', () => {
     await first.close();
     const second = await LbaMap.open({ dir });
     try {
-      assert.equal(second.cacheStats().entries, 0, 'nothing cached: reads come from LevelDB');
+      assert.equal(
+        second.cacheStats().entries,
+        0,
+        'no CRC32C table in memory: reads load them from the log',
+      );
       const got = await second.getMany(updates.map((u) => u.clusterIndex));
       for (const [i, update] of updates.entries()) {
         assert.deepEqual(got[i], i === 10 ? undefined : update.location, `cluster ${i * 3}`);
@@ -162,7 +166,7 @@ describe('LBA map', () => {
     try {
       await map.apply(Array.from({ length: 50 }, (_, i) => put(1000 + i, loc(1, i, 1))));
       await map.close();
-      // Reopened: nothing is cached, so every get below goes to LevelDB while the apply runs.
+      // Reopened: no CRC32C table is in memory, so every get below reads the log while the apply runs.
       const reopened = await LbaMap.open({ dir: map.dir });
       try {
         for (let round = 0; round < 50; round += 1) {
@@ -234,7 +238,7 @@ describe('LBA map', () => {
     const again = await LbaMap.open({ dir });
     await again.close();
   });
-  test('applyBehind: reads, ranges and snapshots see applies at once, before LevelDB has them; a reopen after drain has them all (seeded model check)', async () => {
+  test('applyBehind: reads, ranges and snapshots see applies at once, before the log has them; a reopen after drain has them all (seeded model check)', async () => {
     const seed = Number(process.env.VD_TEST_SEED ?? Date.now() % 2 ** 31);
     const random = prng(seed);
     const dir = await tempDir();
@@ -252,14 +256,19 @@ describe('LBA map', () => {
           updates.push(unmap(index));
           model.delete(index);
         } else {
-          const location = loc(1 + Math.floor(random() * 5), step, Math.floor(random() * 2 ** 32));
+          // One payload per SCO slot (the map keys CRC32Cs by SCO and cluster offset).
+          const location = loc(
+            1 + Math.floor(random() * 5),
+            step * 20 + n,
+            Math.floor(random() * 2 ** 32),
+          );
           updates.push(put(index, location));
           model.set(index, location);
         }
       }
       meta += 1;
       const marker = Buffer.from(String(meta));
-      // Not awaited on purpose: what follows runs while LevelDB writes behind.
+      // Not awaited on purpose: what follows runs while the checkpoint writes behind.
       const applied = map.applyBehind(updates, { meta: marker });
       const from = Math.floor(random() * CLUSTERS);
       const to = from + Math.floor(random() * (CLUSTERS - from + 1));
@@ -296,7 +305,7 @@ describe('LBA map', () => {
       }
     }
     await map.drain();
-    assert.equal(map.cacheStats().pending, 0, 'everything reached LevelDB');
+    assert.equal(map.cacheStats().pending, 0, 'everything reached the log');
     await map.close();
   });
 });

@@ -1,136 +1,144 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { assert, errorMessage, systemErrorCode } from '@shale/common';
-import { ClassicLevel } from 'classic-level';
+import { assert, errorMessage } from '@shale/common';
 import {
+  CLONE_DEPTH_MAX,
   CLUSTER_INDEX_MAX,
   LBA_MAP_APPLY_MAX_UPDATES,
   LBA_MAP_CACHE_ENTRIES,
+  LBA_MAP_CHECKPOINT_DIRTY_PAGES,
+  LBA_MAP_CHECKPOINT_INTERVAL_MS,
+  LBA_MAP_CLUSTER_OFFSET_LIMIT,
+  LBA_MAP_CRC_CACHE_BYTES,
+  LBA_MAP_DIRTY_PAGES_MAX,
+  LBA_MAP_ENTRY_SIZE_BYTES,
   LBA_MAP_GET_MANY_MAX,
-  LBA_MAP_KEY_SIZE_BYTES,
-  LBA_MAP_VALUE_SIZE_BYTES,
+  LBA_MAP_PAGE_CLUSTERS,
+  SCO_NUMBER_MAX,
 } from './constants.js';
 import { VdErrorCode, vdError } from './errors.js';
-import type { ClusterIndex, ClusterLocation, ScoNumber } from './types.js';
+import { CrcTables } from './lba-crc-cache.js';
+import type { CrcTable, TableLocation } from './lba-crc-table.js';
+import { DirLock } from './lba-dir-lock.js';
+import type { LogFile } from './lba-log-file.js';
+import { WORD1_OFFSET_MASK } from './lba-log-format.js';
+import { compactionDue, writeCheckpoint, writeCompaction } from './lba-map-checkpoint.js';
+import { createLog, loadMap, type Page, type PageRecordBytes } from './lba-map-load.js';
+import { crcIn, iterateSnapshot, makeLocation } from './lba-map-snapshot.js';
+import type { LbaMapOptions, LbaMapStats, LbaUpdate } from './lba-map-types.js';
+import type { ClusterIndex, ClusterLocation } from './types.js';
 
-type Db = ClassicLevel<Buffer, Buffer>;
+export type { LbaMapOptions, LbaMapStats, LbaUpdate } from './lba-map-types.js';
 
-/** One change to the map: a cluster now lives at `location`, or is unmapped (undefined). */
-export interface LbaUpdate {
-  readonly clusterIndex: ClusterIndex;
-  readonly location: ClusterLocation | undefined;
+/** What a snapshot (range, snapshotEntries) holds until it finishes: log files it may read. */
+interface SnapshotHold {
+  readonly files: Set<LogFile>;
 }
 
-export interface LbaMapOptions {
-  /** The map's own directory (created if missing). One LbaMap per directory. */
-  readonly dir: string;
-  /** Decoded entries kept in memory; default LBA_MAP_CACHE_ENTRIES. */
-  readonly cacheEntries?: number;
-  /**
-   * Default for apply(): fsync the LevelDB log on every batch. Off by default: the map
-   * is a cache of the TLogs, which are the durable truth and rebuild it after a crash.
-   */
-  readonly sync?: boolean;
-}
-
-interface PendingEntry {
-  readonly location: ClusterLocation | null;
-  /** The apply that set it: its LevelDB batch removes it only if no later apply replaced it. */
-  readonly seq: number;
-}
+/** Two u32 words per cluster. */
+const PAGE_WORDS = 2 * LBA_MAP_PAGE_CLUSTERS;
+assert(PAGE_WORDS * 4 === LBA_MAP_PAGE_CLUSTERS * LBA_MAP_ENTRY_SIZE_BYTES, 'entry size');
+/** A snapshot dropped without being iterated to its end releases its files when collected. */
+const abandoned = new FinalizationRegistry<() => void>((release) => release());
 
 /**
- * The persistent LBA map of one vDisk: cluster index -> where its payload lives, in
- * LevelDB (classic-level). Keys are the cluster index as a u64 big-endian (8 B), so a
- * range of clusters iterates in order; values are 12 B:
+ * The LBA map of one vDisk: cluster index -> where its payload lives, in memory, in pages
+ * of LBA_MAP_PAGE_CLUSTERS clusters at 8 B per cluster (word0 the SCO number, word1
+ * layer << 24 | clusterOffset + 1; 0 = unmapped). A page exists while it has a mapped
+ * cluster. The CRC32C of each cluster's payload (every read checks it) is kept out of the
+ * entry, in one table per (layer, SCO) indexed by cluster offset (lba-crc-table.ts),
+ * reference-counted by the entries that point into it, and evicted from memory past
+ * `crcCacheBytes` (read back from the log on demand).
  *
- *   0 u32 scoNumber   4 u32 clusterOffset   8 u32 CRC32C of the payload
+ * Persistence is a log of checkpoints in `dir` (map.log; records in lba-log-format.ts):
  *
- * An unmapped cluster has no key. The value carries no CRC of its own: every read checks
- * the payload against the CRC32C in it, so a damaged location (wrong SCO, wrong offset,
- * wrong CRC) shows up as VD_CORRUPT on that read, and the map is rebuilt from TLogs.
+ *   apply ──> pages/tables in memory, dirty ──(256 dirty pages, 1 s, drain, close)──>
+ *   checkpoint: [TABLE patches][PAGE records][DROP records][MARKER] appended
+ *   log > 2x live ──> compaction: a full checkpoint to map.log.new, synced, renamed over
  *
- * An LRU cache of decoded entries (mapped and unmapped) sits in front. It is kept
- * coherent by writing through on apply() and by dropping any LevelDB read that an
- * apply() overlapped (an epoch counter), so a get that started before an apply can never
- * put the old location back into the cache after it.
+ * A checkpoint takes its pages, tables and the marker synchronously (pages copy-on-write),
+ * then writes them. Tables go before pages, so a complete page record never points into a
+ * table slot that was not written; drops go after pages, so a dropped table is never still
+ * named by a complete page record. The marker record says "the pages and tables before me
+ * hold the fold of the TLogs up to this marker"; on open, getMeta() is the newest complete
+ * marker (see lba-map-load.ts for why newer page records are applied as well).
  *
- * The write lane does not wait for LevelDB: applyBehind() makes updates visible at once
- * (a `pending` overlay that reads, ranges and checkpoint snapshots consult first) and
- * writes them to LevelDB one batch at a time behind it, with the position marker in the
- * same batch as its updates. A crash loses at most the pending batches, and the marker
- * that goes with them: the volume replays the TLogs from the marker LevelDB holds.
+ * range() and snapshotEntries() are snapshots: they hold the pages as of the call (a write
+ * to a held page copies it) and the table directory as of the call (copied by the next
+ * change); tables are shared, safe because their slots never change (lba-crc-table.ts).
  */
-/** Outside the cluster key space (cluster keys start with two zero bytes). */
-const META_KEY = Buffer.from([0xff, 0x6d, 0x65, 0x74, 0x61]);
-/** A value with a layer byte: the cluster lives in an ancestor's namespace (clones). */
-const LAYERED_VALUE_SIZE_BYTES = LBA_MAP_VALUE_SIZE_BYTES + 1;
-
 export class LbaMap {
   readonly dir: string;
-  private readonly db: Db;
-  private readonly cacheEntries: number;
+  private readonly lock: DirLock;
   private readonly syncByDefault: boolean;
-  /** Insertion order is recency order: a hit moves the entry to the end. null = unmapped. */
-  private readonly cache = new Map<number, ClusterLocation | null>();
-  /** Bumped when an apply starts and when it ends; reads overlapping one are not cached. */
-  private epoch = 0;
-  private closed = false;
-  private cacheHits = 0;
-  private cacheMisses = 0;
-  /**
-   * Updates applied (visible to every read) whose LevelDB batch has not completed yet, by
-   * cluster, with the sequence number of the apply that made them. Reads look here first,
-   * so an entry never disappears between "applied" and "in LevelDB".
-   */
-  private readonly pending = new Map<number, PendingEntry>();
-  /** The marker of the newest apply that is not in LevelDB yet. */
-  private pendingMeta: { meta: Buffer; seq: number } | undefined;
-  /** Applies not yet handed to LevelDB, in order (written as one batch). */
-  private queued: LbaUpdate[] = [];
-  private queuedMeta: Buffer | undefined;
-  private queuedSeq = 0;
-  private seq = 0;
-  /** The one LevelDB batch write in flight (batches are written one after the other). */
-  private writing: Promise<void> | undefined;
-  /** A failed background write: the map is unusable until it is rebuilt (VD_IO_ERROR). */
+  private readonly log: (message: string) => void;
+  private file: LogFile;
+  private pages: Map<number, Page>;
+  private dirtyPages = new Set<number>();
+  /** Bytes of each page's records in the log (pages without one are not here). */
+  private pageRecordBytes: PageRecordBytes;
+  private logPageBytes = 0;
+  private logTableBytes = 0;
+  private readonly crc: CrcTables;
+  private mappedClusters: number;
+  private meta: Buffer | undefined;
+  /** Applies so far; the count a checkpoint took, wrote, and fdatasynced. */
+  private applySeq = 0;
+  private capturedSeq = 0;
+  private persistedSeq = 0;
+  private syncedSeq = -1;
+  /** The one checkpoint, compaction or clear() in flight (they run one after the other). */
+  private op: Promise<void> | undefined;
+  private clearing = false;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly snapshots = new Set<SnapshotHold>();
+  private readonly retired = new Set<LogFile>();
+  /** A failed write: the map is unusable until it is cleared and rebuilt (VD_IO_ERROR). */
   private failure: Error | undefined;
+  private closed = false;
 
-  private constructor(dir: string, db: Db, options: LbaMapOptions) {
+  private constructor(dir: string, lock: DirLock, options: LbaMapOptions) {
     this.dir = dir;
-    this.db = db;
-    this.cacheEntries = options.cacheEntries ?? LBA_MAP_CACHE_ENTRIES;
+    this.lock = lock;
     this.syncByDefault = options.sync ?? false;
-    assert(
-      Number.isInteger(this.cacheEntries) && this.cacheEntries >= 0,
-      'LBA map cache size must be a whole number',
+    this.log = options.log ?? ((message) => console.error(message));
+    this.crc = new CrcTables(
+      dir,
+      options.crcCacheBytes ?? LBA_MAP_CRC_CACHE_BYTES,
+      options.cacheEntries ?? LBA_MAP_CACHE_ENTRIES,
+      () => this.closed,
     );
+    this.file = undefined as unknown as LogFile;
+    this.pages = new Map();
+    this.pageRecordBytes = { whole: new Map(), live: new Map() };
+    this.mappedClusters = 0;
   }
 
-  /** Opens (or creates) the map in `dir`; VD_DIR_LOCKED when another process has it open. */
+  /** Opens (or creates) the map in `dir`; VD_DIR_LOCKED when another opener has it. */
   static async open(options: LbaMapOptions): Promise<LbaMap> {
     const dir = path.resolve(options.dir);
     await mkdir(dir, { recursive: true });
-    const db: Db = new ClassicLevel<Buffer, Buffer>(dir, {
-      keyEncoding: 'buffer',
-      valueEncoding: 'buffer',
-    });
+    const lock = await DirLock.acquire(dir);
+    const map = new LbaMap(dir, lock, options);
     try {
-      await db.open();
+      const loaded = await loadMap(dir, map.log);
+      map.file = loaded.file;
+      map.pages = loaded.pages;
+      map.pageRecordBytes = loaded.pageRecordBytes;
+      for (const bytes of loaded.pageRecordBytes.live.values()) map.logPageBytes += bytes;
+      map.crc.reset(loaded.tables);
+      map.logTableBytes = map.crc.logBytes();
+      map.mappedClusters = loaded.mappedClusters;
+      map.meta = loaded.meta;
     } catch (err) {
-      if (isLockedError(err)) {
-        throw vdError(
-          VdErrorCode.DirLocked,
-          `LBA map ${dir} is in use by another process (its LevelDB LOCK is held); one LbaMap per directory`,
-          { cause: err, details: { dir } },
-        );
-      }
+      await lock.release();
       throw vdError(VdErrorCode.IoError, `cannot open LBA map ${dir}: ${errorMessage(err)}`, {
         cause: err,
         details: { dir },
       });
     }
-    return new LbaMap(dir, db, options);
+    if (map.crc.unused.size > 0) map.schedule();
+    return map;
   }
 
   /** Where cluster `clusterIndex` lives, or undefined when it is unmapped (reads as zeros). */
@@ -139,85 +147,91 @@ export class LbaMap {
     return location;
   }
 
-  /** get() for many clusters: cache hits answered at once, the misses in one LevelDB call. */
+  /**
+   * get() for many clusters, as of the call. CRC32Cs missing from memory are read back from
+   * the log, one read per table.
+   */
   async getMany(clusterIndexes: readonly ClusterIndex[]): Promise<(ClusterLocation | undefined)[]> {
     this.checkOpen();
     assert(clusterIndexes.length <= LBA_MAP_GET_MANY_MAX, 'getMany of too many clusters');
     const out: (ClusterLocation | undefined)[] = new Array(clusterIndexes.length);
-    const missPositions: number[] = [];
-    const missKeys: Buffer[] = [];
+    let misses:
+      | Map<CrcTable, { location: TableLocation; at: number[]; words: number[] }>
+      | undefined;
     for (let i = 0; i < clusterIndexes.length; i += 1) {
-      const index = clusterIndexes[i] as ClusterIndex;
-      const pending = this.pending.get(index);
-      if (pending !== undefined) {
-        out[i] = pending.location ?? undefined;
+      const index = clusterIndexes[i] as number;
+      const page = this.pages.get(Math.floor(index / LBA_MAP_PAGE_CLUSTERS));
+      const at = 2 * (index % LBA_MAP_PAGE_CLUSTERS);
+      const word1 = page === undefined ? 0 : (page.entries[at + 1] as number);
+      if (page === undefined || word1 === 0) {
+        out[i] = undefined;
         continue;
       }
-      const cached = this.cacheGet(index);
-      if (cached === undefined) {
-        missPositions.push(i);
-        missKeys.push(encodeKey(index));
-      } else {
-        out[i] = cached ?? undefined;
+      const sco = page.entries[at] as number;
+      const { table, crc } = this.crc.lookup(sco, word1);
+      if (crc !== undefined) {
+        out[i] = makeLocation(sco, word1, crc);
+        continue;
       }
+      const location = this.crc.persistedPart(table, index, sco, word1);
+      misses ??= new Map();
+      let miss = misses.get(table as CrcTable);
+      if (miss === undefined) {
+        miss = { location, at: [], words: [] };
+        misses.set(table as CrcTable, miss);
+      }
+      miss.at.push(i);
+      miss.words.push(sco, word1);
     }
-    if (missKeys.length === 0) return out;
-    const epochBefore = this.epoch;
-    let values: (Buffer | undefined)[];
+    if (misses === undefined) return out;
+    // Held before the first await: a compaction may replace the file meanwhile.
+    for (const miss of misses.values()) miss.location.file.hold();
     try {
-      values = await this.db.getMany(missKeys);
-    } catch (err) {
-      throw vdError(VdErrorCode.IoError, `LBA map ${this.dir}: getMany failed`, { cause: err });
-    }
-    const cacheable = this.epoch === epochBefore;
-    for (let j = 0; j < missPositions.length; j += 1) {
-      const index = clusterIndexes[missPositions[j] as number] as ClusterIndex;
-      const value = values[j];
-      const location = value === undefined ? undefined : decodeValue(value, index, this.dir);
-      out[missPositions[j] as number] = location;
-      if (cacheable) this.cachePut(index, location ?? null);
+      for (const [table, miss] of misses) {
+        const slots = await this.crc.load(table, miss.location);
+        for (let k = 0; k < miss.at.length; k += 1) {
+          const sco = miss.words[2 * k] as number;
+          const word1 = miss.words[2 * k + 1] as number;
+          const i = miss.at[k] as number;
+          const crc = crcIn(slots, (word1 & WORD1_OFFSET_MASK) - 1);
+          if (crc === undefined) {
+            throw this.crc.missingCrc(clusterIndexes[i] as number, sco, word1);
+          }
+          out[i] = makeLocation(sco, word1, crc);
+        }
+      }
+    } finally {
+      for (const miss of misses.values()) miss.location.file.release();
     }
     return out;
   }
 
   /**
-   * Applies updates at once (every read from now on sees them) and writes them to LevelDB
-   * behind the caller: batches are written one at a time, in order, with the applies queued
-   * meanwhile coalesced into the next one; the marker goes in the same atomic batch as the
-   * updates it follows. Later updates of the same cluster win. Resolves at once unless
-   * more than LBA_MAP_APPLY_MAX_UPDATES updates wait for LevelDB (back-pressure). Throws
-   * VD_IO_ERROR once a background write has failed.
+   * Applies updates at once (every read from now on sees them; later updates of the same
+   * cluster win); a checkpoint writes them to the log behind the caller. The marker goes
+   * with the state it describes: a checkpoint taken after this call has it. Resolves at
+   * once unless more than LBA_MAP_DIRTY_PAGES_MAX pages wait for the log (back-pressure).
+   * Throws VD_IO_ERROR once a write of the log has failed.
    */
   async applyBehind(updates: readonly LbaUpdate[], options: { meta?: Buffer } = {}): Promise<void> {
     this.checkOpen();
     if (this.failure !== undefined) throw this.failure;
     assert(updates.length <= LBA_MAP_APPLY_MAX_UPDATES, `apply of ${updates.length} updates`);
     if (updates.length === 0 && options.meta === undefined) return;
-    this.seq += 1;
-    const seq = this.seq;
-    // Reads of LevelDB that overlap this apply must not fill the cache with what it replaces.
-    this.epoch += 1;
-    for (const update of updates) {
-      const location = update.location ?? null;
-      this.pending.set(update.clusterIndex, { location, seq });
-      this.cachePut(update.clusterIndex, location);
-      this.queued.push(update);
-    }
-    if (options.meta !== undefined) {
-      this.pendingMeta = { meta: options.meta, seq };
-      this.queuedMeta = options.meta;
-    }
-    this.queuedSeq = seq;
-    this.pump();
-    while (this.queued.length > LBA_MAP_APPLY_MAX_UPDATES && this.writing !== undefined) {
-      await this.writing;
+    for (const update of updates) this.setEntry(update.clusterIndex, update.location);
+    if (options.meta !== undefined) this.meta = options.meta;
+    this.applySeq += 1;
+    this.crc.evict();
+    this.schedule();
+    while (this.dirtyPages.size > LBA_MAP_DIRTY_PAGES_MAX && this.op !== undefined) {
+      await this.op;
     }
     if (this.failure !== undefined) throw this.failure;
   }
 
   /**
-   * applyBehind, then waits until LevelDB holds it (and everything applied before).
-   * `sync` (default: the map's option) fsyncs the last batch.
+   * applyBehind, then waits until the log holds it (and everything applied before).
+   * `sync` (default: the map's option) fdatasyncs the log.
    */
   async apply(
     updates: readonly LbaUpdate[],
@@ -227,69 +241,29 @@ export class LbaMap {
     await this.drain(options.sync ?? this.syncByDefault);
   }
 
-  /** Waits until every apply so far is in LevelDB; with sync, fsynced. */
+  /** Waits until every apply so far is in the log (a checkpoint); with sync, fdatasynced. */
   async drain(sync = false): Promise<void> {
-    while (this.writing !== undefined) await this.writing;
+    const target = this.applySeq;
+    for (;;) {
+      if (this.failure !== undefined) throw this.failure;
+      if (this.persistedSeq >= target && (!sync || this.syncedSeq >= target)) return;
+      if (this.op !== undefined) await this.op;
+      else this.startOp(sync ? 'sync' : 'checkpoint');
+    }
+  }
+
+  /** Rewrites the log as one full checkpoint now (it also happens by itself past 2x). */
+  async compact(): Promise<void> {
+    this.checkOpen();
+    while (this.op !== undefined) await this.op;
+    this.startOp('compact');
+    await this.op;
     if (this.failure !== undefined) throw this.failure;
-    if (sync) await this.writeBatch([], undefined, 0, true);
-  }
-
-  /** Starts the next LevelDB batch when none is in flight. */
-  private pump(): void {
-    if (this.writing !== undefined || this.failure !== undefined) return;
-    if (this.queued.length === 0 && this.queuedMeta === undefined) return;
-    const updates = this.queued;
-    const meta = this.queuedMeta;
-    const seq = this.queuedSeq;
-    this.queued = [];
-    this.queuedMeta = undefined;
-    this.writing = this.writeBatch(updates, meta, seq, false).finally(() => {
-      this.writing = undefined;
-      this.pump();
-    });
-  }
-
-  private async writeBatch(
-    updates: readonly LbaUpdate[],
-    meta: Buffer | undefined,
-    seq: number,
-    sync: boolean,
-  ): Promise<void> {
-    const batch = this.db.batch();
-    if (meta !== undefined) batch.put(META_KEY, meta);
-    for (const update of updates) {
-      const key = encodeKey(update.clusterIndex);
-      if (update.location === undefined) batch.del(key);
-      else batch.put(key, encodeValue(update.location));
-    }
-    if (!sync && batch.length === 0) {
-      await batch.close();
-      return;
-    }
-    this.epoch += 1;
-    try {
-      await batch.write({ sync });
-    } catch (err) {
-      // The batch may or may not be in LevelDB: the map must be rebuilt (from the TLogs).
-      this.failure ??= vdError(VdErrorCode.IoError, `LBA map ${this.dir}: batch write failed`, {
-        cause: err,
-      });
-      return;
-    } finally {
-      this.epoch += 1;
-    }
-    for (const update of updates) {
-      const entry = this.pending.get(update.clusterIndex);
-      if (entry !== undefined && entry.seq <= seq) this.pending.delete(update.clusterIndex);
-    }
-    if (this.pendingMeta !== undefined && this.pendingMeta.seq <= seq) this.pendingMeta = undefined;
-    // Durability: with sync, the batch is in LevelDB's fsynced log; without, in its log
-    // in the page cache (lost on power failure, rebuilt from TLogs).
   }
 
   /**
-   * The mapped clusters in [fromClusterIndex, toClusterIndex), in cluster order, read
-   * from LevelDB (a snapshot taken when iteration starts). Unmapped clusters are skipped.
+   * The mapped clusters in [fromClusterIndex, toClusterIndex), in cluster order, as the
+   * map held them when this was called (applies while the caller iterates are not seen).
    */
   range(
     fromClusterIndex: ClusterIndex,
@@ -297,211 +271,355 @@ export class LbaMap {
   ): AsyncGenerator<[ClusterIndex, ClusterLocation]> {
     this.checkOpen();
     assert(toClusterIndex <= CLUSTER_INDEX_MAX + 1, 'range end past the last cluster');
-    const entries = this.merged(fromClusterIndex, toClusterIndex, false);
-    return (async function* () {
-      for await (const value of entries) if (!Buffer.isBuffer(value)) yield value;
-    })();
+    const pages: [number, Page][] = [];
+    if (toClusterIndex > fromClusterIndex) {
+      const first = Math.floor(fromClusterIndex / LBA_MAP_PAGE_CLUSTERS);
+      const last = Math.floor((toClusterIndex - 1) / LBA_MAP_PAGE_CLUSTERS);
+      if (last - first < this.pages.size) {
+        for (let p = first; p <= last; p += 1) {
+          const page = this.pages.get(p);
+          if (page !== undefined) pages.push([p, page]);
+        }
+      } else {
+        for (const entry of this.pages) {
+          if (entry[0] >= first && entry[0] <= last) pages.push(entry);
+        }
+        pages.sort((a, b) => a[0] - b[0]);
+      }
+    }
+    return this.snapshot(pages, fromClusterIndex, toClusterIndex, undefined) as AsyncGenerator<
+      [ClusterIndex, ClusterLocation]
+    >;
   }
 
   /**
-   * What the map holds in [from, to) as of now (synchronously: LevelDB's implicit iterator
-   * snapshot and a copy of the pending updates are both taken before this returns), in
-   * cluster order; with the marker (a Buffer, last) when `withMeta`.
-   */
-  private merged(
-    from: number,
-    to: number,
-    withMeta: boolean,
-  ): AsyncGenerator<[ClusterIndex, ClusterLocation] | Buffer> {
-    const overlay: [number, ClusterLocation | null][] = [];
-    if (to > from) {
-      for (const [index, entry] of this.pending) {
-        if (index >= from && index < to) overlay.push([index, entry.location]);
-      }
-      overlay.sort((a, b) => a[0] - b[0]);
-    }
-    const pendingMeta = withMeta ? this.pendingMeta?.meta : undefined;
-    const iterator =
-      to > from
-        ? this.db.iterator(
-            withMeta ? { gte: encodeKey(from) } : { gte: encodeKey(from), lt: encodeKey(to) },
-          )
-        : undefined;
-    const dir = this.dir;
-    return (async function* () {
-      let k = 0;
-      let metaSeen = false;
-      try {
-        if (iterator !== undefined) {
-          for await (const [key, value] of iterator) {
-            if (key.equals(META_KEY)) {
-              for (; k < overlay.length; k += 1) {
-                const [index, location] = overlay[k] as [number, ClusterLocation | null];
-                if (location !== null) yield [index as ClusterIndex, location];
-              }
-              metaSeen = true;
-              yield pendingMeta ?? value;
-              continue;
-            }
-            assert(key.length === LBA_MAP_KEY_SIZE_BYTES, 'LBA map key of the wrong size');
-            const index = key.readUIntBE(2, 6);
-            for (; k < overlay.length && (overlay[k] as [number, unknown])[0] < index; k += 1) {
-              const [at, location] = overlay[k] as [number, ClusterLocation | null];
-              if (location !== null) yield [at as ClusterIndex, location];
-            }
-            if (k < overlay.length && (overlay[k] as [number, unknown])[0] === index) {
-              const location = (overlay[k] as [number, ClusterLocation | null])[1];
-              k += 1;
-              if (location !== null) yield [index as ClusterIndex, location];
-              continue;
-            }
-            yield [index as ClusterIndex, decodeValue(value, index, dir)];
-          }
-        }
-        for (; k < overlay.length; k += 1) {
-          const [index, location] = overlay[k] as [number, ClusterLocation | null];
-          if (location !== null) yield [index as ClusterIndex, location];
-        }
-        if (!metaSeen && pendingMeta !== undefined) yield pendingMeta;
-      } finally {
-        await iterator?.close();
-      }
-    })();
-  }
-
-  /** The position marker last written with apply({ meta }), if any. */
-  async getMeta(): Promise<Buffer | undefined> {
-    this.checkOpen();
-    if (this.pendingMeta !== undefined) return this.pendingMeta.meta;
-    try {
-      return await this.db.get(META_KEY);
-    } catch (err) {
-      throw vdError(VdErrorCode.IoError, `LBA map ${this.dir}: reading the marker failed`, {
-        cause: err,
-      });
-    }
-  }
-
-  /**
-   * Every mapped cluster and the marker, as of one instant: the iterator's implicit
-   * LevelDB snapshot is taken now, synchronously, so updates applied after this call
-   * returns are not seen. For checkpoints.
+   * Every mapped cluster, in cluster order, then the marker (a Buffer, last, when there is
+   * one), as of this call: updates applied after it returns are not seen. For checkpoints.
    */
   snapshotEntries(): AsyncGenerator<[ClusterIndex, ClusterLocation] | Buffer> {
     this.checkOpen();
-    return this.merged(0, CLUSTER_INDEX_MAX + 1, true);
+    const pages = [...this.pages].sort((a, b) => a[0] - b[0]);
+    return this.snapshot(pages, 0, CLUSTER_INDEX_MAX + 1, { meta: this.meta });
   }
 
-  /** Removes every entry and the marker (before a rebuild). */
+  /** The marker last given to an apply (after a reopen: the newest one in the log). */
+  async getMeta(): Promise<Buffer | undefined> {
+    this.checkOpen();
+    return this.meta;
+  }
+
+  /**
+   * Removes every entry and the marker (before a rebuild). The log is replaced by an empty
+   * one atomically (lba-map-load.ts createLog) before this resolves: a reopen sees nothing
+   * of the old map, even if the rebuild that follows does not finish.
+   */
   async clear(): Promise<void> {
     this.checkOpen();
-    // What is still being written would land after the clear: let it land first.
-    while (this.writing !== undefined) await this.writing;
-    this.pending.clear();
-    this.pendingMeta = undefined;
+    while (this.op !== undefined) await this.op;
+    // Applies from here on belong to the new map; no checkpoint runs until the log is new.
+    this.clearing = true;
+    this.pages = new Map();
+    this.dirtyPages = new Set();
+    this.pageRecordBytes = { whole: new Map(), live: new Map() };
+    this.logPageBytes = 0;
+    this.logTableBytes = 0;
+    this.crc.reset();
+    this.mappedClusters = 0;
+    this.meta = undefined;
     this.failure = undefined;
-    this.epoch += 1;
+    const seq = this.applySeq;
+    const run = (async () => {
+      const fresh = await createLog(this.dir);
+      this.retire(this.file);
+      this.file = fresh;
+      this.capturedSeq = seq;
+      this.persistedSeq = seq;
+      this.syncedSeq = seq;
+    })();
+    this.op = run.then(
+      () => undefined,
+      () => undefined,
+    );
     try {
-      await this.db.clear();
+      await run;
     } catch (err) {
-      throw vdError(VdErrorCode.IoError, `LBA map ${this.dir}: clear failed`, { cause: err });
+      this.failure = vdError(VdErrorCode.IoError, `LBA map ${this.dir}: clear failed`, {
+        cause: err,
+      });
+      throw this.failure;
     } finally {
-      this.epoch += 1;
-      this.cache.clear();
+      this.op = undefined;
+      this.clearing = false;
     }
+    // What was applied meanwhile is dirty already: the next checkpoint writes it to the new log.
+    this.schedule();
   }
 
-  /** Cache counters, for metrics and tests. */
-  cacheStats(): { entries: number; hits: number; misses: number; pending: number } {
+  /** The map's figures (the names of the LevelDB version's cache counters are kept). */
+  cacheStats(): LbaMapStats {
     return {
-      entries: this.cache.size,
-      hits: this.cacheHits,
-      misses: this.cacheMisses,
-      pending: this.pending.size,
+      entries: this.crc.inMemory,
+      hits: this.crc.hits,
+      misses: this.crc.misses,
+      pending: this.dirtyPages.size + this.crc.dirty.size,
+      mappedClusters: this.mappedClusters,
+      pages: this.pages.size,
+      crcTables: this.crc.size,
+      mapBytes: this.pages.size * LBA_MAP_PAGE_CLUSTERS * LBA_MAP_ENTRY_SIZE_BYTES,
+      crcTableBytes: this.crc.bytesInMemory,
+      logBytes: this.file.sizeBytes,
+      logPageBytes: this.logPageBytes,
+      logTableBytes: this.logTableBytes,
     };
   }
 
+  /** Writes what is not in the log yet, fdatasyncs it, and releases the directory. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    // Applies still on their way to LevelDB land first (a failure is the TLogs' to repair).
-    while (this.writing !== undefined) await this.writing;
-    this.cache.clear();
-    await this.db.close();
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    try {
+      await this.drain(true);
+    } catch (err) {
+      // The TLogs repair it: the marker in the log never claims more than the log holds.
+      this.log(`LBA map ${this.dir}: last checkpoint failed: ${errorMessage(err)}`);
+    }
+    await this.file.close();
+    for (const file of this.retired) await file.close();
+    this.retired.clear();
+    await this.lock.release();
+  }
+
+  // ------------------------------------------------------------------ entries
+
+  private setEntry(index: number, location: ClusterLocation | undefined): void {
+    assert(
+      Number.isInteger(index) && index >= 0 && index <= CLUSTER_INDEX_MAX,
+      `cluster index ${index} out of range`,
+    );
+    const pageIndex = Math.floor(index / LBA_MAP_PAGE_CLUSTERS);
+    const at = 2 * (index - pageIndex * LBA_MAP_PAGE_CLUSTERS);
+    let page = this.pages.get(pageIndex);
+    const oldWord1 = page === undefined ? 0 : (page.entries[at + 1] as number);
+    if (location === undefined) {
+      if (page === undefined || oldWord1 === 0) return;
+      page = this.writable(pageIndex, page, at >>> 1);
+      this.crc.unref(page.entries[at] as number, oldWord1);
+      page.entries[at] = 0;
+      page.entries[at + 1] = 0;
+      page.mapped -= 1;
+      this.mappedClusters -= 1;
+      if (page.mapped === 0) this.pages.delete(pageIndex);
+      return;
+    }
+    const sco = location.scoNumber;
+    const offset = location.clusterOffset;
+    const layer = location.layer ?? 0;
+    assert(Number.isInteger(sco) && sco >= 0 && sco <= SCO_NUMBER_MAX, `SCO number ${sco}`);
+    assert(
+      Number.isInteger(offset) && offset >= 0 && offset < LBA_MAP_CLUSTER_OFFSET_LIMIT,
+      `cluster offset ${offset} out of range 0..${LBA_MAP_CLUSTER_OFFSET_LIMIT - 1}`,
+    );
+    assert(Number.isInteger(layer) && layer >= 0 && layer <= CLONE_DEPTH_MAX, `layer ${layer}`);
+    assert(Number.isInteger(location.crc32c), 'CRC32C must be an integer');
+    if (page === undefined) {
+      page = {
+        entries: new Uint32Array(PAGE_WORDS),
+        mapped: 0,
+        shared: false,
+        dirty: true,
+        changed: undefined,
+      };
+      this.pages.set(pageIndex, page);
+      this.dirtyPages.add(pageIndex);
+    } else {
+      page = this.writable(pageIndex, page, at >>> 1);
+    }
+    this.crc.ref(layer, sco, offset, location.crc32c >>> 0);
+    if (oldWord1 === 0) {
+      page.mapped += 1;
+      this.mappedClusters += 1;
+    } else {
+      this.crc.unref(page.entries[at] as number, oldWord1);
+    }
+    page.entries[at] = sco;
+    page.entries[at + 1] = ((layer << 24) | (offset + 1)) >>> 0;
+  }
+
+  /**
+   * `page`, or its copy when a snapshot or a checkpoint holds it; marked dirty, with `slot`
+   * noted as changed (for a DELTA record).
+   */
+  private writable(pageIndex: number, page: Page, slot: number): Page {
+    let writable = page;
+    if (page.shared) {
+      writable = {
+        entries: page.entries.slice(),
+        mapped: page.mapped,
+        shared: false,
+        dirty: page.dirty,
+        changed: page.changed?.slice(),
+      };
+      this.pages.set(pageIndex, writable);
+    }
+    if (!writable.dirty) {
+      writable.dirty = true;
+      writable.changed = new Uint32Array(LBA_MAP_PAGE_CLUSTERS / 32);
+      this.dirtyPages.add(pageIndex);
+    }
+    const changed = writable.changed;
+    if (changed !== undefined) {
+      changed[slot >>> 5] = ((changed[slot >>> 5] as number) | (1 << (slot & 31))) >>> 0;
+    }
+    return writable;
+  }
+
+  // ------------------------------------------------------------------ snapshots
+
+  private snapshot(
+    pages: [number, Page][],
+    from: number,
+    to: number,
+    withMeta: { meta: Buffer | undefined } | undefined,
+  ): AsyncGenerator<[ClusterIndex, ClusterLocation] | Buffer> {
+    for (const [, page] of pages) page.shared = true;
+    const tables = this.crc.share();
+    const hold: SnapshotHold = { files: new Set([this.file]) };
+    this.file.hold();
+    this.snapshots.add(hold);
+    const release = (): void => {
+      if (!this.snapshots.delete(hold)) return;
+      for (const file of hold.files) file.release();
+    };
+    const generator = iterateSnapshot({
+      pages,
+      from,
+      to,
+      withMeta,
+      tables,
+      crc: this.crc,
+      dir: this.dir,
+      isClosed: () => this.closed,
+      release,
+    });
+    abandoned.register(generator, release, hold);
+    return generator;
+  }
+
+  /** A log file is replaced: snapshots alive now may still read it, so each holds it. */
+  private retire(file: LogFile): void {
+    for (const hold of this.snapshots) {
+      if (!hold.files.has(file)) {
+        hold.files.add(file);
+        file.hold();
+      }
+    }
+    this.retired.add(file);
+    file.release();
+  }
+
+  // ------------------------------------------------------------------ checkpoints
+
+  /** Starts a background checkpoint when enough is dirty, or arms the interval timer. */
+  private schedule(): void {
+    if (this.closed || this.clearing || this.failure !== undefined || this.op !== undefined) return;
+    const work = this.applySeq > this.capturedSeq || this.crc.unused.size > 0;
+    if (!work) return;
+    if (this.dirtyPages.size >= LBA_MAP_CHECKPOINT_DIRTY_PAGES) {
+      this.startOp('checkpoint');
+      return;
+    }
+    if (this.timer === undefined) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        if (!this.closed && !this.clearing && this.op === undefined && this.failure === undefined) {
+          this.startOp('checkpoint');
+        }
+      }, LBA_MAP_CHECKPOINT_INTERVAL_MS);
+      this.timer.unref();
+    }
+  }
+
+  private startOp(kind: 'checkpoint' | 'sync' | 'compact'): void {
+    assert(this.op === undefined && !this.clearing, 'one LBA map checkpoint at a time');
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    const seq = this.applySeq;
+    if (kind === 'sync' && seq === this.capturedSeq && this.crc.unused.size === 0) {
+      // Nothing new to write: only make what is written durable.
+      const file = this.file;
+      this.op = file
+        .datasync()
+        .then(() => {
+          this.syncedSeq = Math.max(this.syncedSeq, seq);
+        })
+        .catch((err: unknown) => {
+          this.failure ??= vdError(VdErrorCode.IoError, `LBA map ${this.dir}: fdatasync failed`, {
+            cause: err,
+            details: { dir: this.dir },
+          });
+        })
+        .finally(() => {
+          this.op = undefined;
+        });
+      return;
+    }
+    const compact = kind === 'compact' || this.compactDue();
+    const state = {
+      dir: this.dir,
+      file: this.file,
+      pages: this.pages,
+      dirtyPages: this.dirtyPages,
+      pageRecordBytes: this.pageRecordBytes,
+      tables: this.crc.writable(),
+      dirtyTables: this.crc.dirty,
+      unusedTables: this.crc.unused,
+      meta: this.meta,
+    };
+    // Synchronous: what the checkpoint writes is taken here (pages become copy-on-write).
+    const write = compact ? writeCompaction(state) : writeCheckpoint(state, kind === 'sync');
+    this.dirtyPages = new Set();
+    this.crc.dirty = new Set();
+    this.crc.unused = new Set();
+    this.crc.forget(write.dropped);
+    for (const table of write.dropped) this.logTableBytes -= table.persisted?.bytes ?? 0;
+    this.capturedSeq = seq;
+    this.op = write.done
+      .then((result) => {
+        if (result.newFile !== undefined) {
+          this.retire(this.file);
+          this.file = result.newFile;
+          this.pageRecordBytes = result.pageRecordBytes;
+          this.logPageBytes = 0;
+          for (const bytes of this.pageRecordBytes.live.values()) this.logPageBytes += bytes;
+          this.logTableBytes = this.crc.logBytes();
+        } else {
+          this.logPageBytes += result.pageBytesDelta;
+          this.logTableBytes += result.tableBytesDelta;
+        }
+        this.persistedSeq = Math.max(this.persistedSeq, seq);
+        if (result.synced) this.syncedSeq = Math.max(this.syncedSeq, seq);
+      })
+      .catch((err: unknown) => {
+        this.failure ??= vdError(VdErrorCode.IoError, `LBA map ${this.dir}: checkpoint failed`, {
+          cause: err,
+          details: { dir: this.dir },
+        });
+      })
+      .finally(() => {
+        this.op = undefined;
+        this.crc.evict();
+        this.schedule();
+      });
+  }
+
+  private compactDue(): boolean {
+    return compactionDue(this.file.sizeBytes, this.logPageBytes + this.logTableBytes);
   }
 
   private checkOpen(): void {
     if (this.closed) throw vdError(VdErrorCode.Closed, `LBA map ${this.dir} is closed`);
   }
-
-  /** undefined: not cached; null: cached as unmapped. */
-  private cacheGet(index: number): ClusterLocation | null | undefined {
-    const hit = this.cache.get(index);
-    if (hit === undefined) {
-      this.cacheMisses += 1;
-      return undefined;
-    }
-    this.cacheHits += 1;
-    this.cache.delete(index);
-    this.cache.set(index, hit);
-    return hit;
-  }
-
-  private cachePut(index: number, location: ClusterLocation | null): void {
-    if (this.cacheEntries === 0) return;
-    this.cache.delete(index);
-    this.cache.set(index, location);
-    if (this.cache.size > this.cacheEntries) {
-      const oldest = this.cache.keys().next();
-      if (oldest.done !== true) this.cache.delete(oldest.value);
-    }
-  }
-}
-
-/** u64 big-endian: the top two bytes are 0 (cluster indexes are u48). */
-function encodeKey(index: number): Buffer {
-  assert(
-    Number.isInteger(index) && index >= 0 && index <= CLUSTER_INDEX_MAX + 1,
-    `cluster index ${index} out of range`,
-  );
-  const key = Buffer.alloc(LBA_MAP_KEY_SIZE_BYTES);
-  key.writeUIntBE(Math.floor(index / 2 ** 32), 0, 4);
-  key.writeUInt32BE(index >>> 0, 4);
-  return key;
-}
-
-function encodeValue(location: ClusterLocation): Buffer {
-  const layer = location.layer ?? 0;
-  const value = Buffer.allocUnsafe(
-    layer === 0 ? LBA_MAP_VALUE_SIZE_BYTES : LAYERED_VALUE_SIZE_BYTES,
-  );
-  value.writeUInt32BE(location.scoNumber, 0);
-  value.writeUInt32BE(location.clusterOffset, 4);
-  value.writeUInt32BE(location.crc32c >>> 0, 8);
-  if (layer !== 0) value.writeUInt8(layer, 12);
-  return value;
-}
-
-function decodeValue(value: Buffer, index: number, dir: string): ClusterLocation {
-  if (value.length !== LBA_MAP_VALUE_SIZE_BYTES && value.length !== LAYERED_VALUE_SIZE_BYTES) {
-    throw vdError(
-      VdErrorCode.Corrupt,
-      `LBA map ${dir}: entry of cluster ${index} is ${value.length} B, expected ${LBA_MAP_VALUE_SIZE_BYTES} B`,
-      { details: { dir, clusterIndex: String(index) } },
-    );
-  }
-  return {
-    scoNumber: value.readUInt32BE(0) as ScoNumber,
-    clusterOffset: value.readUInt32BE(4),
-    crc32c: value.readUInt32BE(8),
-    ...(value.length === LAYERED_VALUE_SIZE_BYTES ? { layer: value.readUInt8(12) } : {}),
-  };
-}
-
-function isLockedError(err: unknown): boolean {
-  for (let current: unknown = err; current !== undefined && current !== null; ) {
-    if (systemErrorCode(current) === 'LEVEL_LOCKED') return true;
-    current = (current as { cause?: unknown }).cause;
-  }
-  return false;
 }
