@@ -89,7 +89,7 @@ export const LBA_MAP_COMPACT_MIN_BYTES = 4 * MiB;
 export const LBA_MAP_CRC_TABLE_RECORDS_MAX = 8;
 /** Most bytes in one write (and one read) of the LBA map's log. */
 export const LBA_MAP_LOG_IO_MAX_BYTES = 4 * MiB;
-/** Most updates in one LBA map batch (one LevelDB write batch). */
+/** Most updates in one LBA map apply (the write lane applies a batch in chunks of this). */
 export const LBA_MAP_APPLY_MAX_UPDATES = 65_536;
 /** Most cluster indexes in one getMany call. */
 export const LBA_MAP_GET_MANY_MAX = 65_536;
@@ -129,8 +129,8 @@ export const CLONE_DEPTH_MAX = 255;
 /** Scrubbing rewrites SCOs with less than this fraction of live clusters. */
 export const SCRUB_LIVE_FRACTION_DEFAULT = 0.5;
 /**
- * Block status: most clusters one answer looks at (256 MiB of 4 KiB clusters: one LevelDB
- * range scan of at most that many keys), and most extents in one answer.
+ * Block status: most clusters one answer looks at (256 MiB of 4 KiB clusters: one LBA map
+ * range of at most that many clusters), and most extents in one answer.
  */
 export const BLOCK_STATUS_MAX_CLUSTERS = 65_536;
 export const BLOCK_STATUS_MAX_EXTENTS = 4_096;
@@ -157,8 +157,8 @@ export const CHECKPOINT_MAX_TLOGS = 256;
 /** A clean close waits this long for the last uploads (then leaves them for the next open). */
 export const VOLUME_CLOSE_UPLOAD_WAIT_MS = 30_000;
 /**
- * The write buffer's reserve: a file of this size, released before vDisks open (so LevelDB
- * and the state files open on a full file system) and made again once there is room.
+ * The write buffer's reserve: a file of this size, released before vDisks open (so the LBA
+ * maps' logs and the state files open on a full file system) and made again once there is room.
  */
 export const WRITE_BUFFER_RESERVE_BYTES = 64 * MiB;
 /** Writes are refused (VD_NO_SPACE, before anything is written) below this much free space. */

@@ -1,4 +1,4 @@
-// Proves the vDisk operations answer bad input with specific errors and change nothing, that group snapshots are one consistent cut, that a full write buffer slows writes instead of failing them, and that metrics count what happened; by driving a real VolumeManager (LevelDB store, in-memory backend).
+// Proves the vDisk operations answer bad input with specific errors and change nothing, that group snapshots are one consistent cut, that a full write buffer slows writes instead of failing them, and that metrics count what happened; by driving a real VolumeManager (embedded LevelDB metadata store, in-memory backend).
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';

@@ -1,4 +1,4 @@
-// Proves that one vDisk that cannot be opened (its backend namespace gone, as a clone of a deleted parent had) never keeps the others from starting: it is reported (state, error, metric), refused with VD_OPEN_FAILED and retried, while the rest serve; and that creates and deletes cut short by a crash are finished at the next start; by reopening a real VolumeManager (LevelDB store, in-memory backend) on an empty write buffer.
+// Proves that one vDisk that cannot be opened (its backend namespace gone, as a clone of a deleted parent had) never keeps the others from starting: it is reported (state, error, metric), refused with VD_OPEN_FAILED and retried, while the rest serve; and that creates and deletes cut short by a crash are finished at the next start; by reopening a real VolumeManager (embedded LevelDB metadata store, in-memory backend) on an empty write buffer.
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';

@@ -51,7 +51,7 @@ export class ReadPath {
       cursorBytes = to;
       return true;
     };
-    // The map is read straight from LevelDB, which every acknowledged write has reached.
+    // The map in memory holds every acknowledged write.
     let full = false;
     for await (const [index] of this.v.lba.range(first as ClusterIndex, endCluster)) {
       if (!add(index * cs, true) || !add((index + 1) * cs, false)) {

@@ -13,7 +13,7 @@ import { fsyncDir } from './tlog-file.js';
  *   <dir>/state.json    VolumeState: the TLog chain, counters, snapshots (atomic replace)
  *   <dir>/scos/         SCO files (0000002a.sco)
  *   <dir>/tlogs/        TLog files (00000007.tlog)
- *   <dir>/lba/          the LBA map (LevelDB)
+ *   <dir>/lba/          the LBA map's checkpoint log (map.log) and lock (map.lock)
  *
  * Backend objects of a vDisk (its namespace): `sco/<16 hex>`, `tlog/<16 hex>`,
  * `checkpoint/<16 hex id>/<4 hex part>`, and `root` (BackendRoot, JSON), rewritten after

@@ -36,7 +36,8 @@ interface LaneItem {
  * batched. Requests queue up; one batch at a time is turned into cluster payloads
  * (read-modify-write for partial clusters, seeing earlier writes of the same batch),
  * appended to the current SCO (one writev per 256 clusters), journaled in the current
- * TLog (one write), applied to the LBA map (one LevelDB batch, with the position marker)
+ * TLog (one write), applied to the LBA map (in memory; with the position marker, which a
+ * background checkpoint writes to the map's log)
  * and, if any request of the batch asked for it (FLUSH, FUA), made durable with one
  * fdatasync of the SCO and one of the TLog: group commit.
  *
@@ -322,7 +323,8 @@ export class WriteLane {
   }
 
   /**
-   * Applies map updates (visible to reads at once; LevelDB catches up behind the lane), in
+   * Applies map updates (visible to reads at once; the map's checkpoints persist them
+   * behind the lane), in
    * chunks; the marker goes with the last one.
    */
   async applyUpdates(updates: readonly LbaUpdate[], position: MapPosition): Promise<void> {
