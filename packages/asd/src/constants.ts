@@ -73,6 +73,13 @@ export const DIRECT_WRITE_BUFFERS_MAX = 16;
 export const DATA_MAX_PAYLOAD_BYTES = MAX_CALL_BYTES + 4 * 1024 * 1024;
 /** Bytes one data connection may hold (requests being served, replies unsent) before it is not read. */
 export const DATA_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
+/**
+ * Data protocol: request payloads of at least this many bytes (fragment puts) are received
+ * into reused buffers (common's PayloadPool), not a fresh allocation each...
+ */
+export const DATA_POOLED_PAYLOAD_MIN_BYTES = 256 * 1024;
+/** ...of which at most this many bytes wait for reuse. */
+export const DATA_PAYLOAD_POOL_FREE_MAX_BYTES = 128 * 1024 * 1024;
 /** Data client: request and expected reply bytes in flight on its one connection. */
 export const DATA_CLIENT_MAX_IN_FLIGHT_BYTES = 128 * 1024 * 1024;
 /** Data client: connecting and the HELLO exchange, at most. */

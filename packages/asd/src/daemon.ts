@@ -52,6 +52,11 @@ export class AsdDaemon {
     return this.dataServer?.counters;
   }
 
+  /** The data server's receive-buffer pool figures (taken, reused, bytes waiting). */
+  get dataPoolStats(): { taken: number; reused: number; freeBytes: number } | undefined {
+    return this.dataServer?.payloadPool.stats();
+  }
+
   get metricsPort(): number | undefined {
     return this.metricsServer?.port;
   }

@@ -7,10 +7,16 @@ import {
   type FrameServerCounters,
   frameError,
   listenOn,
+  PayloadPool,
   ShaleError,
   serveFrameConnection,
 } from '@shale/common';
-import { DATA_MAX_BUFFERED_BYTES, DATA_MAX_PAYLOAD_BYTES } from './constants.js';
+import {
+  DATA_MAX_BUFFERED_BYTES,
+  DATA_MAX_PAYLOAD_BYTES,
+  DATA_PAYLOAD_POOL_FREE_MAX_BYTES,
+  DATA_POOLED_PAYLOAD_MIN_BYTES,
+} from './constants.js';
 import {
   AsdDataOp,
   decodeGetRequest,
@@ -43,6 +49,14 @@ type MetricOp = 'put' | 'get' | 'get_ranges';
  */
 export class AsdDataServer {
   readonly counters: FrameServerCounters = createFrameServerCounters();
+  /**
+   * Receive buffers of fragment puts, shared by the connections. The store keeps no view
+   * of a put's values once the put settles (inline values are copied), which the pool needs.
+   */
+  readonly payloadPool = new PayloadPool(
+    DATA_POOLED_PAYLOAD_MIN_BYTES,
+    DATA_PAYLOAD_POOL_FREE_MAX_BYTES,
+  );
   private readonly sockets = new Set<net.Socket>();
   private requestsInFlight = 0;
   private idle: (() => void)[] = [];
@@ -89,6 +103,7 @@ export class AsdDataServer {
         maxPayloadBytes: DATA_MAX_PAYLOAD_BYTES,
         maxBufferedBytes: DATA_MAX_BUFFERED_BYTES,
         counters: this.counters,
+        payloadPool: this.payloadPool,
         ...(log === undefined ? {} : { log }),
       },
     );

@@ -116,9 +116,9 @@ export class StoreWriter {
         blockSizeBytes: BLOCK_SIZE_BYTES,
         crc32c: crc,
         blockCrcs,
-        inline: inline
-          ? Buffer.from(item.value.buffer, item.value.byteOffset, item.value.byteLength)
-          : undefined,
+        // A copy: the value may be a view of a pooled receive buffer (data-server.ts), which
+        // is reused once this put settles, while the record lives on in the caches.
+        inline: inline ? Buffer.from(item.value) : undefined,
         fileId,
       };
       if (!inline) {

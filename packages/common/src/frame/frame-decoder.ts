@@ -5,6 +5,7 @@ import {
   type Frame,
   type FrameHeader,
 } from './frame-format.js';
+import type { PayloadPool } from './payload-pool.js';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -13,6 +14,11 @@ export interface FrameDecoderLimits {
   readonly maxPayloadBytes: number;
   readonly versionMin?: number;
   readonly versionMax?: number;
+  /**
+   * Joins payloads of at least pool.minBytes that span chunks into pooled buffers; such a
+   * frame carries `release`, which its consumer calls once nothing uses the payload.
+   */
+  readonly pool?: PayloadPool;
 }
 
 /**
@@ -65,9 +71,19 @@ export class FrameDecoder {
       const header = this.header;
       if (this.chunkBytes < header.payloadBytes) return;
       this.header = undefined;
-      const payload = this.take(header.payloadBytes);
-      checkFramePayload(header, payload);
-      this.onFrame({ ...header, payload });
+      const pooled = this.takePooled(header.payloadBytes);
+      const payload = pooled?.buffer ?? this.take(header.payloadBytes);
+      try {
+        checkFramePayload(header, payload);
+      } catch (err) {
+        pooled?.release();
+        throw err;
+      }
+      this.onFrame(
+        pooled === undefined
+          ? { ...header, payload }
+          : { ...header, payload, release: pooled.release },
+      );
       if (this.failed !== undefined) return;
     }
   }
@@ -85,6 +101,24 @@ export class FrameDecoder {
       if (at === n) break;
     }
     return out;
+  }
+
+  /** The next `n` bytes, removed, in a pooled buffer: when pooled and they span chunks. */
+  private takePooled(n: number): { buffer: Buffer; release: () => void } | undefined {
+    const pool = this.limits.pool;
+    if (pool === undefined || n < pool.minBytes || (this.chunks[0] as Buffer).length >= n) {
+      return undefined;
+    }
+    const taken = pool.take(n);
+    let at = 0;
+    for (const chunk of this.chunks) {
+      const part = Math.min(chunk.length, n - at);
+      chunk.copy(taken.buffer, at, 0, part);
+      at += part;
+      if (at === n) break;
+    }
+    this.consume(n);
+    return taken;
   }
 
   /** The next `n` bytes, removed. */

@@ -71,6 +71,11 @@ export interface FrameHeader {
 export interface Frame extends FrameHeader {
   /** A view of the received bytes when they arrived in one chunk, else a copy. */
   readonly payload: Buffer;
+  /**
+   * Set when the payload is a pooled buffer (FrameDecoderLimits.pool): gives it back for
+   * reuse. After it, nothing may read or keep the payload.
+   */
+  readonly release?: () => void;
 }
 
 /** The fields a sender sets; the rest (payload length, checksums) come from the payload. */

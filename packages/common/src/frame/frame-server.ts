@@ -14,6 +14,7 @@ import {
 } from './frame-format.js';
 import { readHello } from './frame-hello.js';
 import { GatheredWriter } from './gathered-writer.js';
+import type { PayloadPool } from './payload-pool.js';
 
 /**
  * What a service does with the requests of one connection. `handle` answers one request:
@@ -45,6 +46,12 @@ export interface FrameServerOptions {
   readonly log?: (line: string) => void;
   /** Counters of this boundary (shared by all connections of a server). */
   readonly counters?: FrameServerCounters;
+  /**
+   * Large request payloads are received into these reusable buffers (payload-pool.ts) and
+   * given back once the handler has settled and its reply is written: the handler must not
+   * keep any view of a request's payload past its promise.
+   */
+  readonly payloadPool?: PayloadPool;
 }
 
 export interface FrameServerCounters {
@@ -107,8 +114,12 @@ class FrameServerConnection {
   start(): void {
     this.counters.connections += 1;
     this.socket.setNoDelay(true);
-    const decoder = new FrameDecoder({ maxPayloadBytes: this.maxPayload }, (frame) =>
-      this.onFrame(frame),
+    const decoder = new FrameDecoder(
+      {
+        maxPayloadBytes: this.maxPayload,
+        ...(this.options.payloadPool === undefined ? {} : { pool: this.options.payloadPool }),
+      },
+      (frame) => this.onFrame(frame),
     );
     this.socket.on('data', (chunk: Buffer) => {
       if (this.done) return;
@@ -202,6 +213,8 @@ class FrameServerConnection {
     this.heldBytes -= held;
     this.started -= 1;
     if (!this.done) this.reply(frame, status, payload);
+    // The handler has settled and the reply is written: the request's payload is free.
+    frame.release?.();
     this.pump();
     if (this.done && this.started === 0) this.session.closed?.();
   }

@@ -30,3 +30,4 @@ export {
   serveFrameConnection,
 } from './frame-server.js';
 export { GatheredWriter, type GatheredWriterOptions } from './gathered-writer.js';
+export { PayloadPool } from './payload-pool.js';
