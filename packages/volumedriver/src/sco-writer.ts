@@ -1,4 +1,4 @@
-import { assert, crc32c } from '@shale/common';
+import { assert, crc32c, crc32cCombine } from '@shale/common';
 import {
   CLUSTER_SIZE_BYTES,
   SCO_APPEND_MAX_CLUSTERS,
@@ -168,6 +168,7 @@ export class ScoWriter {
       );
       crc32cs[i] = crc32c(cluster);
     }
+
     const firstClusterOffset = this.acceptedClusters;
     this.acceptedClusters += clusters.length;
     this.sharedSync = undefined;
@@ -186,7 +187,15 @@ export class ScoWriter {
     const written = this.enqueue(async () => {
       assert(this.writtenClusters === firstClusterOffset, 'SCO appends ran out of order');
       await this.writeAll(toWrite, position);
-      for (const part of toWrite) this.runningCrc = crc32c(part, this.runningCrc);
+      // The whole SCO's CRC32C runs on from the clusters' own, combined (one length, so one
+      // cached operator), not from a second pass over the bytes.
+      for (let i = 0; i < crc32cs.length; i += 1) {
+        this.runningCrc = crc32cCombine(
+          this.runningCrc,
+          crc32cs[i] as number,
+          this.clusterSizeBytes,
+        );
+      }
       this.writtenClusters += clusters.length;
       // Durability: the batch is in the page cache only; sync() or seal() makes it durable.
     });
