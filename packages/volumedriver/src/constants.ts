@@ -18,6 +18,12 @@ export const SCO_NUMBER_MAX = 0xffff_ffff;
 export const SCO_FILE_NAME_HEX_DIGITS = 8;
 /** Most clusters appended to a SCO in one call (one writev): 1 MiB of 4 KiB clusters. */
 export const SCO_APPEND_MAX_CLUSTERS = 256;
+/**
+ * A SCO being written starts an fdatasync in the background (not awaited by the lane) each
+ * time another 1/SCO_WRITEBACK_STEPS of it is written, so that the seal's own fdatasync,
+ * which the write lane waits for, finds little left to write back.
+ */
+export const SCO_WRITEBACK_STEPS = 4;
 /** Most clusters read from a SCO in one call (one pread). */
 export const SCO_READ_MAX_CLUSTERS = 256;
 

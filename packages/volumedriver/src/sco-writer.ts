@@ -3,6 +3,7 @@ import {
   CLUSTER_SIZE_BYTES,
   SCO_APPEND_MAX_CLUSTERS,
   SCO_SIZE_DEFAULT_BYTES,
+  SCO_WRITEBACK_STEPS,
 } from './constants.js';
 import { VdErrorCode, vdError } from './errors.js';
 import { nodeScoDisk, type ScoDisk, type ScoWriteHandle } from './sco-disk.js';
@@ -49,6 +50,11 @@ export interface SealedSco {
  * append made before it. A disk error fails the writer for good: after a failed write or
  * fdatasync the file's contents are unknown (and Linux may have dropped the dirty pages),
  * so the volume must roll to a new SCO rather than retry here.
+ *
+ * While it fills, each 1/SCO_WRITEBACK_STEPS of it written starts an fdatasync in the
+ * background (one at a time, outside the queue: nothing waits for it but the seal), so the
+ * seal's fsync, which the write lane waits for, has little left to write back. A failed
+ * one fails the writer like any other.
  */
 export class ScoWriter {
   readonly scoNumber: ScoNumber;
@@ -67,6 +73,10 @@ export class ScoWriter {
   /** Clusters written to the file. */
   private writtenClusters = 0;
   private runningCrc = 0;
+  /** The background fdatasync in progress (SCO_WRITEBACK_STEPS), if any. */
+  private writeback: Promise<void> | undefined;
+  /** Written clusters at which the next background fdatasync starts. */
+  private nextWritebackAt: number;
   private dirSynced = false;
   /** seal() was called: nothing may be queued behind it (the handle will be closed). */
   private sealRequested = false;
@@ -83,6 +93,7 @@ export class ScoWriter {
     this.scoNumber = options.scoNumber;
     this.clusterSizeBytes = options.clusterSizeBytes;
     this.capacityClusters = options.scoSizeBytes / options.clusterSizeBytes;
+    this.nextWritebackAt = Math.ceil(this.capacityClusters / SCO_WRITEBACK_STEPS);
     this.dir = options.dir;
     this.disk = options.disk;
     this.path = scoFilePath(options.dir, options.scoNumber);
@@ -198,6 +209,7 @@ export class ScoWriter {
       }
       this.writtenClusters += clusters.length;
       // Durability: the batch is in the page cache only; sync() or seal() makes it durable.
+      this.maybeStartWriteback();
     });
     return { firstClusterOffset, crc32cs, written };
   }
@@ -227,6 +239,8 @@ export class ScoWriter {
     this.sealRequested = true;
     this.sharedSync = undefined;
     const sealing = this.enqueue(async () => {
+      // A background fdatasync that failed fails the seal: its error is the data's.
+      await this.settleWriteback();
       await this.diskCall('cannot fsync SCO', () => this.handle.sync());
       await this.syncDirOnce();
       await this.diskCall('cannot close SCO', () => this.handle.close());
@@ -251,12 +265,36 @@ export class ScoWriter {
     // Wait for queued work, whatever its outcome: each caller got its own answer.
     await this.queue;
     if (this.isSealed) return;
+    await this.writeback;
     this.fail(vdError(VdErrorCode.Closed, `SCO ${this.scoNumber} writer was aborted`));
     try {
       await this.handle.close();
     } catch (err) {
       throw scoIoError(err, 'cannot close SCO', this.path);
     }
+  }
+
+  /**
+   * Starts an fdatasync behind the appends once another 1/SCO_WRITEBACK_STEPS of the SCO is
+   * written (one at a time). Nothing waits for it but the seal; a failure fails the writer
+   * (after a failed fdatasync the file's contents are unknown), so the next append, sync or
+   * seal reports it.
+   */
+  private maybeStartWriteback(): void {
+    if (this.writeback !== undefined || this.writtenClusters < this.nextWritebackAt) return;
+    if (this.writtenClusters >= this.capacityClusters) return; // the seal syncs it now
+    const step = Math.ceil(this.capacityClusters / SCO_WRITEBACK_STEPS);
+    this.nextWritebackAt = (Math.floor(this.writtenClusters / step) + 1) * step;
+    this.writeback = this.diskCall('cannot fdatasync SCO', () => this.handle.datasync())
+      .catch(() => undefined) // recorded as the writer's failure by diskCall
+      .finally(() => {
+        this.writeback = undefined;
+      });
+  }
+
+  private async settleWriteback(): Promise<void> {
+    await this.writeback;
+    if (this.failure !== undefined) throw this.failure;
   }
 
   /** Runs `op` after everything queued before it; a failed writer refuses it. */
