@@ -7,23 +7,12 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AsdClient, asdConstants } from '@shale/asd';
+import { seededRandom } from '@shale/testing';
 import { type ShaleProcess, startShale } from './support/shale-process.js';
 
 const seed = Number(process.env.SHALE_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const ROUNDS = Number(process.env.SHALE_CRASH_ROUNDS ?? 4);
 const WRITERS = 12;
-
-/** mulberry32: a small seeded PRNG, so a failing run replays with SHALE_SEED. */
-function prng(state: number): () => number {
-  let s = state >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** One state a key can be in: its value's sha256 and size, or absent. */
 interface KeyState {
@@ -54,7 +43,7 @@ test(
   { timeout: 240_000 },
   async (t) => {
     t.diagnostic(`seed ${seed}: replay with SHALE_SEED=${seed}`);
-    const random = prng(seed);
+    const random = seededRandom(seed);
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'asd-crash-'));
     const asdDir = path.join(dir, 'asd');
     const model = new Map<string, KeyModel>();

@@ -5,8 +5,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort, ifUnchanged, KvErrorCode, RemoteKv, type WatchEvent } from '@shale/arakoon-kv';
+import { ifUnchanged, KvErrorCode, RemoteKv, type WatchEvent } from '@shale/arakoon-kv';
 import { isShaleError } from '@shale/common';
+import { freePort } from '@shale/testing';
 import { runShale, type ShaleProcess, startShale } from './support/shale-process.js';
 
 const b = (text: string): Buffer => Buffer.from(text, 'latin1');

@@ -6,9 +6,10 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ApiClient } from '@shale/framework-api';
+import { freePort } from '@shale/testing';
 import { mustRun, runCommand } from './support/commands.js';
 import { SHALE_BIN } from './support/shale-process.js';
-import { freePort, killUp, startUp, type Up, upApi } from './support/shale-up.js';
+import { killUp, startUp, type Up, upApi } from './support/shale-up.js';
 
 const MiB = 1024 * 1024;
 /** The file system: small enough to fill in seconds, large enough for 6 ASDs and the metadata. */

@@ -7,9 +7,10 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ShaleError } from '@shale/common';
 import type { ApiClient } from '@shale/framework-api';
+import { freePort } from '@shale/testing';
 import { mustRun, runCommand } from './support/commands.js';
 import { SHALE_BIN } from './support/shale-process.js';
-import { freePort, killUp, startUp, type Up, upApi } from './support/shale-up.js';
+import { killUp, startUp, type Up, upApi } from './support/shale-up.js';
 
 const MiB = 1024 * 1024;
 /** The report: both succeeded at 50-300 ms, a clean refusal at 600 ms. */

@@ -5,17 +5,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort } from '@shale/testing';
 import { mustRun, runCommand } from './support/commands.js';
 import { SHALE_BIN } from './support/shale-process.js';
-import {
-  alive,
-  childPids,
-  daemonPids,
-  freePort,
-  killUp,
-  startUp,
-  type Up,
-} from './support/shale-up.js';
+import { alive, childPids, daemonPids, killUp, startUp, type Up } from './support/shale-up.js';
 
 const MiB = 1024 * 1024;
 

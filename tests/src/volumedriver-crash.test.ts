@@ -6,6 +6,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isShaleError } from '@shale/common';
+import { seededRandom } from '@shale/testing';
 import { VolumeClient, type VolumeIoStream } from '@shale/volumedriver';
 import { TEST_BACKEND as BACKEND, startCluster } from './support/cluster.js';
 import type { ShaleProcess } from './support/shale-process.js';
@@ -27,17 +28,6 @@ const SCO_BYTES = 4 * MiB;
 const UNIT = 16;
 const UNITS = DISK_BYTES / UNIT;
 const READ_CHUNK = 4 * MiB;
-
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function mix(x: number): number {
   let h = x >>> 0;

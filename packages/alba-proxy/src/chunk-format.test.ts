@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { crc32c } from '@shale/common';
+import { rejectsWith, seededRandom, throwsWith } from '@shale/testing';
 import {
   assemble,
   decodeStored,
@@ -12,8 +13,7 @@ import {
   type StripeLayout,
   stripeChunk,
 } from './chunk-format.js';
-import { rejectsWithCode, throwsWithCode } from './codec-test-support.js';
-import { type RandomSource, seededRandom } from './seeded-random.js';
+import type { RandomSource } from './random-source.js';
 
 async function striped(k: number, m: number, storedSizeBytes: number) {
   const stored = randomBytes(storedSizeBytes);
@@ -113,20 +113,14 @@ describe('erasure coding of a stored chunk', () => {
     assert.ok(back.equals(stored));
     assert.deepEqual(badFragments, [1, 4]);
     flip(0, 0);
-    await rejectsWithCode(
-      decodeStored(layout, damaged, fragmentCrcs),
-      'PROXY_NOT_ENOUGH_FRAGMENTS',
-    );
+    await rejectsWith(decodeStored(layout, damaged, fragmentCrcs), 'PROXY_NOT_ENOUGH_FRAGMENTS');
     assert.equal(crc32c(fragments[0] as Buffer), fragmentCrcs[0]);
   });
 
   test('planRead refuses ranges past the chunk and short availability lists', async () => {
     const { layout } = await striped(2, 1, 1000);
-    throwsWithCode(() => planRead(layout, 990, 11, [true, true, true]), 'PROXY_BAD_ARGUMENT');
-    throwsWithCode(() => planRead(layout, 0, 1, [true, true]), 'PROXY_BAD_ARGUMENT');
-    throwsWithCode(
-      () => planRead(layout, 0, 600, [false, false, true]),
-      'PROXY_NOT_ENOUGH_FRAGMENTS',
-    );
+    throwsWith(() => planRead(layout, 990, 11, [true, true, true]), 'PROXY_BAD_ARGUMENT');
+    throwsWith(() => planRead(layout, 0, 1, [true, true]), 'PROXY_BAD_ARGUMENT');
+    throwsWith(() => planRead(layout, 0, 600, [false, false, true]), 'PROXY_NOT_ENOUGH_FRAGMENTS');
   });
 });

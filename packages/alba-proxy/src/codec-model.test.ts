@@ -2,11 +2,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
+import { seededRandom } from '@shale/testing';
 import { memoryFetch, mixedData } from './codec-test-support.js';
 import { memoryKeyProvider } from './key-provider.js';
 import { decodeObject, encodeObject, objectInfoOf, readRange } from './object-codec.js';
 import type { Compression, Encryption } from './preset.js';
-import { seededRandom } from './seeded-random.js';
 
 const seed = Number(process.env.SHALE_SEED ?? randomBytes(4).readUInt32BE(0));
 const ITERATIONS = Number(process.env.SHALE_ITERATIONS ?? 25);

@@ -1,13 +1,12 @@
 /**
  * Helpers shared by the codec's tests (not exported from the package): test data with
- * both compressible and incompressible blocks, an in-memory fragment store for readRange,
- * and an error-code assertion.
+ * both compressible and incompressible blocks and an in-memory fragment store for readRange
+ * (the error-code assertions are `rejectsWith`/`throwsWith` of `@shale/testing`).
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { ShaleError } from '@shale/common';
 import type { FetchFragments, FragmentRead } from './object-codec.js';
-import type { RandomSource } from './seeded-random.js';
+import type { RandomSource } from './random-source.js';
 
 /** Alternates incompressible (random) and very compressible (text) runs of 48 KiB. */
 export function mixedData(sizeBytes: number, random?: RandomSource): Buffer {
@@ -56,29 +55,4 @@ export function memoryFetch(
       return fragment.subarray(read.offsetBytes, read.offsetBytes + read.lengthBytes);
     });
   };
-}
-
-export async function rejectsWithCode(
-  promise: Promise<unknown>,
-  code: string,
-): Promise<ShaleError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof ShaleError, `expected a ShaleError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return err;
-  }
-  assert.fail(`expected ${code}, but the call succeeded`);
-}
-
-export function throwsWithCode(fn: () => unknown, code: string): ShaleError {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof ShaleError, `expected a ShaleError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return err;
-  }
-  assert.fail(`expected ${code}, but the call succeeded`);
 }

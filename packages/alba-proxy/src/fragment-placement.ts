@@ -1,6 +1,6 @@
 import { assert } from '@shale/common';
 import type { Policy } from './preset.js';
-import type { RandomSource } from './seeded-random.js';
+import type { RandomSource } from './random-source.js';
 
 /** What placement knows of an OSD (an ASD, or a whole backend in a global backend). */
 export interface OsdState {

@@ -156,5 +156,5 @@ export {
   ProxyClient,
   type ProxyHealth,
 } from './proxy-service.js';
-export { type RandomSource, seededRandom } from './seeded-random.js';
+export type { RandomSource } from './random-source.js';
 export { TokenBucket } from './token-bucket.js';

@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { rejectsWithCode } from './codec-test-support.js';
+import { rejectsWith } from '@shale/testing';
 import { FileKeyProvider } from './key-provider.js';
 
 const dirs: string[] = [];
@@ -20,7 +20,7 @@ async function tempDir(): Promise<string> {
 
 test('creates a 0600 key file on first use, reopens it, rotates keeping old keys', async () => {
   const file = path.join(await tempDir(), 'keys.json');
-  await rejectsWithCode(FileKeyProvider.open(file), 'PROXY_KEY_FILE_MISSING');
+  await rejectsWith(FileKeyProvider.open(file), 'PROXY_KEY_FILE_MISSING');
   const created = await FileKeyProvider.open(file, { create: true });
   const firstId = created.currentKeyId();
   const firstKey = await created.getKey(firstId);
@@ -34,7 +34,7 @@ test('creates a 0600 key file on first use, reopens it, rotates keeping old keys
   const third = await FileKeyProvider.open(file);
   assert.equal(third.currentKeyId(), secondId);
   assert.ok((await third.getKey(firstId)).equals(firstKey), 'old keys stay readable');
-  await rejectsWithCode(third.getKey('k-nope'), 'PROXY_KEY_NOT_FOUND');
+  await rejectsWith(third.getKey('k-nope'), 'PROXY_KEY_NOT_FOUND');
   assert.deepEqual((await fs.readdir(path.dirname(file))).sort(), ['keys.json']);
 });
 
@@ -43,15 +43,15 @@ test('refuses a key file others can read, and a malformed one', async () => {
   const file = path.join(dir, 'keys.json');
   await FileKeyProvider.open(file, { create: true });
   await fs.chmod(file, 0o644);
-  const err = await rejectsWithCode(FileKeyProvider.open(file), 'PROXY_KEY_FILE_INSECURE');
+  const err = await rejectsWith(FileKeyProvider.open(file), 'PROXY_KEY_FILE_INSECURE');
   assert.match(err.message, /chmod 600/);
   await fs.chmod(file, 0o640);
-  await rejectsWithCode(FileKeyProvider.open(file), 'PROXY_KEY_FILE_INSECURE');
+  await rejectsWith(FileKeyProvider.open(file), 'PROXY_KEY_FILE_INSECURE');
   const bad = path.join(dir, 'bad.json');
   await fs.writeFile(bad, '{"formatVersion":1,"currentKeyId":"a","keys":{"a":"c2hvcnQ="}}', {
     mode: 0o600,
   });
-  await rejectsWithCode(FileKeyProvider.open(bad), 'PROXY_KEY_FILE_BAD');
+  await rejectsWith(FileKeyProvider.open(bad), 'PROXY_KEY_FILE_BAD');
   await fs.writeFile(bad, 'not json', { mode: 0o600 });
-  await rejectsWithCode(FileKeyProvider.open(bad), 'PROXY_KEY_FILE_BAD');
+  await rejectsWith(FileKeyProvider.open(bad), 'PROXY_KEY_FILE_BAD');
 });

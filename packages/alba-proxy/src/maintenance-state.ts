@@ -17,7 +17,7 @@ import { decodeManifest, type Manifest } from './manifest.js';
 import { type NamespaceInfo, NamespaceManager } from './namespace-manager.js';
 import type { Osd } from './osd.js';
 import { defaultOsdFactory, OsdPool } from './osd-pool.js';
-import type { RandomSource } from './seeded-random.js';
+import type { RandomSource } from './random-source.js';
 import { TokenBucket } from './token-bucket.js';
 
 /**

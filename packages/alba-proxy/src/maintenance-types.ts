@@ -11,7 +11,7 @@ import {
   OSD_PROBE_DEADLINE_MS,
 } from './constants.js';
 import type { OsdFactory } from './osd-pool.js';
-import type { RandomSource } from './seeded-random.js';
+import type { RandomSource } from './random-source.js';
 
 /**
  * Maintenance's public types (its options and limits, what a pass is asked and answers, the

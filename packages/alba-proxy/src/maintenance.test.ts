@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { crc32c, isShaleError } from '@shale/common';
+import { seededRandom } from '@shale/testing';
 import { Maintenance, type MaintenanceLimits, maintenanceKeys } from './maintenance.js';
 import { placedCounts } from './manifest.js';
 import { fragmentKey, versionHex } from './object-keys.js';
@@ -16,7 +17,6 @@ import {
   startTestBackend,
   type TestBackend,
 } from './proxy-test-support.js';
-import { seededRandom } from './seeded-random.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

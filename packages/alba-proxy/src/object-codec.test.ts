@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { type FetchLog, memoryFetch, mixedData, rejectsWithCode } from './codec-test-support.js';
+import { rejectsWith, seededRandom } from '@shale/testing';
+import { type FetchLog, memoryFetch, mixedData } from './codec-test-support.js';
 import { memoryKeyProvider } from './key-provider.js';
 import {
   type CodecParams,
@@ -14,7 +15,6 @@ import {
   readRange,
 } from './object-codec.js';
 import type { Compression, Encryption } from './preset.js';
-import { seededRandom } from './seeded-random.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -211,11 +211,8 @@ describe('ranged reads', () => {
   test('too few fragments: PROXY_NOT_ENOUGH_FRAGMENTS; range outside the object: PROXY_BAD_ARGUMENT', async () => {
     const encoded = await encode(mixedData(300 * KiB), params(4, 2, 'none', 'none'));
     const fetch = memoryFetch(fragmentsOf(encoded), (_c, f) => f < 3);
-    await rejectsWithCode(
-      readRange(encoded, 0, 1000, { ...ctx, fetch }),
-      'PROXY_NOT_ENOUGH_FRAGMENTS',
-    );
-    await rejectsWithCode(
+    await rejectsWith(readRange(encoded, 0, 1000, { ...ctx, fetch }), 'PROXY_NOT_ENOUGH_FRAGMENTS');
+    await rejectsWith(
       readRange(encoded, 300 * KiB - 1, 2, { ...ctx, fetch }),
       'PROXY_BAD_ARGUMENT',
     );
@@ -238,7 +235,7 @@ describe('integrity', () => {
       assert.deepEqual(whole.badFragments, [0]);
       // Ranged read with the parity unavailable: the tag catches it, no bytes come back.
       const noParity = memoryFetch(frags, (_c, f) => f === 2);
-      await rejectsWithCode(
+      await rejectsWith(
         readRange(encoded, 0, 128 * KiB, { ...ctx, fetch: noParity }),
         'PROXY_CORRUPT',
       );
@@ -247,7 +244,7 @@ describe('integrity', () => {
       const healed = await readRange(encoded, 0, 128 * KiB, { ...ctx, fetch: withParity });
       assert.ok(healed.equals(data.subarray(0, 128 * KiB)), compression);
       // Whole chunk with the damaged fragment and no parity: CORRUPT/NOT_ENOUGH, never bytes.
-      await rejectsWithCode(
+      await rejectsWith(
         decodeChunk(encoded, 0, [chunk0[0], chunk0[1], undefined], ctx),
         'PROXY_NOT_ENOUGH_FRAGMENTS',
       );
@@ -257,7 +254,7 @@ describe('integrity', () => {
   test('a block moved to another object, chunk or key fails the tag', async () => {
     const data = mixedData(128 * KiB);
     const encoded = await encode(data, params(2, 1, 'none', 'aes-256-gcm'));
-    await rejectsWithCode(
+    await rejectsWith(
       decodeChunk(encoded, 0, fragmentsOf(encoded)[0] ?? [], {
         keyProvider,
         aad: Buffer.from('namespace-1/object-b'),
@@ -265,11 +262,11 @@ describe('integrity', () => {
       'PROXY_CORRUPT',
     );
     const otherKey = memoryKeyProvider(new Map([['k-test', randomBytes(32)]]), 'k-test');
-    await rejectsWithCode(
+    await rejectsWith(
       decodeChunk(encoded, 0, fragmentsOf(encoded)[0] ?? [], { keyProvider: otherKey, aad }),
       'PROXY_CORRUPT',
     );
-    await rejectsWithCode(
+    await rejectsWith(
       decodeChunk(encoded, 0, fragmentsOf(encoded)[0] ?? [], {
         keyProvider: memoryKeyProvider(new Map([['k-2', randomBytes(32)]]), 'k-2'),
         aad,
@@ -307,11 +304,11 @@ describe('integrity', () => {
   });
 
   test('bad arguments: encryption without a key provider, k out of range', async () => {
-    await rejectsWithCode(
+    await rejectsWith(
       encodeObject(Buffer.alloc(10), { ...params(2, 1, 'none', 'aes-256-gcm'), aad }),
       'PROXY_BAD_ARGUMENT',
     );
-    await rejectsWithCode(
+    await rejectsWith(
       encodeObject(Buffer.alloc(10), { ...params(25, 1, 'none', 'none'), aad }),
       'PROXY_BAD_ARGUMENT',
     );

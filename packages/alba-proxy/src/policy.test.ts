@@ -1,11 +1,10 @@
 // Proves policy choice and placement on simulated OSD sets: one node, three nodes, dead OSDs, nothing satisfiable; x per node, distinct OSDs, node spread, free-space preference and seeded determinism.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { throwsWithCode } from './codec-test-support.js';
+import { seededRandom, throwsWith } from '@shale/testing';
 import { type OsdState, placeFragments } from './fragment-placement.js';
 import { choosePolicy } from './policy.js';
 import { DEFAULT_PRESET_MULTI_NODE, DEFAULT_PRESET_SINGLE_NODE, parsePreset } from './preset.js';
-import { seededRandom } from './seeded-random.js';
 
 const GiB = 1024 ** 3;
 
@@ -63,14 +62,14 @@ describe('policy choice', () => {
 
   test('nothing satisfiable: PROXY_NO_POLICY says what there is and what is needed', () => {
     const all = osds(1, 6, ['n0-d0', 'n0-d1', 'n0-d2', 'n0-d3']);
-    const err = throwsWithCode(
+    const err = throwsWith(
       () => choosePolicy(DEFAULT_PRESET_SINGLE_NODE, all, { random: seededRandom(5) }),
       'PROXY_NO_POLICY',
     );
     assert.match(err.message, /2 usable OSDs on 1 nodes/);
     assert.match(err.message, /\(4,2,5,6\) needs 5 fragments/);
     assert.match(err.message, /\(2,1,3,6\) needs 3 fragments/);
-    throwsWithCode(
+    throwsWith(
       () => choosePolicy(DEFAULT_PRESET_MULTI_NODE, [], { random: seededRandom(5) }),
       'PROXY_NO_POLICY',
     );

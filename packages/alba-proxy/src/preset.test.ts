@@ -1,7 +1,7 @@
 // Proves preset validation: the defaults are valid, JSON round-trips, and every bad field is refused with PROXY_BAD_PRESET naming that field.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { throwsWithCode } from './codec-test-support.js';
+import { throwsWith } from '@shale/testing';
 import {
   DEFAULT_PRESET_MULTI_NODE,
   DEFAULT_PRESET_SINGLE_NODE,
@@ -19,7 +19,7 @@ const good = {
 };
 
 function badField(patch: Record<string, unknown>, field: string): void {
-  const err = throwsWithCode(() => parsePreset({ ...good, ...patch }), 'PROXY_BAD_PRESET');
+  const err = throwsWith(() => parsePreset({ ...good, ...patch }), 'PROXY_BAD_PRESET');
   assert.equal(err.details.field, field, err.message);
   assert.ok(err.message.includes(field), `message names ${field}: ${err.message}`);
 }

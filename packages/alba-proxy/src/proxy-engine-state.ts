@@ -21,7 +21,7 @@ import {
   type ProxyLimits,
   type ProxyStats,
 } from './proxy-types.js';
-import type { RandomSource } from './seeded-random.js';
+import type { RandomSource } from './random-source.js';
 
 /**
  * What the parts of the proxy engine share (proxy-engine.ts is the facade, proxy-write.ts

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import { crc32c, isShaleError } from '@shale/common';
+import { seededRandom } from '@shale/testing';
 import { FragmentCache } from './fragment-cache.js';
 import { memoryKeyProvider } from './key-provider.js';
 import { placedCounts } from './manifest.js';
@@ -12,7 +13,6 @@ import { AsdOsd, type Osd, type OsdAddress } from './osd.js';
 import type { Compression, Encryption } from './preset.js';
 import { type DamagedFragment, ProxyEngine } from './proxy-engine.js';
 import { nsIdOf, patternedData, startTestBackend, type TestBackend } from './proxy-test-support.js';
-import { seededRandom } from './seeded-random.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

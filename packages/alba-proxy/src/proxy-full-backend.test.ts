@@ -4,10 +4,10 @@ import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { AsdErrorCode } from '@shale/asd';
 import { isShaleError, ShaleError } from '@shale/common';
+import { seededRandom } from '@shale/testing';
 import { AsdOsd, type Osd } from './osd.js';
 import { ProxyEngine } from './proxy-engine.js';
 import { nsIdOf, startTestBackend, type TestBackend } from './proxy-test-support.js';
-import { seededRandom } from './seeded-random.js';
 
 const KiB = 1024;
 const OBJECT_BYTES = 256 * KiB;

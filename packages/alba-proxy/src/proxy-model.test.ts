@@ -3,12 +3,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { isShaleError } from '@shale/common';
+import { seededRandom } from '@shale/testing';
 import { memoryKeyProvider } from './key-provider.js';
 import { Maintenance } from './maintenance.js';
 import { placedCounts } from './manifest.js';
 import { ProxyEngine } from './proxy-engine.js';
 import { nsIdOf, patternedData, startTestBackend, type TestBackend } from './proxy-test-support.js';
-import { seededRandom } from './seeded-random.js';
 
 const KiB = 1024;
 const SEED =

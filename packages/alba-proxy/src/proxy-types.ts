@@ -18,7 +18,7 @@ import type { FragmentCache } from './fragment-cache.js';
 import type { KeyProvider } from './key-provider.js';
 import type { OsdFactory } from './osd-pool.js';
 import type { Policy } from './preset.js';
-import type { RandomSource } from './seeded-random.js';
+import type { RandomSource } from './random-source.js';
 
 /**
  * The proxy engine's public types: its options and limits, what a put answers, what a

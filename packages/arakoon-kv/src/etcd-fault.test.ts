@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isShaleError } from '@shale/common';
+import { EtcdTestCluster } from '@shale/testing';
 import { KvErrorCode } from './errors.js';
 import { EtcdKv } from './etcd-kv.js';
-import { EtcdTestCluster } from './etcd-test-cluster.js';
 import { collect } from './kv-conformance.js';
 import { ifUnchanged } from './txn-helpers.js';
 

@@ -1,24 +1,23 @@
-// Proves EtcdKv keeps the KvStore contract against a real single-member etcd (the shared conformance suite, its watch riding through connections cut by a TCP proxy), and that bad input and bad days get typed errors within the deadline: oversized values, unreachable or silent endpoints, a frozen (SIGSTOPped) member.
+// Proves EtcdKv keeps the KvStore contract against a real single-member etcd (the shared conformance suite, its watch riding through connections cut by a TCP relay), and that bad input and bad days get typed errors within the deadline: oversized values, unreachable or silent endpoints, a frozen (SIGSTOPped) member.
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { isShaleError } from '@shale/common';
+import { EtcdTestCluster, freePort, TcpRelay } from '@shale/testing';
 import { KvErrorCode } from './errors.js';
 import { EtcdKv } from './etcd-kv.js';
-import { EtcdTestCluster, freePort } from './etcd-test-cluster.js';
 import { expectCode, runConformance } from './kv-conformance.js';
-import { TcpProxy } from './tcp-proxy.js';
 
 const b = (text: string): Buffer => Buffer.from(text, 'latin1');
 
 let cluster: EtcdTestCluster | undefined;
-let proxy: TcpProxy | undefined;
+let proxy: TcpRelay | undefined;
 const clients: EtcdKv[] = [];
 
 before(async () => {
   cluster = await EtcdTestCluster.start(1);
   const [host, port] = cluster.endpoint(0).split(':');
-  proxy = await TcpProxy.start({ host: host as string, port: Number(port) });
+  proxy = await TcpRelay.start({ host: host as string, port: Number(port) });
 });
 after(async () => {
   for (const client of clients) await client.close();
@@ -35,7 +34,7 @@ function client(endpoints: string[], deadlineMs = 5000): EtcdKv {
 runConformance({
   name: 'EtcdKv (one real etcd member)',
   // The main client goes through the proxy, so the suite can cut its connections.
-  open: async () => client([(proxy as TcpProxy).address]),
+  open: async () => client([(proxy as TcpRelay).address]),
   openPeer: async () => client([(cluster as EtcdTestCluster).endpoint(0)]),
   leaseTtlMs: 2000,
   dropConnections: () => proxy?.dropConnections(),

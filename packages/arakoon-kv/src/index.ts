@@ -1,7 +1,6 @@
 export * from './constants.js';
 export { describeKey, KvErrorCode, kvError } from './errors.js';
 export { EtcdKv, type EtcdKvOptions, type EtcdTlsOptions } from './etcd-kv.js';
-export { EtcdTestCluster, freePort, requireEtcd } from './etcd-test-cluster.js';
 export { prefixEnd } from './key-range.js';
 export { KvDaemon, type KvDaemonOptions } from './kv-daemon.js';
 export { KV_PROTO_PATH } from './kv-grpc.js';

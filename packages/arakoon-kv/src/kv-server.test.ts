@@ -7,6 +7,7 @@ import { after, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { isShaleError } from '@shale/common';
+import { TcpRelay } from '@shale/testing';
 import { KvErrorCode, kvError } from './errors.js';
 import { collect, expectCode, waitUntil } from './kv-conformance.js';
 import { KvServer } from './kv-server.js';
@@ -32,7 +33,6 @@ import type {
 } from './kv-store.js';
 import { LevelKv } from './level-kv.js';
 import { RemoteKv } from './remote-kv.js';
-import { TcpProxy } from './tcp-proxy.js';
 
 const b = (text: string): Buffer => Buffer.from(text, 'latin1');
 const s = (buf: Buffer | undefined): string | undefined => buf?.toString('latin1');
@@ -215,7 +215,7 @@ describe('KvServer', () => {
 
   test('a client that vanishes or closes its watch closes the store watcher behind it', async () => {
     const { level, store, server } = await serve();
-    const proxy = await TcpProxy.start({ host: '127.0.0.1', port: server.port });
+    const proxy = await TcpRelay.start({ host: '127.0.0.1', port: server.port });
     cleanup.push(() => proxy.close());
     const kv = client(proxy.address);
     const watch = collect(kv, '/gone/');

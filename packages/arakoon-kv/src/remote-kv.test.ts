@@ -1,4 +1,4 @@
-// Proves RemoteKv keeps the KvStore contract against a KvServer over a LevelKv in this process (the shared conformance suite; the peer is a second RemoteKv; the watch rides through connections cut by a TCP proxy), that two clients share one store, that a server restart on the same port and directory is survived by calls and by a watch (no loss, no repeat), and that refusing, silent and frozen servers give KV_UNAVAILABLE / KV_OUTCOME_UNKNOWN within the deadline.
+// Proves RemoteKv keeps the KvStore contract against a KvServer over a LevelKv in this process (the shared conformance suite; the peer is a second RemoteKv; the watch rides through connections cut by a TCP relay), that two clients share one store, that a server restart on the same port and directory is survived by calls and by a watch (no loss, no repeat), and that refusing, silent and frozen servers give KV_UNAVAILABLE / KV_OUTCOME_UNKNOWN within the deadline.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
@@ -7,13 +7,12 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isShaleError } from '@shale/common';
+import { freePort, TcpRelay } from '@shale/testing';
 import { KvErrorCode } from './errors.js';
-import { freePort } from './etcd-test-cluster.js';
 import { collect, expectCode, runConformance } from './kv-conformance.js';
 import { KvServer } from './kv-server.js';
 import { LevelKv } from './level-kv.js';
 import { RemoteKv, type RemoteKvOptions } from './remote-kv.js';
-import { TcpProxy } from './tcp-proxy.js';
 
 const b = (text: string): Buffer => Buffer.from(text, 'latin1');
 const s = (buf: Buffer | undefined): string | undefined => buf?.toString('latin1');
@@ -34,12 +33,12 @@ function client(endpoint: string, options: Partial<RemoteKvOptions> = {}): Remot
 
 let level: LevelKv | undefined;
 let server: KvServer | undefined;
-let proxy: TcpProxy | undefined;
+let proxy: TcpRelay | undefined;
 
 before(async () => {
   level = await LevelKv.open({ dir: await freshDir() });
   server = await KvServer.start({ store: level, port: 0 });
-  proxy = await TcpProxy.start({ host: '127.0.0.1', port: server.port });
+  proxy = await TcpRelay.start({ host: '127.0.0.1', port: server.port });
 });
 after(async () => {
   for (const kv of clients) await kv.close();
@@ -53,7 +52,7 @@ runConformance({
   name: 'RemoteKv (a KvServer over a LevelKv)',
   // The main client goes through the proxy, so the suite can cut its connections; the
   // peer is a second client, straight to the server.
-  open: async () => client((proxy as TcpProxy).address),
+  open: async () => client((proxy as TcpRelay).address),
   openPeer: async () => client((server as KvServer).address),
   leaseTtlMs: 1000,
   dropConnections: () => proxy?.dropConnections(),
@@ -95,16 +94,16 @@ describe('RemoteKv: several clients, one store', () => {
   });
 
   test('the watch of the proxied client really reconnected when its connections were cut', async () => {
-    const kv = client((proxy as TcpProxy).address);
+    const kv = client((proxy as TcpRelay).address);
     const watch = collect(kv, '/reconnect/');
     await watch.watcher.ready;
-    const before = (proxy as TcpProxy).acceptedCount;
+    const before = (proxy as TcpRelay).acceptedCount;
     await kv.put(b('/reconnect/0'), b('0'));
     await watch.waitFor(1);
-    (proxy as TcpProxy).dropConnections();
+    (proxy as TcpRelay).dropConnections();
     await client((server as KvServer).address).put(b('/reconnect/1'), b('1'));
     await watch.waitFor(2);
-    assert.ok((proxy as TcpProxy).acceptedCount > before, 'a new connection was opened');
+    assert.ok((proxy as TcpRelay).acceptedCount > before, 'a new connection was opened');
     assert.deepEqual(
       watch.events.map((e) => s(e.value)),
       ['0', '1'],
@@ -226,7 +225,7 @@ describe('RemoteKv: bad days', () => {
   });
 
   test('a frozen server: a sent write is KV_OUTCOME_UNKNOWN, a read KV_UNAVAILABLE, both within the deadline', async () => {
-    const frozen = await TcpProxy.start({ host: '127.0.0.1', port: (server as KvServer).port });
+    const frozen = await TcpRelay.start({ host: '127.0.0.1', port: (server as KvServer).port });
     try {
       const kv = client(frozen.address, { deadlineMs: 1000 });
       await kv.put(b('/frozen/k'), b('before'));

@@ -17,8 +17,8 @@ import {
   FrameFlag,
   FrameOp,
   isShaleError,
-  ShaleError,
 } from '@shale/common';
+import { rejectsWith } from '@shale/testing';
 import { AsdClient } from './client.js';
 import { DATA_MAX_PAYLOAD_BYTES } from './constants.js';
 import { AsdDaemon } from './daemon.js';
@@ -52,17 +52,6 @@ after(async () => {
 });
 
 const k = (text: string): Buffer => Buffer.from(text);
-
-async function rejectsWith(promise: Promise<unknown>, code: string): Promise<ShaleError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof ShaleError, `expected a ShaleError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return err;
-  }
-  assert.fail(`expected ${code}, but the call succeeded`);
-}
 
 test('gRPC stats name the data port', async () => {
   const stats = await grpcClient.stats();

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { crc32c, ShaleError } from '@shale/common';
+import { rejectsWith } from '@shale/testing';
 import { AsdClient } from './client.js';
 import { MAX_GRPC_MESSAGE_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES } from './constants.js';
 import { AsdDaemon } from './daemon.js';
@@ -35,17 +36,6 @@ after(async () => {
   await daemon.stop();
   await fs.rm(dir, { recursive: true, force: true });
 });
-
-async function rejectsWith(promise: Promise<unknown>, code: string): Promise<ShaleError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof ShaleError, `expected a ShaleError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return err;
-  }
-  assert.fail(`expected ${code}, but the call succeeded`);
-}
 
 /** A raw gRPC call with any request object, bypassing AsdClient's shaping. */
 function rawCall(

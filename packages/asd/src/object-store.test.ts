@@ -5,7 +5,8 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { crc32c, ShaleError } from '@shale/common';
+import { crc32c } from '@shale/common';
+import { rejectsWith } from '@shale/testing';
 import { ClassicLevel } from 'classic-level';
 import {
   BLOCK_SIZE_BYTES,
@@ -56,17 +57,6 @@ function errorCode<T>(result: ItemResult<T> | undefined): string {
   assert.ok(result !== undefined, 'a result for every item');
   assert.ok(!result.ok, 'expected an error');
   return result.error.code;
-}
-
-async function rejectsWith(promise: Promise<unknown>, code: string): Promise<ShaleError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof ShaleError, `expected a ShaleError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return err;
-  }
-  assert.fail(`expected ${code}, but the call succeeded`);
 }
 
 /** Every file under dir, with its size: what "the disk is unchanged" compares. */

@@ -2,21 +2,13 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '@shale/testing';
 
 const MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), 'main.js');
-
-async function deadPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 interface Run {
   readonly child: ChildProcess;
@@ -65,7 +57,8 @@ after(async () => {
 
 test('shale api serve: listening line, 0600 token, auth, degraded health, SIGTERM; a readable token file is refused', async () => {
   const tokenFile = path.join(dir, 'api.token');
-  const volumedriver = `127.0.0.1:${await deadPort()}`;
+  // A port nothing listens on: the volumedriver is unreachable.
+  const volumedriver = `127.0.0.1:${await freePort()}`;
   const args = [
     'api',
     'serve',

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setImmediate as setImmediatePromise, setTimeout as sleep } from 'node:timers/promises';
+import { type Random, seededRandom } from '@shale/testing';
 import { Registry } from 'prom-client';
 import { EdgeMetrics } from './edge-metrics.js';
 import { MemoryExports } from './memory-exports.js';
@@ -57,20 +58,6 @@ const FUZZ_RO = 'fuzz-ro';
 const GOOD_DISK = 'good-client-disk';
 const GOOD_DISK_BYTES = 2 * MiB;
 const PAGE_BYTES = 4096;
-
-type Random = () => number;
-
-/** mulberry32: small, fast, and the same sequence for the same seed everywhere. */
-function seededRandom(seed: number): Random {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Helpers over one Random: every fuzz case draws from its own, seeded by (SEED, case). */
 class Dice {

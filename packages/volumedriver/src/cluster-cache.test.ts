@@ -1,7 +1,7 @@
 // Proves the cluster cache returns exactly the bytes put for a (layer, SCO, offset), never more memory than its shared budget, gives the budget back on close, and that CLOCK keeps a cluster read since the hand last passed; a seeded model check against a Map under constant eviction (VD_TEST_SEED replays).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { seededRandom } from '@shale/alba-proxy';
+import { seededRandom } from '@shale/testing';
 import { ClusterCache, ClusterCacheBudget } from './cluster-cache.js';
 
 const CLUSTER = 512;

@@ -1,6 +1,7 @@
 // Proves the LBA map's log records round-trip: seeded random pages (dense, sparse, runs, SCO numbers 0 and 2^32-1, the largest cluster offset, layers 0..255) and CRC32C table patches decode to what was encoded, and any flipped bit fails the record's CRC32C.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { seededRandom } from '@shale/testing';
 import {
   LBA_MAP_CLUSTER_OFFSET_LIMIT,
   LBA_MAP_PAGE_CLUSTERS,
@@ -15,7 +16,7 @@ import {
   recordCrc,
   tableKey,
 } from './lba-log-format.js';
-import { prng, testSeed } from './testing/lba-map-fixtures.js';
+import { testSeed } from './testing/lba-map-fixtures.js';
 
 function randomPage(random: () => number): Uint32Array {
   const entries = new Uint32Array(2 * LBA_MAP_PAGE_CLUSTERS);
@@ -40,7 +41,7 @@ function randomPage(random: () => number): Uint32Array {
 describe('LBA map log records', () => {
   test('pages round-trip in every encoding (seeded)', () => {
     const seed = testSeed();
-    const random = prng(seed);
+    const random = seededRandom(seed);
     for (let round = 0; round < 300; round += 1) {
       const entries = randomPage(random);
       const pageIndex = Math.floor(random() * 2 ** 38);
@@ -63,7 +64,7 @@ describe('LBA map log records', () => {
   });
 
   test('CRC32C table patches round-trip, sparse and full', () => {
-    const random = prng(3);
+    const random = seededRandom(3);
     const crcs = new Uint32Array(4096);
     const present = new Uint32Array(4096 / 32);
     for (let s = 0; s < 4096; s += 1) {

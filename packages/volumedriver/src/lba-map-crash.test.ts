@@ -5,8 +5,9 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { seededRandom } from '@shale/testing';
 import { LbaMap, type LbaUpdate } from './lba-map.js';
-import { collect, prng, TempDirs, testSeed } from './testing/lba-map-fixtures.js';
+import { collect, TempDirs, testSeed } from './testing/lba-map-fixtures.js';
 import type { ClusterLocation } from './types.js';
 
 const temp = new TempDirs();
@@ -107,7 +108,7 @@ async function runChild(
 
 test('kill -9 at random points: the marker never claims more than the log holds, and a replay from it gives the model', async (t) => {
   const seed = testSeed();
-  const random = prng(seed);
+  const random = seededRandom(seed);
   const say = `seed ${seed} (VD_TEST_SEED=${seed})`;
   const dir = await temp.make();
   const model = new Map<number, ClusterLocation>();

@@ -1,8 +1,9 @@
 // Proves the LBA map against a plain Map (seeded model test, VD_TEST_SEED replays): applies with unmaps, trims and layers, clear, drains, compactions and reopens, while several range() and snapshotEntries() iterators advance slowly in between and must each yield exactly what the map held when they were made; CRC32C tables evicted (a tiny crcCacheBytes) are read back correctly, and tables whose SCO lost its last cluster are dropped.
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
+import { seededRandom } from '@shale/testing';
 import { LbaMap, type LbaUpdate } from './lba-map.js';
-import { collect, loc, prng, put, TempDirs, testSeed, unmap } from './testing/lba-map-fixtures.js';
+import { collect, loc, put, TempDirs, testSeed, unmap } from './testing/lba-map-fixtures.js';
 import { type ClusterLocation, clusterIndex } from './types.js';
 
 const temp = new TempDirs();
@@ -21,7 +22,7 @@ interface LiveIterator {
 
 test('a seeded model: reads, ranges and snapshots match a plain Map through applies, trims, clear, eviction and reopens', async (t) => {
   const seed = testSeed();
-  const random = prng(seed);
+  const random = seededRandom(seed);
   const say = (step: number) => `seed ${seed} (VD_TEST_SEED=${seed}) step ${step}`;
   const dir = await temp.make();
   const options = { dir, crcCacheBytes: CRC_CACHE_BYTES, cacheEntries: CACHE_TABLES };

@@ -5,9 +5,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { LevelKv } from '@shale/arakoon-kv';
+import { seededRandom } from '@shale/testing';
 import { ClassicLevel } from 'classic-level';
 import { LbaMap } from './lba-map.js';
-import { prng } from './testing/lba-map-fixtures.js';
 import { MemoryVolumeBackend } from './volume-backend.js';
 import { VolumeManager } from './volume-manager.js';
 
@@ -40,7 +40,7 @@ test('a damaged, missing or LevelDB LBA map is rebuilt from the TLogs; every byt
   });
   await manager.createVdisk({ name: 'v', vpoolName: 'pool', sizeBytes: 16 * MiB });
   const lbaDir = path.join(dir, 'wb', 'vdisks', (await manager.vdiskInfo('v')).id, 'lba');
-  const random = prng(11);
+  const random = seededRandom(11);
   const image = Buffer.alloc(16 * MiB);
   const writeSome = async (m: VolumeManager) => {
     for (let k = 0; k < 200; k += 1) {

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { isShaleError } from '@shale/common';
+import { seededRandom } from '@shale/testing';
 import { CLUSTER_INDEX_MAX } from './constants.js';
 import { LbaMap, type LbaUpdate } from './lba-map.js';
 import { type ClusterLocation, clusterIndex, scoNumber } from './types.js';
@@ -43,18 +44,6 @@ async function collect(
   const out: [number, ClusterLocation][] = [];
   for await (const entry of map.range(clusterIndex(from), to)) out.push(entry);
   return out;
-}
-
-/** Small deterministic PRNG (mulberry32), so a failing run replays from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
 }
 
 describe('LBA map', () => {
@@ -118,7 +107,7 @@ describe('LBA map', () => {
 
   test('cache coherence: a read after an apply sees the new location (seeded model check, tiny cache)', async () => {
     const seed = Number(process.env.VD_TEST_SEED ?? Date.now() % 2 ** 31);
-    const random = prng(seed);
+    const random = seededRandom(seed);
     const map = await LbaMap.open({ dir: await tempDir(), cacheEntries: 16 });
     const model = new Map<number, ClusterLocation>();
     try {
@@ -240,7 +229,7 @@ describe('LBA map', () => {
   });
   test('applyBehind: reads, ranges and snapshots see applies at once, before the log has them; a reopen after drain has them all (seeded model check)', async () => {
     const seed = Number(process.env.VD_TEST_SEED ?? Date.now() % 2 ** 31);
-    const random = prng(seed);
+    const random = seededRandom(seed);
     const dir = await tempDir();
     let map = await LbaMap.open({ dir, cacheEntries: 8 });
     const model = new Map<number, ClusterLocation>();

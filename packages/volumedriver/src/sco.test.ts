@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { AssertionFailure, crc32c, isShaleError } from '@shale/common';
+import { rejectsWith } from '@shale/testing';
 import { SCO_SIZE_MIN_BYTES } from './constants.js';
 import { nodeScoDisk, type ScoDisk } from './sco-disk.js';
 import { parseScoFileName, scoFileName } from './sco-file.js';
@@ -28,13 +29,6 @@ async function tempDir(): Promise<string> {
 function clusters(count: number): Buffer[] {
   const all = randomBytes(count * CLUSTER);
   return Array.from({ length: count }, (_, i) => all.subarray(i * CLUSTER, (i + 1) * CLUSTER));
-}
-
-async function rejectsWith(promise: Promise<unknown>, code: string): Promise<void> {
-  await assert.rejects(promise, (err: unknown) => {
-    assert.ok(isShaleError(err, code), `expected ${code}, got ${String(err)}`);
-    return true;
-  });
 }
 
 function errnoError(code: string): Error {

@@ -4,9 +4,9 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { seededRandom } from '@shale/alba-proxy';
 import { LevelKv } from '@shale/arakoon-kv';
 import { isShaleError } from '@shale/common';
+import { seededRandom } from '@shale/testing';
 import { MemoryVolumeBackend } from './volume-backend.js';
 import { VolumeManager } from './volume-manager.js';
 

@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { bindGrpcServer, isShaleError, ShaleError } from '@shale/common';
+import { bindGrpcServer, isShaleError } from '@shale/common';
+import { rejectsWith, xorshift32Random } from '@shale/testing';
 import type {
   CloneVdiskInput,
   CreateVdiskInput,
@@ -38,19 +39,6 @@ import {
 const SEED = Number(process.env.VOLUME_SERVICE_SEED ?? Date.now() % 1_000_000);
 const CLUSTER_BYTES = 4096;
 const DISK_BYTES = 4 * 1024 * 1024;
-
-/** xorshift32: deterministic from SEED, so a failure replays with VOLUME_SERVICE_SEED. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0 || 1;
-  return () => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state / 0x1_0000_0000;
-  };
-}
 
 interface FakeVdisk {
   info: VdiskInfo;
@@ -332,17 +320,6 @@ class FakeManager implements VolumeManagerApi {
   }
 }
 
-async function rejectsWithCode(promise: Promise<unknown>, code: string): Promise<ShaleError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof ShaleError, `expected a ShaleError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return err;
-  }
-  assert.fail(`expected a rejection with ${code}`);
-}
-
 async function waitFor(condition: () => boolean, what: string): Promise<void> {
   const deadline = Date.now() + 10_000;
   while (!condition()) {
@@ -471,7 +448,7 @@ describe(`VolumeService over gRPC (seed ${SEED}; replay with VOLUME_SERVICE_SEED
 
     assert.deepEqual(await client.listStorageRouters(), manager.routers);
     assert.deepEqual(await client.locateVdisk('rt'), await manager.locateVdisk('rt'));
-    await rejectsWithCode(client.locateVdisk('missing'), VdErrorCode.NotFound);
+    await rejectsWith(client.locateVdisk('missing'), VdErrorCode.NotFound);
 
     const open = [...manager.vdisks.values()].filter((vdisk) => vdisk.info.stats !== undefined);
     assert.deepEqual(await client.health(), {
@@ -483,28 +460,28 @@ describe(`VolumeService over gRPC (seed ${SEED}; replay with VOLUME_SERVICE_SEED
   });
 
   test('errors keep their VD_ code end to end', async () => {
-    await rejectsWithCode(client.vdiskInfo('missing'), VdErrorCode.NotFound);
-    await rejectsWithCode(
+    await rejectsWith(client.vdiskInfo('missing'), VdErrorCode.NotFound);
+    await rejectsWith(
       client.createVdisk({ name: 'disk-a', vpoolName: 'pool', sizeBytes: 1 }),
       VdErrorCode.Exists,
     );
-    const err = await rejectsWithCode(client.resizeVdisk('disk-a', 1), VdErrorCode.InvalidArgument);
+    const err = await rejectsWith(client.resizeVdisk('disk-a', 1), VdErrorCode.InvalidArgument);
     assert.equal(err.message, 'shrink refused without force');
-    await rejectsWithCode(client.deleteSnapshot('disk-a', 'nope'), VdErrorCode.NotFound);
+    await rejectsWith(client.deleteSnapshot('disk-a', 'nope'), VdErrorCode.NotFound);
     await client.createSnapshot('disk-b', 'base');
     await client.cloneVdisk({ name: 'disk-b-clone', parentName: 'disk-b', snapshotName: 'base' });
-    await rejectsWithCode(client.deleteVdisk('disk-b'), VdErrorCode.HasClones);
-    await rejectsWithCode(client.scrub('explode'), VD_INTERNAL);
+    await rejectsWith(client.deleteVdisk('disk-b'), VdErrorCode.HasClones);
+    await rejectsWith(client.scrub('explode'), VD_INTERNAL);
     const unreachable = new VolumeClient('127.0.0.1:1', 2_000);
     try {
-      await rejectsWithCode(unreachable.health(), 'VD_UNAVAILABLE');
+      await rejectsWith(unreachable.health(), 'VD_UNAVAILABLE');
     } finally {
       unreachable.close();
     }
   });
 
   test('Io: many concurrent writes then reads at random offsets read back the same bytes', async () => {
-    const random = seededRandom(SEED);
+    const random = xorshift32Random(SEED);
     const model = Buffer.alloc(DISK_BYTES);
     const io = client.openIo('disk-a');
     const writes: Promise<void>[] = [];
@@ -546,9 +523,9 @@ describe(`VolumeService over gRPC (seed ${SEED}; replay with VOLUME_SERVICE_SEED
       { lengthBytes: CLUSTER_BYTES, hole: false },
       { lengthBytes: CLUSTER_BYTES, hole: true },
     ]);
-    await rejectsWithCode(io.blockStatus(DISK_BYTES, 1), VdErrorCode.OutOfRange);
+    await rejectsWith(io.blockStatus(DISK_BYTES, 1), VdErrorCode.OutOfRange);
     await io.close();
-    await rejectsWithCode(io.read(0, 1), VdErrorCode.Closed);
+    await rejectsWith(io.read(0, 1), VdErrorCode.Closed);
   });
 
   test('Io: requests issued in one tick travel as one IoBatch, replies in one IoReplyBatch', async () => {
@@ -572,7 +549,7 @@ describe(`VolumeService over gRPC (seed ${SEED}; replay with VOLUME_SERVICE_SEED
       assert.equal(result.status, 'rejected');
       assert.ok(isShaleError(result.reason, VdErrorCode.NotFound), String(result.reason));
     }
-    await rejectsWithCode(io.flush(), VdErrorCode.NotFound);
+    await rejectsWith(io.flush(), VdErrorCode.NotFound);
   });
 
   test('Io: bad requests fail alone; other requests and other streams go on', async () => {
@@ -657,7 +634,7 @@ describe(`VolumeService over gRPC (seed ${SEED}; replay with VOLUME_SERVICE_SEED
     }
 
     await Promise.all(goodWrites);
-    await rejectsWithCode(good.read(DISK_BYTES, 1), VdErrorCode.OutOfRange);
+    await rejectsWith(good.read(DISK_BYTES, 1), VdErrorCode.OutOfRange);
     assert.ok((await good.read(0, 100 * 4096)).equals(Buffer.alloc(100 * 4096, 0xab)));
     await good.close();
   });
@@ -679,7 +656,7 @@ describe(`VolumeService over gRPC (seed ${SEED}; replay with VOLUME_SERVICE_SEED
         assert.equal(result.status, 'rejected');
         assert.ok(isShaleError(result.reason, VdErrorCode.Closed), String(result.reason));
       }
-      await rejectsWithCode(io.write(0, Buffer.alloc(512)), VdErrorCode.Closed);
+      await rejectsWith(io.write(0, Buffer.alloc(512)), VdErrorCode.Closed);
     } finally {
       manager.writeGate = undefined;
       open?.();

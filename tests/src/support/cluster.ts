@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { EtcdTestCluster } from '@shale/arakoon-kv';
+import { EtcdTestCluster } from '@shale/testing';
 import { type ShaleProcess, startShale } from './shale-process.js';
 
 /** The backend id every test cluster's proxy serves. */

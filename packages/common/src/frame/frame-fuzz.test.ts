@@ -1,6 +1,7 @@
 // Proves the frame decoder, fed random and mutated byte streams cut into random chunks (at least 100,000 frames, seeded: SHALE_SEED replays), only ever yields frames that respect the header format and the limits, or fails with a FrameError, never buffers more than one header plus one allowed payload beyond the chunk being cut, and decodes valid streams exactly regardless of how they are cut.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { seededRandom } from '@shale/testing';
 import { crc32c } from '../crc32c.js';
 import { isShaleError } from '../errors.js';
 import { FrameDecoder } from './frame-decoder.js';
@@ -8,18 +9,6 @@ import { encodeFrameHeader, FRAME_HEADER_BYTES, type Frame, FrameFlag } from './
 
 const SEED = Number(process.env.SHALE_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const MAX_PAYLOAD = 4096;
-
-/** mulberry32: small, fast, good enough for test inputs. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomFrame(int: (n: number) => number): { bytes: Buffer; payload: Buffer } {
   const payload = Buffer.alloc(int(3) === 0 ? 0 : int(MAX_PAYLOAD + 1));
@@ -63,7 +52,7 @@ function feed(
 }
 
 test(`valid frames cut at random decode exactly (seed ${SEED})`, () => {
-  const random = seeded(SEED);
+  const random = seededRandom(SEED);
   const int = (n: number) => Math.floor(random() * n);
   let decoded = 0;
   for (let round = 0; round < 200; round += 1) {
@@ -82,7 +71,7 @@ test(`valid frames cut at random decode exactly (seed ${SEED})`, () => {
 });
 
 test(`random and mutated streams: a FrameError or frames within the limits, bounded memory (seed ${SEED})`, () => {
-  const random = seeded(SEED ^ 0x5eed);
+  const random = seededRandom(SEED ^ 0x5eed);
   const int = (n: number) => Math.floor(random() * n);
   let frames = 0;
   let errors = 0;

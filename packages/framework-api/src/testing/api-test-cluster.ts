@@ -6,17 +6,16 @@
  * all of them against the OpenAPI document at the end.
  */
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { BackendRegistry } from '@shale/alba-proxy';
 import { LevelKv } from '@shale/arakoon-kv';
 import { AsdDaemon } from '@shale/asd';
 import { bindGrpcServer } from '@shale/common';
+import { freePort, TcpRelay } from '@shale/testing';
 import { createVolumeGrpcServer, MemoryVolumeBackend, VolumeManager } from '@shale/volumedriver';
 import { ApiClient } from '../api-client.js';
 import { ApiDaemon, type ApiDaemonOptions } from '../api-daemon.js';
-import { TcpRelay } from './tcp-relay.js';
 
 export const MiB = 1024 * 1024;
 export const NODE_ID = 'node-a';
@@ -50,14 +49,8 @@ export interface RawRequest {
   readonly headers?: Readonly<Record<string, string>>;
 }
 
-/** A port nothing listens on (bound, then released). */
-export async function deadPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+/** A port nothing listens on (bound, then released): `freePort` of `@shale/testing`. */
+export const deadPort = freePort;
 
 export interface TestNode {
   readonly nodeId: string;
@@ -174,7 +167,7 @@ export class ApiTestCluster {
     const server = createVolumeGrpcServer(manager, { nodeId });
     const port = await bindGrpcServer(server, '127.0.0.1', 0);
     // Reached through a relay, so that stopping it cuts the connections others hold.
-    const relay = await TcpRelay.start(port);
+    const relay = await TcpRelay.start({ host: '127.0.0.1', port });
     await manager.registerStorageRouter(relay.address);
     const node: TestNode = {
       nodeId,

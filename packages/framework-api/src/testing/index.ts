@@ -11,4 +11,3 @@ export {
   TestApi,
   type TestNode,
 } from './api-test-cluster.js';
-export { TcpRelay } from './tcp-relay.js';

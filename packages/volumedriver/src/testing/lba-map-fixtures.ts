@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { LbaMap, LbaUpdate } from '../lba-map.js';
 import { type ClusterLocation, clusterIndex, scoNumber } from '../types.js';
 
-/** Helpers of the LBA map tests: locations, updates, a seeded PRNG, temporary directories. */
+/** Helpers of the LBA map tests: locations, updates, the test seed, temporary directories (the seeded PRNG is `seededRandom` of `@shale/testing`). */
 
 export function loc(sco: number, clusterOffset: number, crc: number, layer = 0): ClusterLocation {
   return layer === 0
@@ -21,18 +21,6 @@ export const unmap = (index: number): LbaUpdate => ({
   clusterIndex: clusterIndex(index),
   location: undefined,
 });
-
-/** Small deterministic PRNG (mulberry32), so a failing run replays from its seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /** The seed of a randomized test: VD_TEST_SEED, else the clock. */
 export function testSeed(): number {

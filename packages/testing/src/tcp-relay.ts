@@ -1,5 +1,3 @@
-// Test support (not a test file): a TCP proxy to one address whose connections a test can
-// cut (the peer sees a reset) or freeze (bytes stop flowing, the connection stays up).
 import net from 'node:net';
 
 interface Pair {
@@ -7,7 +5,15 @@ interface Pair {
   readonly upstream: net.Socket;
 }
 
-export class TcpProxy {
+/**
+ * A TCP relay in front of one server, for fault tests: a test can reset its connections
+ * (`dropConnections`), freeze them (`freeze`/`thaw`: bytes stop flowing, the connections stay
+ * up, as with a SIGSTOPped peer), or `cut` it (every connection closed and no new ones: what a
+ * dead node looks like from the outside; shutting a gRPC server down in-process is not enough,
+ * since grpc-js 1.14 with channelz disabled keeps the sessions it already has open after
+ * forceShutdown).
+ */
+export class TcpRelay {
   private readonly pairs = new Set<Pair>();
   private frozen = false;
   private accepted = 0;
@@ -26,14 +32,14 @@ export class TcpProxy {
     return `127.0.0.1:${this.port}`;
   }
 
-  static async start(target: { host: string; port: number }): Promise<TcpProxy> {
-    let proxy: TcpProxy | undefined;
+  static async start(target: { host: string; port: number }): Promise<TcpRelay> {
+    let proxy: TcpRelay | undefined;
     const server = net.createServer((client) => {
       if (proxy === undefined) client.destroy();
       else proxy.accept(client, target);
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    proxy = new TcpProxy(server, (server.address() as net.AddressInfo).port);
+    proxy = new TcpRelay(server, (server.address() as net.AddressInfo).port);
     return proxy;
   }
 
@@ -84,6 +90,19 @@ export class TcpProxy {
     for (const pair of this.pairs) connect(pair);
   }
 
+  /** Closes every connection and refuses new ones; a second call does nothing. */
+  async cut(): Promise<void> {
+    if (!this.server.listening) return;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const pair of this.pairs) {
+      pair.client.destroy();
+      pair.upstream.destroy();
+    }
+    this.pairs.clear();
+    await closed;
+  }
+
+  /** Resets every connection and stops listening. */
   async close(): Promise<void> {
     this.dropConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));

@@ -1,15 +1,13 @@
-// Test support (not a test file): real etcd members on 127.0.0.1 with free ports, in
-// temporary data dirs (the TCP proxy whose connections a test can cut is in tcp-proxy.ts).
+// Real etcd members on 127.0.0.1 with free ports, in temporary data dirs (the TCP relay
+// whose connections a test can cut or freeze is in tcp-relay.ts).
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { errorMessage } from '@shale/common';
-import { EtcdKv } from './etcd-kv.js';
+import { freePort } from './free-port.js';
 
 export const ETCD_BINARY = process.env.SHALE_ETCD_BINARY ?? '/usr/bin/etcd';
 
@@ -22,12 +20,30 @@ export function requireEtcd(): void {
   }
 }
 
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+/** The part of etcd's Status answer the cluster needs: who a member is, whom it follows. */
+interface MemberStatus {
+  readonly memberId: string;
+  /** '0' while the member follows no leader. */
+  readonly leaderId: string;
+}
+
+/**
+ * Asks one member for its status through etcd's JSON gateway on the client port (the same
+ * Maintenance.Status call a gRPC client makes), so that this package needs no etcd client.
+ */
+async function memberStatus(endpoint: string, timeoutMs: number): Promise<MemberStatus> {
+  const response = await fetch(`http://${endpoint}/v3/maintenance/status`, {
+    method: 'POST',
+    body: '{}',
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  if (!response.ok) throw new Error(`status from ${endpoint}: HTTP ${response.status}`);
+  const body = (await response.json()) as { header?: { member_id?: string }; leader?: string };
+  return { memberId: body.header?.member_id ?? '0', leaderId: body.leader ?? '0' };
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 interface Member {
@@ -124,48 +140,36 @@ export class EtcdTestCluster {
   async waitHealthy(indexes: number[], timeoutMs = 20_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (const index of indexes) {
-      const probe = new EtcdKv({ endpoints: [this.endpoint(index)], deadlineMs: 1000 });
-      try {
-        for (;;) {
-          try {
-            const status = await probe.memberStatus(0, { deadlineMs: 1000 });
-            if (status.leaderId !== '0') break;
-          } catch (err) {
-            if (Date.now() > deadline) {
-              throw new Error(
-                `etcd member ${index} not healthy: ${errorMessage(err)}\n${this.members[index]?.log ?? ''}`,
-              );
-            }
-          }
-          if (Date.now() > deadline)
+      for (;;) {
+        try {
+          const status = await memberStatus(this.endpoint(index), 1000);
+          if (status.leaderId !== '0') break;
+        } catch (err) {
+          if (Date.now() > deadline) {
             throw new Error(
-              `etcd member ${index} has no leader\n${this.members[index]?.log ?? ''}`,
+              `etcd member ${index} not healthy: ${errorMessage(err)}\n${this.members[index]?.log ?? ''}`,
             );
-          await sleep(100);
+          }
         }
-      } finally {
-        await probe.close();
+        if (Date.now() > deadline)
+          throw new Error(`etcd member ${index} has no leader\n${this.members[index]?.log ?? ''}`);
+        await sleep(100);
       }
     }
   }
 
   /** The index of the member every member agrees is the leader. */
   async leaderIndex(): Promise<number> {
-    const probe = new EtcdKv({ endpoints: this.endpoints, deadlineMs: 2000 });
-    try {
-      const ids: string[] = [];
-      let leader = '0';
-      for (let i = 0; i < this.members.length; i++) {
-        const status = await probe.memberStatus(i);
-        ids.push(status.memberId);
-        leader = status.leaderId;
-      }
-      const index = ids.indexOf(leader);
-      assert.ok(index >= 0, `leader ${leader} is not one of ${ids.join(', ')}`);
-      return index;
-    } finally {
-      await probe.close();
+    const ids: string[] = [];
+    let leader = '0';
+    for (let i = 0; i < this.members.length; i++) {
+      const status = await memberStatus(this.endpoint(i), 2000);
+      ids.push(status.memberId);
+      leader = status.leaderId;
     }
+    const index = ids.indexOf(leader);
+    assert.ok(index >= 0, `leader ${leader} is not one of ${ids.join(', ')}`);
+    return index;
   }
 
   signal(index: number, signal: NodeJS.Signals): void {
