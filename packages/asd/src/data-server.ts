@@ -73,7 +73,8 @@ export class AsdDataServer {
     metrics: AsdMetrics,
     options: AsdDataServerOptions,
   ): Promise<AsdDataServer> {
-    const server = net.createServer();
+    // Paused, so that serveFrameConnection can read it into a reused buffer.
+    const server = net.createServer({ pauseOnConnect: true });
     const port = await listenOn(server, options.port, options.host);
     const dataServer = new AsdDataServer(store, metrics, server, port);
     server.on('connection', (socket) => dataServer.accept(socket, options.log));
@@ -93,11 +94,9 @@ export class AsdDataServer {
     await closed;
   }
 
-  private accept(socket: net.Socket, log: ((line: string) => void) | undefined): void {
-    this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
-    serveFrameConnection(
-      socket,
+  private accept(accepted: net.Socket, log: ((line: string) => void) | undefined): void {
+    const socket = serveFrameConnection(
+      accepted,
       { handle: (frame) => this.handle(frame) },
       {
         maxPayloadBytes: DATA_MAX_PAYLOAD_BYTES,
@@ -107,6 +106,8 @@ export class AsdDataServer {
         ...(log === undefined ? {} : { log }),
       },
     );
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
   }
 
   /** Decodes synchronously (a malformed payload throws FRAME_*: the connection ends). */

@@ -53,10 +53,9 @@ export class VolumeDataServer {
   static async start(options: VolumeDataServerOptions): Promise<VolumeDataServer> {
     const sockets = new Set<net.Socket>();
     const counters = createFrameServerCounters();
-    const server = net.createServer((socket) => {
-      sockets.add(socket);
-      socket.once('close', () => sockets.delete(socket));
-      serveFrameConnection(socket, new DataSession(options.manager), {
+    // Paused, so that serveFrameConnection can read it into a reused buffer.
+    const server = net.createServer({ pauseOnConnect: true }, (accepted) => {
+      const socket = serveFrameConnection(accepted, new DataSession(options.manager), {
         maxPayloadBytes: DATA_MAX_PAYLOAD_BYTES,
         maxBufferedBytes:
           options.maxBufferedBytesPerConnection ?? CONNECTION_BUFFERED_DEFAULT_BYTES,
@@ -65,6 +64,8 @@ export class VolumeDataServer {
         counters,
         ...(options.log === undefined ? {} : { log: options.log }),
       });
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
     });
     const port = await listenOn(server, options.port, options.host);
     return new VolumeDataServer(server, sockets, counters, options.host, port);

@@ -1,4 +1,4 @@
-import net from 'node:net';
+import type net from 'node:net';
 import { assert } from '../assert.js';
 import { ShaleError } from '../errors.js';
 import { FrameDecoder } from './frame-decoder.js';
@@ -17,6 +17,7 @@ import {
 } from './frame-format.js';
 import { encodeHello, readHelloReply } from './frame-hello.js';
 import { GatheredWriter } from './gathered-writer.js';
+import { connectReading } from './socket-reader.js';
 
 export interface FrameClientOptions {
   readonly host: string;
@@ -68,6 +69,11 @@ interface Waiter {
   readonly bytes: number;
   /** Lets it go (room reserved, or the client failed); clears its deadline. */
   readonly go: () => void;
+}
+
+/** Where bytes go while nobody decodes them (the server sends nothing unasked then). */
+function ignoreChunk(_chunk: Buffer): void {
+  // nothing: between HELLO and attach() the socket is paused
 }
 
 const IN_FLIGHT_DEFAULT_BYTES = 64 * 1024 * 1024;
@@ -143,7 +149,13 @@ export class FrameClient {
   static async connect(options: FrameClientOptions): Promise<FrameClient> {
     const what = options.what ?? `${options.host}:${options.port}`;
     const maxPayloadBytes = options.maxPayloadBytes ?? FRAME_MAX_PAYLOAD_DEFAULT_BYTES;
-    const socket = net.connect({ host: options.host, port: options.port, noDelay: true });
+    // Reads land in one reused buffer (socket-reader.ts); `route.sink` takes them: the
+    // HELLO decoder first, then the client's.
+    const route = { sink: ignoreChunk };
+    const socket = connectReading(
+      { host: options.host, port: options.port, noDelay: true },
+      (chunk) => route.sink(chunk),
+    );
     let decoder: FrameDecoder | undefined;
     const hello = await new Promise<Frame>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -165,17 +177,17 @@ export class FrameClient {
         clearTimeout(timer);
         socket.removeAllListeners('error');
         socket.removeAllListeners('close');
-        socket.removeAllListeners('data');
+        route.sink = ignoreChunk;
         socket.pause();
         resolve(frame);
       });
-      socket.on('data', (chunk: Buffer) => {
+      route.sink = (chunk: Buffer) => {
         try {
           decoder?.push(chunk);
         } catch (err) {
           fail(err);
         }
-      });
+      };
       socket.once('connect', () => {
         const hello = encodeHello(FRAME_VERSION_MIN, FRAME_VERSION_MAX, maxPayloadBytes);
         socket.write(encodeFrameHeader({ op: FrameOp.Hello, handle: 0 }, hello));
@@ -184,7 +196,7 @@ export class FrameClient {
     });
     const { version, maxPayloadBytes: serverMax } = readHelloReply(hello, what);
     const client = new FrameClient(socket, version, serverMax, options, what);
-    client.attach(maxPayloadBytes);
+    route.sink = client.attach(maxPayloadBytes);
     return client;
   }
 
@@ -262,15 +274,9 @@ export class FrameClient {
     this.fail(frameError(FrameErrorCode.Closed, `${this.what}: the connection was cut`));
   }
 
-  private attach(maxPayloadBytes: number): void {
+  /** Listens for the connection's end; returns where its received bytes go. */
+  private attach(maxPayloadBytes: number): (chunk: Buffer) => void {
     const decoder = new FrameDecoder({ maxPayloadBytes }, (frame) => this.onFrame(frame));
-    this.socket.on('data', (chunk: Buffer) => {
-      try {
-        decoder.push(chunk);
-      } catch (err) {
-        this.fail(err as ShaleError);
-      }
-    });
     this.socket.on('error', (err) =>
       this.fail(frameError(FrameErrorCode.Closed, `${this.what}: ${err.message}`, err)),
     );
@@ -278,6 +284,13 @@ export class FrameClient {
       this.fail(frameError(FrameErrorCode.Closed, `${this.what}: the connection closed`)),
     );
     this.socket.resume();
+    return (chunk: Buffer) => {
+      try {
+        decoder.push(chunk);
+      } catch (err) {
+        this.fail(err as ShaleError);
+      }
+    };
   }
 
   private onFrame(frame: Frame): void {

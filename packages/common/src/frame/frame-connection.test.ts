@@ -28,7 +28,7 @@ let port: number;
 const logs: string[] = [];
 
 before(async () => {
-  server = net.createServer((socket) =>
+  server = net.createServer({ pauseOnConnect: true }, (socket) =>
     serveFrameConnection(
       socket,
       {

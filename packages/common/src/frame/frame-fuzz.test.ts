@@ -36,9 +36,12 @@ function feed(
   const decoder = new FrameDecoder({ maxPayloadBytes: MAX_PAYLOAD }, (f) => frames.push(f));
   let maxBuffered = 0;
   let error: unknown;
+  // Chunks arrive in one reused buffer, as from a socket read with onread: the decoder must
+  // copy what it keeps, so the buffer is scribbled over after every push.
+  const scratch = Buffer.alloc(1 + 3 * MAX_PAYLOAD);
   for (let at = 0; at < stream.length; ) {
     const n = 1 + int(int(4) === 0 ? 8 : 3 * MAX_PAYLOAD);
-    const chunk = stream.subarray(at, at + n);
+    const chunk = scratch.subarray(0, stream.copy(scratch, 0, at, at + n));
     at += n;
     try {
       decoder.push(chunk);
@@ -46,6 +49,7 @@ function feed(
       error = err;
       break;
     }
+    chunk.fill(0xa5);
     maxBuffered = Math.max(maxBuffered, decoder.bufferedBytes - chunk.length);
   }
   return { frames, error, maxBuffered };

@@ -15,6 +15,7 @@ import {
 import { readHello } from './frame-hello.js';
 import { GatheredWriter } from './gathered-writer.js';
 import type { PayloadPool } from './payload-pool.js';
+import { adoptReading } from './socket-reader.js';
 
 /**
  * What a service does with the requests of one connection. `handle` answers one request:
@@ -75,14 +76,16 @@ const GOAWAY_LINGER_MS = 1000;
  * Serves the data protocol on one accepted socket: HELLO first, then requests in any
  * number, each answered when its handler settles (replies in any order, those of one turn
  * in one gathered write). A protocol violation sends GOAWAY with the reason and closes
- * this connection only.
+ * this connection only. Accept with net.createServer({ pauseOnConnect: true }): the
+ * connection is then read into one reused buffer (socket-reader.ts). Returns the socket it
+ * serves on, which the caller tracks and closes (it may not be `accepted`).
  */
 export function serveFrameConnection(
-  socket: net.Socket,
+  accepted: net.Socket,
   session: FrameSession,
   options: FrameServerOptions = {},
-): void {
-  new FrameServerConnection(socket, session, options).start();
+): net.Socket {
+  return new FrameServerConnection(session, options).start(accepted);
 }
 
 class FrameServerConnection {
@@ -94,26 +97,26 @@ class FrameServerConnection {
   private heldBytes = 0;
   private version = 0;
   private paused = false;
-  private readonly writer: GatheredWriter;
   private done = false;
   private readonly maxBuffered: number;
   private readonly maxPayload: number;
   private readonly counters: FrameServerCounters;
 
+  private socket!: net.Socket;
+  private writer!: GatheredWriter;
+
   constructor(
-    private readonly socket: net.Socket,
     private readonly session: FrameSession,
     private readonly options: FrameServerOptions,
   ) {
-    this.writer = new GatheredWriter(socket);
     this.maxBuffered = options.maxBufferedBytes ?? BUFFERED_DEFAULT_BYTES;
     this.maxPayload = options.maxPayloadBytes ?? FRAME_MAX_PAYLOAD_DEFAULT_BYTES;
     this.counters = options.counters ?? createFrameServerCounters();
   }
 
-  start(): void {
+  /** Serves `accepted` (adopted into a socket reading into a reused buffer) and returns that. */
+  start(accepted: net.Socket): net.Socket {
     this.counters.connections += 1;
-    this.socket.setNoDelay(true);
     const decoder = new FrameDecoder(
       {
         maxPayloadBytes: this.maxPayload,
@@ -121,7 +124,7 @@ class FrameServerConnection {
       },
       (frame) => this.onFrame(frame),
     );
-    this.socket.on('data', (chunk: Buffer) => {
+    this.socket = adoptReading(accepted, (chunk: Buffer) => {
       if (this.done) return;
       try {
         decoder.push(chunk);
@@ -129,9 +132,12 @@ class FrameServerConnection {
         this.protocolError(err);
       }
     });
+    this.writer = new GatheredWriter(this.socket);
+    this.socket.setNoDelay(true);
     this.socket.on('drain', () => this.pump());
     this.socket.on('error', () => this.finish());
     this.socket.on('close', () => this.finish());
+    return this.socket;
   }
 
   private onFrame(frame: Frame): void {

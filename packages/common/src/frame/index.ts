@@ -31,3 +31,9 @@ export {
 } from './frame-server.js';
 export { GatheredWriter, type GatheredWriterOptions } from './gathered-writer.js';
 export { PayloadPool } from './payload-pool.js';
+export {
+  adoptReading,
+  connectReading,
+  SOCKET_READ_BUFFER_BYTES,
+  socketReadCounts,
+} from './socket-reader.js';
