@@ -16,6 +16,11 @@ export const SCO_SIZE_MAX_BYTES = 128 * MiB;
 export const SCO_NUMBER_MAX = 0xffff_ffff;
 /** Hex digits in a SCO file name (`0000002a.sco`): enough for SCO_NUMBER_MAX. */
 export const SCO_FILE_NAME_HEX_DIGITS = 8;
+/**
+ * Most SCO seals (fsync, close) running behind the write lane at once; past it the lane
+ * waits for the oldest. Recovery may find this many SCOs plus the open one unsealed.
+ */
+export const SCO_SEALS_IN_BACKGROUND_MAX = 2;
 /** Most clusters appended to a SCO in one call (one writev): 1 MiB of 4 KiB clusters. */
 export const SCO_APPEND_MAX_CLUSTERS = 256;
 /**

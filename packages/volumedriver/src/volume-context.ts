@@ -3,6 +3,7 @@ import type { ClusterCache } from './cluster-cache.js';
 import type { DataAtRisk } from './data-at-risk.js';
 import { VdErrorCode, vdError } from './errors.js';
 import type { LbaMap } from './lba-map.js';
+import type { ScoDisk } from './sco-disk.js';
 import type { ScoMemoryPool } from './sco-memory.js';
 import type { ScoReader } from './sco-reader.js';
 import type { ScoWriter } from './sco-writer.js';
@@ -73,6 +74,8 @@ export interface VolumeContext {
   readonly lba: LbaMap;
   tlog: TLogWriter;
   sco: ScoWriter | undefined;
+  /** Where SCO files are written (undefined: the real disk). */
+  readonly scoDisk: ScoDisk | undefined;
   /** SCOs sealed into the current TLog (it rolls at config.tlogScos). */
   scosInTlog: number;
   epoch: number;

@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { assert, crc32c, errorMessage, isShaleError } from '@shale/common';
-import { LBA_MAP_APPLY_MAX_UPDATES } from './constants.js';
+import { LBA_MAP_APPLY_MAX_UPDATES, SCO_SEALS_IN_BACKGROUND_MAX } from './constants.js';
 import { VdErrorCode, vdError } from './errors.js';
 import {
   decodeCheckpointPart,
@@ -35,7 +35,8 @@ import type { WriteLane } from './volume-write-lane.js';
  * Recovery of one vDisk: what an open after a crash repairs, and how the LBA map is
  * rebuilt from the history.
  *
- *   open ─> recoverLocal: cut the open SCO to what the TLog names (CRC32C-checked), seal it
+ *   open ─> recoverLocal: cut the unsealed SCOs (the open one, those sealing behind the lane)
+ *        │                to what the TLog names (CRC32C-checked), seal them
  *        │                map: catch up from its position marker, or rebuild
  *        └─> resumeUploads: take the namespace (epoch bump), requeue what the backend lacks
  *
@@ -136,13 +137,18 @@ export class Recovery {
       }
       if (e.type === 'scoSealed') this.v.scosInTlog += 1;
     }
-    const open = [...writtenHere.keys()].filter((n) => !sealedHere.has(n));
-    assert(open.length <= 1, `${this.v.name}: more than one open SCO in the current TLog`);
-    const openSco = open[0];
+    // The open SCO, and those whose seal ran behind the write lane when it stopped (at most
+    // SCO_SEALS_IN_BACKGROUND_MAX): named by writes, with no SCO_SEALED.
+    const open = [...writtenHere.keys()].filter((n) => !sealedHere.has(n)).sort((a, b) => a - b);
+    assert(
+      open.length <= SCO_SEALS_IN_BACKGROUND_MAX + 1,
+      `${this.v.name}: ${open.length} unsealed SCOs in the current TLog (at most ${SCO_SEALS_IN_BACKGROUND_MAX + 1})`,
+    );
+    const openSet = new Set(open);
     for (const name of await fs.readdir(this.v.scoDir)) {
       const n = parseScoFileName(name);
       if (n === undefined) continue;
-      if (n === openSco) continue;
+      if (openSet.has(n)) continue;
       const stat = await fs.stat(path.join(this.v.scoDir, name));
       // A SCO created but never named by the TLog (a crash before its first entry).
       if (!sealedHere.has(n) && !writtenHere.has(n) && n >= this.v.state.nextScoNumber - 1) {
@@ -154,15 +160,22 @@ export class Recovery {
       }
       this.v.localScos.set(n, stat.size);
     }
-    if (openSco !== undefined) {
-      const filePath = scoFilePath(this.v.scoDir, scoNumber(openSco));
-      const data = await fs.readFile(filePath).catch(() => Buffer.alloc(0));
-      // Check every cluster the TLog names; cut the TLog at the first bad one.
+    if (open.length > 0) {
+      const data = new Map<number, Buffer>();
+      for (const n of open) {
+        const filePath = scoFilePath(this.v.scoDir, scoNumber(n));
+        data.set(n, await fs.readFile(filePath).catch(() => Buffer.alloc(0)));
+      }
+      // Check every cluster the TLog names in them; cut the TLog at the first bad one
+      // (what follows it, in any SCO, goes too: the TLog is a sequence).
       let cutAt = currentEntries.length;
       for (let i = 0; i < currentEntries.length; i += 1) {
         const e = currentEntries[i] as TLogEntry;
-        if (e.type !== 'write' || e.scoNumber !== openSco) continue;
-        const bytes = data.subarray(e.clusterOffset * cs, (e.clusterOffset + 1) * cs);
+        if (e.type !== 'write' || !openSet.has(e.scoNumber)) continue;
+        const bytes = (data.get(e.scoNumber) as Buffer).subarray(
+          e.clusterOffset * cs,
+          (e.clusterOffset + 1) * cs,
+        );
         if (bytes.length !== cs || crc32c(bytes) !== e.crc32c) {
           cutAt = i;
           break;
@@ -171,8 +184,9 @@ export class Recovery {
       let entries = currentEntries;
       if (cutAt < currentEntries.length) {
         mapMayBeAhead = true;
+        const bad = currentEntries[cutAt] as TLogEntry & { scoNumber: number };
         this.v.log(
-          `${this.v.name}: TLog names SCO ${openSco} data that is not on disk; cutting it at entry ${cutAt}`,
+          `${this.v.name}: TLog names SCO ${bad.scoNumber} data that is not on disk; cutting it at entry ${cutAt}`,
         );
         entries = currentEntries.slice(0, cutAt);
         await this.v.tlog.abort();
@@ -180,27 +194,30 @@ export class Recovery {
         await fs.truncate(tlogPath, cutAt * 32);
         this.v.tlog = (await TLogWriter.reopen(this.v.tlogDir, this.v.tlog.tlogNumber)).writer;
       }
-      let clusters = 0;
-      for (const e of entries) {
-        if (e.type === 'write' && e.scoNumber === openSco)
-          clusters = Math.max(clusters, e.clusterOffset + 1);
+      for (const n of open) {
+        let clusters = 0;
+        for (const e of entries) {
+          if (e.type === 'write' && e.scoNumber === n)
+            clusters = Math.max(clusters, e.clusterOffset + 1);
+        }
+        const filePath = scoFilePath(this.v.scoDir, scoNumber(n));
+        const sealedBytes = (data.get(n) as Buffer).subarray(0, clusters * cs);
+        await fs.truncate(filePath, sealedBytes.length).catch(() => undefined);
+        const handle = await fs.open(filePath, 'r+');
+        await handle.sync();
+        await handle.close();
+        await this.v.tlog.append([
+          {
+            type: 'scoSealed',
+            scoNumber: scoNumber(n),
+            sizeBytes: sealedBytes.length,
+            crc32c: crc32c(sealedBytes),
+          },
+        ]);
+        this.v.scosInTlog += 1;
+        this.v.localScos.set(n, sealedBytes.length);
       }
-      const sealedBytes = data.subarray(0, clusters * cs);
-      await fs.truncate(filePath, sealedBytes.length).catch(() => undefined);
-      const handle = await fs.open(filePath, 'r+');
-      await handle.sync();
-      await handle.close();
-      await this.v.tlog.append([
-        {
-          type: 'scoSealed',
-          scoNumber: scoNumber(openSco),
-          sizeBytes: sealedBytes.length,
-          crc32c: crc32c(sealedBytes),
-        },
-      ]);
       await this.v.tlog.sync();
-      this.v.scosInTlog += 1;
-      this.v.localScos.set(openSco, sealedBytes.length);
       currentEntries = entries;
     }
     // The map: catch up from its marker, or rebuild.

@@ -4,12 +4,13 @@ import {
   LANE_BATCH_MAX_OPS,
   LBA_MAP_APPLY_MAX_UPDATES,
   SCO_APPEND_MAX_CLUSTERS,
+  SCO_SEALS_IN_BACKGROUND_MAX,
   TRIM_CLUSTER_COUNT_MAX,
 } from './constants.js';
 import { VdErrorCode, vdError } from './errors.js';
 import { encodeMapPosition, type MapPosition } from './history.js';
 import type { LbaUpdate } from './lba-map.js';
-import { ScoWriter } from './sco-writer.js';
+import { ScoWriter, type SealedSco } from './sco-writer.js';
 import { TLogWriter } from './tlog-file.js';
 import type { TLogEntry } from './tlog-format.js';
 import { type ClusterIndex, type ClusterLocation, clusterIndex, scoNumber } from './types.js';
@@ -23,7 +24,17 @@ export type LaneOp =
   | { kind: 'flush' }
   | { kind: 'checkpoint' }
   /** Seal the open SCO and roll TLog `tlogNumber` if it is still current (data-at-risk bound). */
-  | { kind: 'seal'; tlogNumber: number };
+  | { kind: 'seal'; tlogNumber: number }
+  /** Journal finished background seals and roll the TLog if due (an idle lane's nudge). */
+  | { kind: 'sealed' };
+
+/** A SCO whose seal (fsync, close) runs behind the lane, until its SCO_SEALED is journaled. */
+interface PendingSeal {
+  readonly scoNumber: number;
+  readonly sealing: Promise<SealedSco>;
+  /** Set when the seal succeeded (the SCO is durable): journaling it needs no wait. */
+  sealed: SealedSco | undefined;
+}
 
 interface LaneItem {
   op: LaneOp;
@@ -42,7 +53,15 @@ interface LaneItem {
  * fdatasync of the SCO and one of the TLog: group commit.
  *
  *   request ─> lane queue ─> batch: RMW ─> SCO append ─> TLog append ─> LBA map ─> [sync] ─> ack
- *                                   └─> SCO full: seal ─> upload queue ─> (every tlogScos SCOs) TLog roll
+ *                                   └─> SCO full: seal in the background (fsync, close)
+ *       a later batch (or a 'sealed' op) ─> SCO_SEALED journaled ─> upload queue
+ *                                           └─> (every tlogScos SCOs) TLog roll
+ *
+ * A full SCO's seal runs behind the lane (at most SCO_SEALS_IN_BACKGROUND_MAX at once):
+ * writes go on into the next SCO meanwhile. So after a crash up to that many SCOs plus the
+ * open one may lack their SCO_SEALED; recovery seals each. A FLUSH or FUA waits for the
+ * seals in progress (their data must be durable too); a TLog roll journals them first, so
+ * a closed TLog names the seal of every SCO it has writes for.
  *
  * A hold (snapshots, rollback, scrubbing) waits for the running batch and keeps new ones
  * back. A disk failure in a batch stops the lane (laneFailure) until the vDisk is
@@ -52,6 +71,12 @@ export class WriteLane {
   private readonly lane: LaneItem[] = [];
   private laneRunning: Promise<void> | undefined;
   private holds = 0;
+  /** Seals running behind the lane, oldest first. */
+  private readonly pendingSeals: PendingSeal[] = [];
+  /** A journaled seal made the TLog due to roll (at the end of the batch). */
+  private rollDue = false;
+  /** A TLog roll is in progress (seals finishing meanwhile are journaled by it). */
+  private rolling = false;
   /** The disk failure (IO or space) that stopped the lane; reads still work. */
   laneFailure: Error | undefined;
 
@@ -164,6 +189,7 @@ export class WriteLane {
     let checkpoint = false;
     let seal = false;
     this.v.tlogWrites = [];
+    this.journalFinishedSeals();
 
     const flushRun = async (): Promise<void> => {
       while (run.length > 0) {
@@ -295,6 +321,8 @@ export class WriteLane {
         needSync = true;
       } else if (op.kind === 'seal') {
         seal ||= op.tlogNumber === this.v.tlog.tlogNumber;
+      } else if (op.kind === 'sealed') {
+        this.journalFinishedSeals();
       } else {
         checkpoint = true;
       }
@@ -305,6 +333,7 @@ export class WriteLane {
       if (this.v.sco !== undefined && this.v.sco.clusterCount > 0) await this.sealCurrentSco(true);
       else if (this.v.tlog.entryCount > 0) await this.rollTlog();
     }
+    if (this.rollDue) await this.rollTlog();
     await Promise.all(this.v.tlogWrites);
     await this.applyUpdates(updates, {
       generation: this.v.state.generation,
@@ -312,6 +341,8 @@ export class WriteLane {
       entryCount: this.v.tlog.entryCount,
     });
     if (needSync) {
+      // SCOs sealing behind the lane hold acknowledged writes too.
+      for (const pending of this.pendingSeals) await pending.sealing;
       await this.v.sco?.sync();
       await this.v.tlog.sync();
       // Durability: every write of this batch and of every batch before it is on stable
@@ -361,6 +392,7 @@ export class WriteLane {
         clusterSizeBytes: this.v.config.clusterSizeBytes,
         scoSizeBytes: this.v.config.scoSizeBytes,
         memory,
+        ...(this.v.scoDisk === undefined ? {} : { disk: this.v.scoDisk }),
       });
     } catch (err) {
       if (memory !== undefined) this.v.scoMemory.give(memory);
@@ -368,7 +400,10 @@ export class WriteLane {
     }
   }
 
-  /** Seals the current SCO (fsync), journals it, queues its upload; rolls the TLog when due. */
+  /**
+   * Seals the current SCO: in the background (the next batch journals it) or, with
+   * forceRoll, at once, followed by a TLog roll (snapshots, checkpoints, close).
+   */
   async sealCurrentSco(forceRoll = false): Promise<void> {
     const sco = this.v.sco as ScoWriter;
     // Listed as local before it stops being current, so no read misses it in between.
@@ -376,9 +411,58 @@ export class WriteLane {
     // Its memory keeps serving reads while it seals (the same turn as `this.v.sco` changes).
     if (sco.memory !== undefined) this.v.sealedMemory.set(sco.scoNumber, sco.memory);
     this.v.sco = undefined;
-    let sealed: Awaited<ReturnType<ScoWriter['seal']>>;
+    const pending: PendingSeal = {
+      scoNumber: sco.scoNumber,
+      sealing: this.sealFile(sco),
+      sealed: undefined,
+    };
+    this.pendingSeals.push(pending);
+    pending.sealing.then(
+      (sealed) => {
+        pending.sealed = sealed;
+        if (this.v.closed || this.laneFailure !== undefined) return;
+        // Journaled now, between a batch's appends (where in the TLog does not matter for
+        // a seal), so that its upload starts and frees write-buffer space a waiting batch
+        // may need. Not during a roll: the roll journals pending seals itself.
+        if (!this.rolling) {
+          this.journalSeal(pending, sealed, (write) =>
+            write.catch((err: unknown) => {
+              this.laneFailure ??= err instanceof Error ? err : new Error(String(err));
+            }),
+          );
+        }
+      },
+      (err: unknown) => {
+        // The SCO's contents are unknown: nothing more is acknowledged until a reopen.
+        this.laneFailure ??= err instanceof Error ? err : new Error(String(err));
+        if (!this.v.closed) {
+          this.v.log(
+            `${this.v.name}: the write lane stopped: sealing SCO ${sco.scoNumber} failed: ${this.laneFailure.message}; reopen to recover`,
+          );
+        }
+      },
+    );
+    if (forceRoll) {
+      await this.rollTlog();
+      return;
+    }
+    // Bounded: past the limit the lane waits for the oldest seal (its SCO memory, and what
+    // recovery may have to seal after a crash, stay bounded).
+    while (this.pendingSeals.length > SCO_SEALS_IN_BACKGROUND_MAX) {
+      const oldest = this.pendingSeals[0] as PendingSeal;
+      this.journalSeal(oldest, await oldest.sealing);
+    }
+  }
+
+  /** Settles once every seal running behind the lane has (closing the files, tests). */
+  async sealsSettled(): Promise<void> {
+    await Promise.allSettled(this.pendingSeals.map((pending) => pending.sealing));
+  }
+
+  /** fsync and close; on failure the SCO's memory leaves the read path. */
+  private async sealFile(sco: ScoWriter): Promise<SealedSco> {
     try {
-      sealed = await sco.seal();
+      return await sco.seal();
     } catch (err) {
       if (sco.memory !== undefined && this.v.sealedMemory.get(sco.scoNumber) === sco.memory) {
         this.v.sealedMemory.delete(sco.scoNumber);
@@ -386,7 +470,29 @@ export class WriteLane {
       }
       throw err;
     }
-    this.laneWrite(
+  }
+
+  /** Journals every background seal that finished, oldest first (in the lane). */
+  private journalFinishedSeals(): void {
+    for (const pending of [...this.pendingSeals]) {
+      if (pending.sealed !== undefined) this.journalSeal(pending, pending.sealed);
+    }
+  }
+
+  /**
+   * SCO_SEALED into the TLog, then its upload; the TLog rolls when due (at the end of the
+   * next batch; an idle lane gets a 'sealed' op for it). `track` takes the append (the
+   * batch's writes, by default).
+   */
+  private journalSeal(
+    pending: PendingSeal,
+    sealed: SealedSco,
+    track: (write: Promise<unknown>) => void = (write) => this.laneWrite(write),
+  ): void {
+    const at = this.pendingSeals.indexOf(pending);
+    if (at < 0) return;
+    this.pendingSeals.splice(at, 1);
+    track(
       this.v.tlog.append([
         {
           type: 'scoSealed',
@@ -399,11 +505,31 @@ export class WriteLane {
     this.v.localScos.set(sealed.scoNumber, sealed.sizeBytes);
     void this.uploads.enqueueUpload({ kind: 'sco', scoNumber: sealed.scoNumber });
     this.v.scosInTlog += 1;
-    if (forceRoll || this.v.scosInTlog >= this.v.config.tlogScos) await this.rollTlog();
+    if (this.v.scosInTlog >= this.v.config.tlogScos && !this.rollDue) {
+      this.rollDue = true;
+      this.enqueue({ kind: 'sealed' }).catch(() => undefined);
+    }
   }
 
-  /** Closes the current TLog (synced) into the chain and starts the next one. */
+  /**
+   * Closes the current TLog (synced) into the chain and starts the next one. Seals running
+   * behind the lane are waited for and journaled first: their SCOs' writes are in this TLog.
+   */
   async rollTlog(): Promise<void> {
+    this.rolling = true;
+    try {
+      while (this.pendingSeals.length > 0) {
+        const oldest = this.pendingSeals[0] as PendingSeal;
+        this.journalSeal(oldest, await oldest.sealing);
+      }
+      this.rollDue = false;
+      await this.closeAndStartTlog();
+    } finally {
+      this.rolling = false;
+    }
+  }
+
+  private async closeAndStartTlog(): Promise<void> {
     await Promise.all(this.v.tlogWrites);
     this.v.tlogWrites = [];
     await this.v.tlog.close();

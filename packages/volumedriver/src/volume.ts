@@ -15,6 +15,7 @@ import { DataAtRisk, type DataAtRiskMarker } from './data-at-risk.js';
 import { VdErrorCode, vdError } from './errors.js';
 import type { FoldedMap } from './history.js';
 import { LbaMap } from './lba-map.js';
+import type { ScoDisk } from './sco-disk.js';
 import { ScoMemoryPool } from './sco-memory.js';
 import { encodeTLog, TLogWriter } from './tlog-file.js';
 import type { TLogEntry } from './tlog-format.js';
@@ -90,6 +91,8 @@ export interface VolumeOptions {
    * (default: a pool of SCO_MEMORY_DEFAULT_BYTES of its own).
    */
   readonly scoMemory?: ScoMemoryPool;
+  /** The file-system seam of SCO files (sco-disk.ts), for fault injection; default the disk. */
+  readonly scoDisk?: ScoDisk;
 }
 
 export type { DataAtRiskMarker } from './data-at-risk.js';
@@ -141,6 +144,7 @@ export class Volume implements VolumeIo {
       lba,
       tlog,
       sco: undefined,
+      scoDisk: options.scoDisk,
       scosInTlog: 0,
       epoch: 0,
       fencedBy: undefined,
@@ -371,6 +375,7 @@ export class Volume implements VolumeIo {
     this.v.risk.stop();
     for (const reader of this.v.readers.values()) await reader.close();
     this.v.readers.clear();
+    await this.lane.sealsSettled();
     const memory = this.v.sco?.memory;
     await this.v.sco?.abort().catch(() => undefined);
     this.v.sco = undefined;
