@@ -60,7 +60,7 @@ export class ScoWriter {
   readonly scoNumber: ScoNumber;
   readonly clusterSizeBytes: number;
   readonly capacityClusters: number;
-  private readonly path: string;
+  readonly path: string;
   private readonly dir: string;
   private readonly disk: ScoDisk;
   private readonly handle: ScoWriteHandle;

@@ -150,8 +150,9 @@ export class Recovery {
       if (n === undefined) continue;
       if (openSet.has(n)) continue;
       const stat = await fs.stat(path.join(this.v.scoDir, name));
-      // A SCO created but never named by the TLog (a crash before its first entry).
-      if (!sealedHere.has(n) && !writtenHere.has(n) && n >= this.v.state.nextScoNumber - 1) {
+      // A SCO created but never named by the TLog (a crash before its first entry): the
+      // current one, or the next one, which the write lane creates ahead.
+      if (!sealedHere.has(n) && !writtenHere.has(n) && n >= this.v.state.nextScoNumber - 2) {
         const named = await this.scoNamedByChain(n);
         if (!named) {
           await fs.rm(path.join(this.v.scoDir, name), { force: true });

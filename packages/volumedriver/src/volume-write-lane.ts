@@ -1,3 +1,4 @@
+import fs from 'node:fs/promises';
 import { isShaleError } from '@shale/common';
 import {
   LANE_BATCH_MAX_BYTES,
@@ -71,6 +72,8 @@ export class WriteLane {
   private readonly lane: LaneItem[] = [];
   private laneRunning: Promise<void> | undefined;
   private holds = 0;
+  /** The SCO after the current one, created ahead (startSco). */
+  private nextSco: Promise<ScoWriter> | undefined;
   /** Seals running behind the lane, oldest first. */
   private readonly pendingSeals: PendingSeal[] = [];
   /** A journaled seal made the TLog due to roll (at the end of the batch). */
@@ -379,14 +382,31 @@ export class WriteLane {
     this.v.tlogWrites.push(write);
   }
 
+  /**
+   * Makes the prepared SCO current and prepares the one after it in the background, so a
+   * full SCO costs the lane no state.json fsync and no file creation.
+   */
   private async startSco(): Promise<void> {
+    const prepared = this.nextSco ?? this.createSco();
+    this.nextSco = undefined;
+    this.v.sco = await prepared;
+    if (!this.v.closed) {
+      this.nextSco = this.createSco();
+      // A failure surfaces when the lane takes it (and a fresh attempt is made then).
+      this.nextSco.catch(() => {
+        this.nextSco = undefined;
+      });
+    }
+  }
+
+  private async createSco(): Promise<ScoWriter> {
     const number = this.v.state.nextScoNumber;
     this.v.state.nextScoNumber += 1;
     // The number is durable before the file exists: a crash leaves a gap, never a reuse.
     await persistState(this.v);
     const memory = this.v.scoMemory.take(this.v.config.scoSizeBytes);
     try {
-      this.v.sco = await ScoWriter.create({
+      return await ScoWriter.create({
         dir: this.v.scoDir,
         scoNumber: scoNumber(number),
         clusterSizeBytes: this.v.config.clusterSizeBytes,
@@ -398,6 +418,20 @@ export class WriteLane {
       if (memory !== undefined) this.v.scoMemory.give(memory);
       throw err;
     }
+  }
+
+  /**
+   * Closes and removes the prepared SCO (no TLog entry names it), giving its memory back;
+   * when the vDisk closes. A crash leaves its empty file, which recovery removes.
+   */
+  async discardPreparedSco(): Promise<void> {
+    const prepared = this.nextSco;
+    this.nextSco = undefined;
+    const sco = await prepared?.catch(() => undefined);
+    if (sco === undefined) return;
+    await sco.abort().catch(() => undefined);
+    await fs.rm(sco.path, { force: true }).catch(() => undefined);
+    if (sco.memory !== undefined) this.v.scoMemory.give(sco.memory);
   }
 
   /**

@@ -376,6 +376,7 @@ export class Volume implements VolumeIo {
     for (const reader of this.v.readers.values()) await reader.close();
     this.v.readers.clear();
     await this.lane.sealsSettled();
+    await this.lane.discardPreparedSco();
     const memory = this.v.sco?.memory;
     await this.v.sco?.abort().catch(() => undefined);
     this.v.sco = undefined;
