@@ -3,7 +3,14 @@ import { type Command, EXIT_OK, type OptionSpec, optionalString, UsageError } fr
 import { MAPPABLE_NAME } from '../map/constants.js';
 import { kernelNbdAvailable } from '../map/host-tools.js';
 import { mapDir } from '../map/map-record.js';
-import { listMappings, type MappingStatus, mapVdisk, unmapVdisk } from '../map/mapper.js';
+import {
+  checkHost,
+  listMappings,
+  MAP_TOOLS,
+  type MappingStatus,
+  mapVdisk,
+  unmapVdisk,
+} from '../map/mapper.js';
 import { API_OPTIONS, apiClient, nbdTarget } from './api-target.js';
 import { printJson, printTable, runVerb, size, time } from './output.js';
 
@@ -55,6 +62,7 @@ const mapVerb: Command = {
       const usage = mapVerb.usage as string;
       const name = mappableName(onePositional(positionals, 'NAME', usage));
       const readOnly = values['read-only'] === true;
+      checkHost('map', MAP_TOOLS);
       const nbd = await nbdTarget(values);
       const vdisk = await (await apiClient(values)).getVdisk(name);
       if (await kernelNbdAvailable()) {

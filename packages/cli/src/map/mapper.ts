@@ -94,13 +94,14 @@ export async function listMappings(root: string): Promise<MappingStatus[]> {
   return (await listRecords(root)).map((record) => inspect(root, record));
 }
 
-function checkHost(verb: string, tools: readonly string[]): Map<string, string> {
+/** Root, /dev/fuse and the tools, before anything else is asked (also of the cluster). */
+export function checkHost(verb: string, tools: readonly string[]): Map<string, string> {
   requireRoot(verb);
   requireFuseDevice();
   return requireTools(tools);
 }
 
-const MAP_TOOLS = ['nbdfuse', 'fusermount3', 'losetup', 'umount'];
+export const MAP_TOOLS = ['nbdfuse', 'fusermount3', 'losetup', 'umount'];
 
 export interface MapRequest {
   readonly root: string;
