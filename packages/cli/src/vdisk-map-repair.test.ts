@@ -1,4 +1,4 @@
-// Proves a broken `shale vdisk map` is reported and repaired: nbdfuse killed with SIGKILL under a mounted file system, and the volumedriver SIGKILLed (shale up restarts it, nbdfuse's NBD connections stay dead), each make `shale vdisk mapped` exit 1 and name the cause, the repair (`map` again) is refused while the device is mounted and then brings the mapping back on the same loop device with every file intact; and bad input (unknown vDisk, not mapped, bad name or address, nbdfuse missing, not root) gets a clear error and exit code; against a real `shale up`, with real tools.
+// Proves a broken `shale vdisk map` is reported and repaired: nbdfuse killed with SIGKILL under a mounted file system, and the volumedriver SIGKILLed (shale up restarts it, nbdfuse's NBD connections stay dead), and a host reboot (only the record left), each make `shale vdisk mapped` exit 1 and name the cause, the repair (`map` again) is refused while the device is mounted and then brings the mapping back on the same loop device with every file intact; and bad input (unknown vDisk, not mapped, bad name or address, nbdfuse missing, not root) gets a clear error and exit code; against a real `shale up`, with real tools.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -115,6 +115,37 @@ describe('shale vdisk map: broken mappings and bad input', { timeout: 240_000 },
       /nbdfuse lost its NBD connection to 127\.0\.0\.1:\d+ \(0 of \d+ up\): I\/O fails/,
     );
     await repair();
+    await h.umount(mnt);
+    const unmapped = await h.shale(['vdisk', 'unmap', 'vol2']);
+    assert.equal(unmapped.code, 0, unmapped.stderr);
+  });
+
+  test('after a host reboot (no loop device, no FUSE mount, no nbdfuse): mapped says so; map brings it back', async () => {
+    const result = await h.shale(['vdisk', 'map', 'vol2']);
+    assert.equal(result.code, 0, result.stderr);
+    device = result.stdout.trim();
+    const [record] = (await mapped()).list;
+    // What a reboot leaves of a mapping: only its record.
+    await mustRun('losetup', ['-d', device]);
+    await mustRun('fusermount3', ['-u', path.join(h.mapDir, 'vol2', 'fuse')]);
+    while (
+      /\) [^Z] /.test(
+        await fs.readFile(`/proc/${record?.nbdfusePid}/stat`, 'utf8').catch(() => ') Z '),
+      )
+    ) {
+      await sleep(20);
+    }
+    const broken = await mapped();
+    assert.equal(broken.code, 1);
+    assert.deepEqual(broken.list[0]?.problems, [
+      `${device} is not attached`,
+      `nbdfuse (pid ${record?.nbdfusePid}) is not running: I/O fails`,
+    ]);
+    const repaired = await h.shale(['vdisk', 'map', 'vol2']);
+    assert.equal(repaired.code, 0, repaired.stderr);
+    assert.equal(repaired.stdout.trim(), device, 'the same loop device, free again');
+    mnt = await h.mount(device, 'fs');
+    await checkFiles();
     await h.umount(mnt);
     const unmapped = await h.shale(['vdisk', 'unmap', 'vol2']);
     assert.equal(unmapped.code, 0, unmapped.stderr);

@@ -1,4 +1,4 @@
-// Proves `shale vdisk map` turns a vDisk of a running `shale up` into a kernel block device (nbdfuse + loop): mkfs.ext4, mount, files written, fstrim reaching the vDisk as NBD trims (its TRIM count grows and the trimmed blocks read back as zeros through the device), unmap refused while mounted, then a read-only map that reads every checksum back and refuses writes; with real tools, reading bytes back.
+// Proves `shale vdisk map` turns a vDisk of a running `shale up` into a kernel block device (nbdfuse + loop): mkfs.ext4, mount, files written, fstrim reaching the vDisk as NBD trims (its TRIM count grows and the trimmed blocks read back as zeros through the device), unmap refused while mounted and done with --force (which unmounts first), then a read-only map that reads every checksum back and refuses writes; with real tools, reading bytes back.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -149,6 +149,24 @@ describe('shale vdisk map, mkfs, mount, fstrim, unmap, read-only map', { timeout
     await assert.rejects(fs.stat(path.join(h.mapDir, 'vol1')), { code: 'ENOENT' });
   });
 
+  test('unmap --force unmounts a mounted device first, then unmaps it', async () => {
+    const mapped = await h.shale(['vdisk', 'map', 'vol1']);
+    assert.equal(mapped.code, 0, mapped.stderr);
+    const device = mapped.stdout.trim();
+    const mnt = await h.mount(device, 'forced');
+    await fs.writeFile(path.join(mnt, 'forced.txt'), 'written before unmap --force\n');
+    const forced = await h.shale(['vdisk', 'unmap', 'vol1', '--force']);
+    assert.equal(forced.code, 0, forced.stderr);
+    const mounts = await fs.readFile('/proc/self/mountinfo', 'utf8');
+    assert.ok(!mounts.includes(` ${mnt} `), 'the file system was unmounted');
+    assert.equal(
+      (await run('losetup', ['-j', path.join(h.mapDir, 'vol1', 'fuse', 'nbd')])).stdout,
+      '',
+    );
+    const none = await h.shale(['vdisk', 'mapped', '--json']);
+    assert.deepEqual(JSON.parse(none.stdout), []);
+  });
+
   test('map --read-only: every checksum reads back, writes are refused; a second map is a conflict', async () => {
     assert.ok(files.size > 0, 'the first test wrote the files');
     const mapped = await h.shale(['vdisk', 'map', 'vol1', '--read-only', '--json']);
@@ -173,6 +191,11 @@ describe('shale vdisk map, mkfs, mount, fstrim, unmap, read-only map', { timeout
     }
     await assert.rejects(fs.writeFile(path.join(mnt, 'new'), 'x'), { code: 'EROFS' });
     await assert.rejects(fs.stat(path.join(mnt, 'doomed.bin')), { code: 'ENOENT' });
+    assert.equal(
+      await fs.readFile(path.join(mnt, 'forced.txt'), 'utf8'),
+      'written before unmap --force\n',
+      'unmap --force unmounted cleanly (nothing lost)',
+    );
     await h.umount(mnt);
     const direct = await run('dd', [
       'if=/dev/zero',
