@@ -1,4 +1,4 @@
-// Proves a broken `shale vdisk map` is reported and repaired: nbdfuse killed with SIGKILL under a mounted file system, and the volumedriver SIGKILLed (shale up restarts it, nbdfuse's NBD connections stay dead), and a host reboot (only the record left), each make `shale vdisk mapped` exit 1 and name the cause, the repair (`map` again) is refused while the device is mounted and then brings the mapping back on the same loop device with every file intact; and bad input (unknown vDisk, not mapped, bad name or address, nbdfuse missing, not root) gets a clear error and exit code; against a real `shale up`, with real tools.
+// Proves a broken `shale vdisk map` is reported and repaired: nbdfuse killed with SIGKILL under a mounted file system, and the volumedriver SIGKILLed (shale up restarts it, nbdfuse's NBD connections stay dead), and a host reboot (only the record left), each make `shale vdisk mapped` exit 1 and name the cause, the repair (`map` again, or `mapped --repair`) is refused while the device is mounted and then brings the mapping back on the same loop device with every file intact; and bad input (unknown vDisk, not mapped, bad name or address, nbdfuse missing, not root) gets a clear error and exit code; against a real `shale up`, with real tools.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -33,9 +33,10 @@ describe('shale vdisk map: broken mappings and bad input', { timeout: 240_000 },
       assert.equal(sha256(await fs.readFile(path.join(mnt, name))), sum, name);
   };
   /** The repair as an operator does it: refused while mounted, then umount, map, mount. */
-  const repair = async () => {
-    const busy = await h.shale(['vdisk', 'map', 'vol2']);
-    assert.equal(busy.code, 5, busy.stderr);
+  const repair = async (via: 'map' | 'mapped --repair') => {
+    const args = via === 'map' ? ['vdisk', 'map', 'vol2'] : ['vdisk', 'mapped', '--repair'];
+    const busy = await h.shale(args);
+    assert.equal(busy.code, via === 'map' ? 5 : 1, busy.stderr);
     assert.match(
       busy.stderr,
       new RegExp(
@@ -43,10 +44,19 @@ describe('shale vdisk map: broken mappings and bad input', { timeout: 240_000 },
       ),
     );
     await h.umount(mnt);
-    const repaired = await h.shale(['vdisk', 'map', 'vol2']);
+    const repaired = await h.shale(args);
     assert.equal(repaired.code, 0, repaired.stderr);
-    assert.equal(repaired.stdout.trim(), device, 'the same loop device');
-    assert.match(repaired.stderr, /repaired the mapping of vDisk vol2/);
+    if (via === 'map') {
+      assert.equal(repaired.stdout.trim(), device, 'the same loop device');
+      assert.match(repaired.stderr, /repaired the mapping of vDisk vol2/);
+    } else {
+      assert.equal(
+        repaired.stderr,
+        `shale: repaired vDisk vol2 at ${device}\n`,
+        'the same loop device',
+      );
+      assert.match(repaired.stdout, new RegExp(`vol2 +${device} .* ok\n`));
+    }
     const now = await mapped();
     assert.equal(now.code, 0);
     assert.equal(now.list[0]?.health, 'ok', now.list[0]?.problems.join('; '));
@@ -102,10 +112,10 @@ describe('shale vdisk map: broken mappings and bad input', { timeout: 240_000 },
       'oflag=direct',
     ]);
     assert.notEqual(write.code, 0, 'I/O on the broken mapping fails');
-    await repair();
+    await repair('map');
   });
 
-  test('the volumedriver SIGKILLed and restarted by shale up: nbdfuse is disconnected; repaired, data intact', async () => {
+  test('the volumedriver SIGKILLed and restarted by shale up: nbdfuse is disconnected; mapped --repair repairs it, data intact', async () => {
     process.kill(await h.volumedriverPid(), 'SIGKILL');
     await h.waitForRestart('volumedriver', 1);
     const broken = await mapped();
@@ -114,7 +124,7 @@ describe('shale vdisk map: broken mappings and bad input', { timeout: 240_000 },
       broken.list[0]?.problems.join('; ') ?? '',
       /nbdfuse lost its NBD connection to 127\.0\.0\.1:\d+ \(0 of \d+ up\): I\/O fails/,
     );
-    await repair();
+    await repair('mapped --repair');
     await h.umount(mnt);
     const unmapped = await h.shale(['vdisk', 'unmap', 'vol2']);
     assert.equal(unmapped.code, 0, unmapped.stderr);

@@ -1,5 +1,12 @@
 import { ShaleError } from '@shale/common';
-import { type Command, EXIT_OK, type OptionSpec, optionalString, UsageError } from '../command.js';
+import {
+  type Command,
+  EXIT_OK,
+  type OptionSpec,
+  type OptionValues,
+  optionalString,
+  UsageError,
+} from '../command.js';
 import { MAPPABLE_NAME } from '../map/constants.js';
 import { kernelNbdAvailable } from '../map/host-tools.js';
 import { mapDir } from '../map/map-record.js';
@@ -9,6 +16,7 @@ import {
   MAP_TOOLS,
   type MappingStatus,
   mapVdisk,
+  repairMapping,
   unmapVdisk,
 } from '../map/mapper.js';
 import { API_OPTIONS, apiClient, nbdTarget } from './api-target.js';
@@ -124,8 +132,21 @@ function statusJson(status: MappingStatus): Record<string, unknown> {
 const mappedVerb: Command = {
   name: 'mapped',
   summary: 'list the vDisks mapped on this host and their health (exit 1 when one is broken)',
-  usage: 'shale vdisk mapped [--map-dir DIR] [--json]',
-  options: { ...MAP_DIR_OPTION, json: API_OPTIONS.json as OptionSpec },
+  usage: 'shale vdisk mapped [--repair [--nbd HOST:PORT]] [--map-dir DIR] [--json]',
+  options: {
+    repair: {
+      type: 'boolean',
+      description:
+        'first repair every broken mapping that is not mounted (as shale vdisk map NAME does)',
+    },
+    nbd: {
+      type: 'string',
+      valueName: 'HOST:PORT',
+      description: 'with --repair: the NBD server now (default: the one each was mapped from)',
+    },
+    ...MAP_DIR_OPTION,
+    json: API_OPTIONS.json as OptionSpec,
+  },
   run: (values, positionals) =>
     runVerb(async () => {
       if (positionals.length > 0) {
@@ -137,7 +158,10 @@ const mappedVerb: Command = {
           "shale vdisk mapped must run as root (it reads nbdfuse's /proc entries); try sudo",
         );
       }
-      const statuses = await listMappings(mapDir(optionalString(values, 'map-dir')));
+      const root = mapDir(optionalString(values, 'map-dir'));
+      if (values.repair === true) await repairAll(root, values);
+      else if (values.nbd !== undefined) throw new UsageError('--nbd goes with --repair');
+      const statuses = await listMappings(root);
       if (values.json === true) printJson(statuses.map(statusJson));
       else if (statuses.length === 0) process.stdout.write('no vDisk is mapped on this host\n');
       else {
@@ -156,13 +180,32 @@ const mappedVerb: Command = {
         );
         if (statuses.some((s) => s.health !== 'ok')) {
           process.stdout.write(
-            '\nrepair: shale vdisk map NAME (after unmounting a broken device)\n',
+            '\nrepair: shale vdisk map NAME, or shale vdisk mapped --repair (after unmounting a broken device)\n',
           );
         }
       }
       return statuses.every((s) => s.health === 'ok') ? EXIT_OK : 1;
     }),
 };
+
+/**
+ * `mapped --repair`: each broken mapping repaired in turn; one that cannot be (mounted, its
+ * server gone) is reported on stderr and stays broken, which the listing then shows.
+ */
+async function repairAll(root: string, values: Readonly<OptionValues>): Promise<void> {
+  const nbd = optionalString(values, 'nbd') === undefined ? undefined : await nbdTarget(values);
+  for (const status of await listMappings(root)) {
+    if (status.health === 'ok') continue;
+    try {
+      const { device, repaired } = await repairMapping(root, status.record.vdisk, nbd);
+      if (repaired)
+        process.stderr.write(`shale: repaired vDisk ${status.record.vdisk} at ${device}\n`);
+    } catch (err) {
+      if (!(err instanceof ShaleError)) throw err;
+      process.stderr.write(`shale: ${err.code}: ${err.message}\n`);
+    }
+  }
+}
 
 /** The host-side verbs of `shale vdisk`. */
 export const vdiskMapVerbs: readonly Command[] = [mapVerb, unmapVerb, mappedVerb];

@@ -166,6 +166,28 @@ export async function mapVdisk(
   });
 }
 
+/**
+ * Repairs one recorded mapping if it is (still) broken, with its recorded mode and size, on
+ * `nbd` (default: the recorded NBD server). Returns the device and whether it repaired.
+ */
+export async function repairMapping(
+  root: string,
+  vdisk: string,
+  nbd: string | undefined,
+): Promise<{ device: string; repaired: boolean }> {
+  const tools = checkHost('mapped --repair', MAP_TOOLS);
+  const paths = mappingPaths(root, vdisk);
+  return withLock(paths, async () => {
+    const record = await readRecord(paths);
+    if (record === undefined) {
+      throw new ShaleError('MAP_NOT_MAPPED', `${vdisk} is not mapped on this host any more`);
+    }
+    if (inspect(root, record).health === 'ok') return { device: record.device, repaired: false };
+    const request = { ...record, root, nbd: nbd ?? record.nbd };
+    return { device: await repair(tools, paths, record, request), repaired: true };
+  });
+}
+
 async function repair(
   tools: Map<string, string>,
   paths: MappingPaths,
