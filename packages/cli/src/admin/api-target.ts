@@ -55,3 +55,29 @@ export async function apiClient(values: Readonly<OptionValues>): Promise<ApiClie
   }
   return new ApiClient({ url: status.apiUrl, token: token ?? fileToken });
 }
+
+/**
+ * The NBD server that exports vDisks under their names, as HOST:PORT: --nbd, else
+ * SHALE_NBD, else the local shale up's (its status file). With --api and neither: usage.
+ */
+export async function nbdTarget(values: Readonly<OptionValues>): Promise<string> {
+  const given = optionalString(values, 'nbd') ?? process.env.SHALE_NBD;
+  if (given !== undefined) {
+    if (!/^[^\s/:]+:\d{1,5}$/.test(given) && !/^\[[0-9a-fA-F:]+\]:\d{1,5}$/.test(given)) {
+      throw new UsageError(`--nbd must be HOST:PORT, not "${given}"`);
+    }
+    return given;
+  }
+  if ((optionalString(values, 'api') ?? process.env.SHALE_API) !== undefined) {
+    throw new UsageError('--api (or SHALE_API) needs --nbd HOST:PORT (or SHALE_NBD)');
+  }
+  const dataDir = optionalString(values, 'data-dir') ?? defaultDataDir();
+  const status = await readStatus(dataDir);
+  if (status === undefined) {
+    throw new ShaleError(
+      'CLI_NO_CLUSTER',
+      `no shale up is running on ${dataDir}; start one (shale up), or give --api URL --token T --nbd HOST:PORT`,
+    );
+  }
+  return status.nbd;
+}

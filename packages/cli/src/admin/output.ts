@@ -17,11 +17,21 @@ const UNREACHABLE = new Set([
   'API_CLIENT_TIMEOUT',
 ]);
 
+/** Host-side answers of `shale vdisk map`, `unmap`, `mapped` (no HTTP status to go by). */
+const NOT_FOUND = new Set(['MAP_NOT_MAPPED']);
+const CONFLICT = new Set([
+  'MAP_ALREADY_MAPPED',
+  'MAP_DEVICE_MOUNTED',
+  'MAP_DEVICE_BUSY',
+  'MAP_BUSY',
+]);
+
 export function exitCodeOf(err: ShaleError): number {
   if (UNREACHABLE.has(err.code)) return EXIT_UNREACHABLE;
   const status = Number(err.details.httpStatus);
-  if (status === 404 || err.code.endsWith('_NOT_FOUND')) return EXIT_NOT_FOUND;
-  if (status === 409) return EXIT_CONFLICT;
+  if (status === 404 || err.code.endsWith('_NOT_FOUND') || NOT_FOUND.has(err.code))
+    return EXIT_NOT_FOUND;
+  if (status === 409 || CONFLICT.has(err.code)) return EXIT_CONFLICT;
   return 1;
 }
 

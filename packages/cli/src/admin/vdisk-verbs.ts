@@ -12,6 +12,7 @@ import {
   size,
   time,
 } from './output.js';
+import { vdiskMapVerbs } from './vdisk-map-verbs.js';
 
 const asJson = (values: Readonly<OptionValues>): boolean => values.json === true;
 
@@ -292,8 +293,9 @@ const remove: Command = {
 
 export const vdiskCommand: Command = {
   name: 'vdisk',
-  summary: 'vDisks: create, list, show, resize, delete (through the framework API)',
-  subcommands: [create, list, show, resize, remove],
+  summary:
+    'vDisks: create, list, show, resize, delete (through the framework API); map, unmap, mapped (on this host)',
+  subcommands: [create, list, show, resize, remove, ...vdiskMapVerbs],
 };
 
 const snapshotCreate: Command = {
