@@ -176,8 +176,9 @@ export async function readStatus(dataDir: string): Promise<ClusterStatus | undef
   const status = JSON.parse(text) as ClusterStatus;
   try {
     process.kill(status.pid, 0);
-  } catch {
-    return undefined; // A status left by a shale up that died.
+  } catch (err) {
+    // EPERM: alive, but another user's (root's shale up, asked by a non-root CLI).
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return undefined; // it died
   }
   return status;
 }
