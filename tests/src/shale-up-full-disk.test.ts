@@ -19,7 +19,7 @@ const SPACER_BYTES = 200 * MiB;
 /** Most blocks the writer tries (a 1 GiB vDisk; the disk fills long before). */
 const MAX_BLOCKS = 1000;
 
-/** Writes 1 MiB blocks with a flush each until an error; prints the acknowledged count and errno. */
+/** Writes 1 MiB blocks with a flush each (a block refused with ENOSPC retried for ~6 s) until an error; prints the acknowledged count and errno. */
 const WRITER = `
 import nbd, sys
 h = nbd.NBD()
@@ -28,13 +28,22 @@ first, count = int(sys.argv[2]), int(sys.argv[3])
 MiB = 1024 * 1024
 acked = first
 err = "none"
+import time
 for i in range(first, first + count):
-    try:
-        h.pwrite(bytes([i % 251 + 1]) * MiB, i * MiB)
-        h.flush()
-        acked = i + 1
-    except nbd.Error as e:
-        err = "errno=%s %s" % (e.errno, e.string)
+    # ENOSPC may be the write buffer's margin while uploads catch up (it says "free again"
+    # once they freed space): a block is retried for a few seconds before the disk counts
+    # as full.
+    for attempt in range(6):
+        try:
+            h.pwrite(bytes([i % 251 + 1]) * MiB, i * MiB)
+            h.flush()
+            acked = i + 1
+            err = "none"
+            break
+        except nbd.Error as e:
+            err = "errno=%s %s" % (e.errno, e.string)
+            time.sleep(1)
+    if err != "none":
         break
 print("ACKED %d %s" % (acked, err))
 `;
