@@ -12,18 +12,18 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { ApiClient } from '@shale/framework-api';
-import { freePort } from '@shale/testing';
+import {
+  type CommandResult,
+  freePort,
+  runCommand,
+  mustRun as testingMustRun,
+} from '@shale/testing';
 
 const MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'main.js');
-const TOOL_PATH = `/usr/bin:/usr/sbin:/sbin:/bin:${process.env.PATH ?? ''}`;
 const UP_READY_TIMEOUT_MS = 120_000;
 const UP_STOP_TIMEOUT_MS = 60_000;
 
-export interface RunResult {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+export type RunResult = CommandResult;
 
 export interface RunOptions {
   readonly env?: Readonly<Record<string, string>>;
@@ -32,55 +32,25 @@ export interface RunOptions {
   readonly timeoutMs?: number;
 }
 
-/** Runs a command to completion (SIGKILL after the timeout). */
+/** Runs a command to completion (SIGKILL after the timeout, 60 s by default). */
 export function run(
   command: string,
   args: readonly string[],
   options: RunOptions = {},
 ): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, PATH: TOOL_PATH, ...options.env },
-      ...(options.uid === undefined ? {} : { uid: options.uid, gid: options.uid }),
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      stdout += chunk;
-    });
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr += chunk;
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
-    child.once('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      reject(
-        err.code === 'ENOENT'
-          ? new Error(`${command} is not installed (see scripts/test.sh)`)
-          : err,
-      );
-    });
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(options.input);
-  });
+  return runCommand(command, args, { ...options, timeoutMs: options.timeoutMs ?? 60_000 });
 }
 
-/** run, and throw (with its output) unless it exited 0. */
+/** run, and throw (with its output) unless it exited 0; its stdout. */
 export async function mustRun(
   command: string,
   args: readonly string[],
   options: RunOptions = {},
 ): Promise<string> {
-  const result = await run(command, args, options);
-  if (result.code !== 0) {
-    throw new Error(
-      `${command} ${args.join(' ')} exited ${result.code}:\n${result.stdout}\n${result.stderr}`,
-    );
-  }
+  const result = await testingMustRun(command, args, {
+    ...options,
+    timeoutMs: options.timeoutMs ?? 60_000,
+  });
   return result.stdout;
 }
 
