@@ -23,11 +23,17 @@ declare -A NEEDED=(
   [busybox]=busybox-static
   [cpio]=cpio
   [modprobe]=kmod
+  [dockerd]=docker.io
+  [mkfs.xfs]=xfsprogs
+  [blkid]=util-linux
+  [iptables]=iptables
 )
 missing=()
 for tool in "${!NEEDED[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || PATH="/usr/sbin:/sbin:$PATH" command -v "$tool" >/dev/null 2>&1 || missing+=("${NEEDED[$tool]}")
 done
+# The Docker plugin test copies the static busybox into its image (a dynamic one finds no libc).
+[ -x /bin/busybox ] || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test: installing Debian packages: ${missing[*]}"
   apt-get update -qq

@@ -8,6 +8,7 @@ import {
 import { type Command, EXIT_OK } from './command.js';
 import { apiCommand } from './commands/api.js';
 import { asdCommand } from './commands/asd.js';
+import { dockerCommand } from './commands/docker.js';
 import { edgeCommand } from './commands/edge.js';
 import { kvCommand } from './commands/kv.js';
 import { maintenanceCommand } from './commands/maintenance.js';
@@ -44,6 +45,7 @@ export const rootCommand: Command = {
     volumedriverCommand,
     edgeCommand,
     apiCommand,
+    dockerCommand,
     version,
   ],
 };
