@@ -22,7 +22,8 @@ test('every verb and sub-verb answers --help with its usage, exit code 0', async
   const paths = allPaths(rootCommand);
   assert.ok(paths.length >= 5);
   for (const words of paths) {
-    const result = await runShale([...words, '--help']);
+    // 60 s: a shared machine under load has stalled one start past 20 s.
+    const result = await runShale([...words, '--help'], 60_000);
     assert.equal(result.code, 0, `shale ${words.join(' ')} --help: ${result.stderr}`);
     assert.match(result.stdout, /Usage: shale/, `shale ${words.join(' ')} --help`);
   }

@@ -104,8 +104,37 @@ async function runFio(argv: readonly string[], deadlineMs: number, label: string
  * Runs one job against `uri` over the first regionBytes of the export and returns what it
  * measured; throws when fio reports an error, a verify error, or moved no bytes.
  */
-export async function fioNbd(
+export function fioNbd(
   uri: string,
+  job: FioJob,
+  regionBytes: number,
+  outFile: string,
+): Promise<FioMeasured> {
+  return fioMeasure(['--ioengine=nbd', `--uri=${uri}`], uri, job, regionBytes, outFile);
+}
+
+/**
+ * The same job on a file through the kernel: libaio with O_DIRECT (fio's usual way to
+ * test a block device or a file system), on `filename`, the file laid out by fio.
+ */
+export function fioFile(
+  filename: string,
+  job: FioJob,
+  regionBytes: number,
+  outFile: string,
+): Promise<FioMeasured> {
+  return fioMeasure(
+    ['--ioengine=libaio', '--direct=1', `--filename=${filename}`],
+    filename,
+    job,
+    regionBytes,
+    outFile,
+  );
+}
+
+async function fioMeasure(
+  target: readonly string[],
+  where: string,
   job: FioJob,
   regionBytes: number,
   outFile: string,
@@ -113,8 +142,7 @@ export async function fioNbd(
   const sizeBytes = job.sizeBytes ?? regionBytes;
   const argv = [
     `--name=${job.key}`,
-    '--ioengine=nbd',
-    `--uri=${uri}`,
+    ...target,
     `--rw=${job.rw}`,
     `--bs=${job.blockBytes}`,
     `--iodepth=${job.queueDepth}`,
@@ -142,7 +170,7 @@ export async function fioNbd(
   const verifyErrors = j.verify_errors ?? 0;
   if (j.error !== 0 || verifyErrors > 0 || d.io_bytes === 0) {
     throw new Error(
-      `fio ${job.key} against ${uri}: error=${j.error} verify_errors=${verifyErrors} io_bytes=${d.io_bytes}; fio stderr: ${stderr.trim()}`,
+      `fio ${job.key} against ${where}: error=${j.error} verify_errors=${verifyErrors} io_bytes=${d.io_bytes}; fio stderr: ${stderr.trim()}`,
     );
   }
   const p = d.clat_ns?.percentile ?? {};

@@ -10,6 +10,11 @@ import {
   parsePort,
   UsageError,
 } from '../command.js';
+import {
+  MOUNT_ROOT_DEFAULT,
+  PLUGIN_MAP_DIR_DEFAULT,
+  PLUGIN_SOCKET_DEFAULT,
+} from '../docker/constants.js';
 import { waitForShutdownSignal } from '../signals.js';
 import {
   asdDirOf,
@@ -91,7 +96,7 @@ export const upCommand: Command = {
   summary:
     'run a whole single-node cluster in the foreground (ASDs, proxy, maintenance, volumedriver, edge, API)',
   usage:
-    'shale up [--data-dir DIR] [--asds 6] [--nbd-port 10809] [--api-port 8080] [--kv embedded|etcd://HOST:PORT,...] [--asd-dir DIR] [--write-buffer-dir DIR] [--data-at-risk-ms 30000] [--reserve 64MiB] [--separate-edge]',
+    'shale up [--data-dir DIR] [--asds 6] [--nbd-port 10809] [--api-port 8080] [--kv embedded|etcd://HOST:PORT,...] [--asd-dir DIR] [--write-buffer-dir DIR] [--data-at-risk-ms 30000] [--reserve 64MiB] [--separate-edge] [--docker [--docker-socket PATH] [--docker-mount-root DIR] [--docker-map-dir DIR]]',
   options: {
     'data-dir': {
       type: 'string',
@@ -162,6 +167,26 @@ export const upCommand: Command = {
       description:
         'run the NBD server as its own process (shale edge serve, as on a compute host) instead of inside the volumedriver',
     },
+    docker: {
+      type: 'boolean',
+      description:
+        'also serve the Docker volume plugin `shale` (shale docker serve; needs root, nbdfuse, losetup, mkfs)',
+    },
+    'docker-socket': {
+      type: 'string',
+      valueName: 'PATH',
+      description: `with --docker: the plugin socket (its file name is the plugin name) (default: ${PLUGIN_SOCKET_DEFAULT})`,
+    },
+    'docker-mount-root': {
+      type: 'string',
+      valueName: 'DIR',
+      description: `with --docker: volumes are mounted at DIR/NAME (default: ${MOUNT_ROOT_DEFAULT})`,
+    },
+    'docker-map-dir': {
+      type: 'string',
+      valueName: 'DIR',
+      description: `with --docker: where the plugin's vDisk mappings are recorded (default: ${PLUGIN_MAP_DIR_DEFAULT})`,
+    },
   },
   details: [
     'Every daemon is a child process, restarted (and reported) if it dies. The NBD server runs',
@@ -170,6 +195,8 @@ export const upCommand: Command = {
     'creates the backend "local" over the ASDs, its default preset, and the vPool "default".',
     'Ctrl-C or SIGTERM stops everything in reverse order (every vDisk is made durable);',
     'running it again on the same data dir brings every vDisk back.',
+    'With --docker the Docker volume plugin starts last and stops first; volumes stay mounted',
+    'while it is down, but their I/O fails while the volumedriver is stopped.',
   ].join('\n'),
   async run(values) {
     const shutdown = waitForShutdownSignal();
@@ -186,6 +213,15 @@ export const upCommand: Command = {
     const apiPort = parsePort(optionalString(values, 'api-port') ?? '8080', 'api-port');
     const kv = optionalString(values, 'kv') ?? 'embedded';
     const separateEdge = values['separate-edge'] === true;
+    const docker = values.docker === true;
+    const dockerSocket = docker
+      ? path.resolve(optionalString(values, 'docker-socket') ?? PLUGIN_SOCKET_DEFAULT)
+      : undefined;
+    for (const name of ['docker-socket', 'docker-mount-root', 'docker-map-dir']) {
+      if (!docker && optionalString(values, name) !== undefined) {
+        throw new UsageError(`--${name} goes with --docker`);
+      }
+    }
     if (kv !== 'embedded' && !kv.startsWith('etcd://')) {
       throw new UsageError(`--kv must be embedded or etcd://HOST:PORT[,...], not "${kv}"`);
     }
@@ -365,6 +401,31 @@ export const upCommand: Command = {
         ]),
       ),
     );
+    if (dockerSocket !== undefined) {
+      steps.push(() =>
+        supervisor.start(
+          shaleChild('docker', [
+            'docker',
+            'serve',
+            ...kvArgs(layout),
+            '--api',
+            `http://${HOST}:${apiPort}`,
+            '--token-file',
+            tokenFile,
+            '--nbd',
+            `${HOST}:${nbdPort}`,
+            '--node-id',
+            layout.nodeId,
+            '--socket',
+            dockerSocket,
+            '--mount-root',
+            path.resolve(optionalString(values, 'docker-mount-root') ?? MOUNT_ROOT_DEFAULT),
+            '--map-dir',
+            path.resolve(optionalString(values, 'docker-map-dir') ?? PLUGIN_MAP_DIR_DEFAULT),
+          ]),
+        ),
+      );
+    }
 
     try {
       for (const step of steps) {
@@ -401,6 +462,11 @@ export const upCommand: Command = {
           `  REST API  ${apiUrl}  (bearer token in ${tokenFile}; OpenAPI at ${apiUrl}/openapi.json)`,
           `  metadata  ${layout.kv === 'embedded' ? `embedded store in ${path.join(dataDir, 'kv')}` : layout.kv}`,
           `  backend   ${BACKEND}: ${layout.asdCount} ASDs under ${dataDir}; vPool ${DEFAULT_VPOOL}`,
+          ...(dockerSocket === undefined
+            ? []
+            : [
+                `  Docker    volume plugin "${path.basename(dockerSocket, '.sock')}" on ${dockerSocket} (docker volume create -d ${path.basename(dockerSocket, '.sock')} -o size=1GiB NAME)`,
+              ]),
           'Next:',
           '  shale vdisk create disk1 --size 10GiB',
           `  qemu-img info nbd://${HOST}:${nbdPort}/disk1`,

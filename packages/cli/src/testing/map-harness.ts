@@ -69,8 +69,14 @@ export class MapHarness {
     private readonly up: ReturnType<typeof spawn>,
   ) {}
 
-  /** Starts `shale up` (3 ASDs) on a fresh directory and waits until it is ready. */
-  static async start(prefix: string): Promise<MapHarness> {
+  /**
+   * Starts `shale up` (3 ASDs, plus `upArgs` of the test directory) on a fresh directory
+   * and waits until it is ready.
+   */
+  static async start(
+    prefix: string,
+    upArgs: (dir: string) => readonly string[] = () => [],
+  ): Promise<MapHarness> {
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), prefix));
     const dataDir = path.join(dir, 'data');
     const nbdPort = await freePort();
@@ -89,6 +95,7 @@ export class MapHarness {
         String(nbdPort),
         '--api-port',
         String(apiPort),
+        ...upArgs(dir),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
     );
