@@ -176,5 +176,14 @@ export const WRITE_BUFFER_RESERVE_BYTES = 64 * MiB;
 export const WRITE_BUFFER_MARGIN_BYTES = 32 * MiB;
 /** How often the write buffer's free space is read (statfs, off the lane). */
 export const WRITE_BUFFER_SPACE_REFRESH_MS = 250;
+/**
+ * A batch that does not fit under the margin while its vDisk's uploads are queued (and the
+ * last one succeeded) waits this long for space before VD_NO_SPACE: when the ASDs share the
+ * write buffer's file system, an upload in flight takes space that dropping its cached SCO
+ * gives back.
+ */
+export const WRITE_BUFFER_SPACE_WAIT_MS = 10_000;
+/** How often such a waiting batch reads the free space again. */
+export const WRITE_BUFFER_SPACE_POLL_MS = 100;
 /** Uploaded SCOs cached in the write buffer are dropped when free space is under this many margins. */
 export const WRITE_BUFFER_CACHE_EVICT_MARGINS = 4;

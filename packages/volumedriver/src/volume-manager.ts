@@ -104,6 +104,8 @@ export interface VolumeManagerOptions {
   readonly writeBufferMarginBytes?: number;
   /** The file-system seam of the space guard (tests: a disk that fills up on demand). */
   readonly writeBufferStatfs?: WriteBufferSpaceOptions['statfs'];
+  /** How long a write waits for space while its vDisk's uploads run (tests shorten it). */
+  readonly writeBufferSpaceWaitMs?: number;
   /** Memory for the cluster caches of all vDisks; default CLUSTER_CACHE_DEFAULT_BYTES. */
   readonly clusterCacheBytes?: number;
   /** Memory for SCOs kept whole until uploaded; default SCO_MEMORY_DEFAULT_BYTES. */
@@ -161,6 +163,9 @@ export class VolumeManager implements VolumeManagerApi {
         ? {}
         : { marginBytes: options.writeBufferMarginBytes }),
       ...(options.writeBufferStatfs === undefined ? {} : { statfs: options.writeBufferStatfs }),
+      ...(options.writeBufferSpaceWaitMs === undefined
+        ? {}
+        : { spaceWaitMs: options.writeBufferSpaceWaitMs }),
     });
   }
 

@@ -18,6 +18,7 @@ import { type ClusterIndex, type ClusterLocation, clusterIndex, scoNumber } from
 import { checkOpen, persistState, type VolumeContext } from './volume-context.js';
 import type { ReadPath } from './volume-read-path.js';
 import type { UploadPipeline } from './volume-uploads.js';
+import type { SpaceGuard } from './write-buffer-space.js';
 
 export type LaneOp =
   | { kind: 'write'; offsetBytes: number; data: Buffer; fua: boolean }
@@ -88,7 +89,7 @@ export class WriteLane {
     private readonly reads: ReadPath,
     private readonly uploads: UploadPipeline,
     /** The write buffer's space guard (write-buffer-space.ts): throws VD_NO_SPACE to refuse. */
-    private readonly space: { admit(bytes: number): void } | undefined,
+    private readonly space: SpaceGuard | undefined,
   ) {}
 
   /** A hold is in place and no batch runs (what a snapshot marker needs). */
@@ -136,8 +137,15 @@ export class WriteLane {
         if (this.laneFailure !== undefined) throw this.laneFailure;
         if (this.v.fencedBy !== undefined) checkOpen(this.v);
         await this.waitForWriteBuffer();
-        // A full write buffer refuses the batch before anything of it is written.
-        this.space?.admit(bytes);
+        // A full write buffer refuses the batch before anything of it is written (after a
+        // bounded wait while this vDisk's uploads run and succeed: they give space back;
+        // failing ones, on a disk that is full for good, do not).
+        if (this.space !== undefined && !this.space.tryAdmit(bytes)) {
+          await this.space.admitWaiting(
+            bytes,
+            () => this.uploads.backlogObjects > 0 && this.uploads.lastUploadError === undefined,
+          );
+        }
         started = true;
         await this.processBatch(batch.map((item) => item.op));
         for (const item of batch) item.resolve();

@@ -45,6 +45,7 @@ import {
 } from './volume-state.js';
 import { UploadPipeline } from './volume-uploads.js';
 import { WriteLane } from './volume-write-lane.js';
+import type { SpaceGuard } from './write-buffer-space.js';
 
 export { foldVdiskFromBackend } from './volume-recovery.js';
 
@@ -80,7 +81,7 @@ export interface VolumeOptions {
   /** How long a clean close waits for the last uploads; default VOLUME_CLOSE_UPLOAD_WAIT_MS. */
   readonly closeUploadWaitMs?: number;
   /** The write buffer's space guard (write-buffer-space.ts): throws VD_NO_SPACE to refuse. */
-  readonly space?: { admit(bytes: number): void };
+  readonly space?: SpaceGuard;
   /**
    * The memory the vDisk's cluster cache draws from, shared by every vDisk of the
    * volumedriver (default: a budget of CLUSTER_CACHE_DEFAULT_BYTES of its own).

@@ -1,4 +1,4 @@
-// Proves the write buffer's space guard: on a file system that fills up, writes are refused with VD_NO_SPACE before anything of them is written (the vDisk stays healthy, every acknowledged byte reads back), cached SCOs are dropped first, writes go through again once space is back, and the reserve file is released at open and made again when there is room; by driving a real VolumeManager (LevelDB store, in-memory backend) over a file system whose free space the test sets.
+// Proves the write buffer's space guard: on a file system that fills up, writes are refused with VD_NO_SPACE before anything of them is written (after a bounded wait, and only while uploads are queued; the vDisk stays healthy, every acknowledged byte reads back), cached SCOs are dropped first, writes go through again once space is back, and the reserve file is released at open and made again when there is room; by driving a real VolumeManager (LevelDB store, in-memory backend) over a file system whose free space the test sets.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -9,6 +9,7 @@ import { LevelKv } from '@shale/arakoon-kv';
 import { isShaleError } from '@shale/common';
 import { MemoryVolumeBackend } from './volume-backend.js';
 import { VolumeManager } from './volume-manager.js';
+import { WriteBufferSpace } from './write-buffer-space.js';
 
 const MiB = 1024 * 1024;
 const RESERVE_BYTES = 4 * MiB;
@@ -104,4 +105,45 @@ test('a full write buffer refuses writes cleanly, keeps every acknowledged byte,
   } finally {
     await manager.close();
   }
+});
+
+test('a batch that does not fit waits for space while uploads are queued, and only then', async () => {
+  let free = 4 * MiB;
+  const space = new WriteBufferSpace({
+    dir: path.join(dir, 'guard'),
+    marginBytes: MARGIN_BYTES,
+    spaceWaitMs: 600,
+    statfs: async () => ({ totalBytes: 2048 * MiB, availableBytes: free }),
+  });
+  await space.refresh();
+  assert.equal(space.tryAdmit(MiB), false, 'under the margin');
+
+  // Uploads queued: the space they give back (300 ms later) admits the batch.
+  let started = Date.now();
+  setTimeout(() => {
+    free = 64 * MiB;
+  }, 300);
+  await space.admitWaiting(MiB, () => true);
+  assert.ok(Date.now() - started >= 250, `admitted after ${Date.now() - started} ms`);
+
+  // No upload queued: refused at once.
+  free = 4 * MiB;
+  await space.refresh();
+  started = Date.now();
+  await assert.rejects(
+    space.admitWaiting(MiB, () => false),
+    (err: unknown) => isShaleError(err, 'VD_NO_SPACE'),
+  );
+  assert.ok(Date.now() - started < 200, `refused after ${Date.now() - started} ms`);
+
+  // Uploads queued but no space ever comes back: refused after the wait.
+  started = Date.now();
+  await assert.rejects(
+    space.admitWaiting(MiB, () => true),
+    (err: unknown) => isShaleError(err, 'VD_NO_SPACE'),
+  );
+  const waited = Date.now() - started;
+  assert.ok(waited >= 550 && waited < 3000, `refused after ${waited} ms`);
+  assert.equal(space.status().low, true);
+  await space.close();
 });

@@ -1,12 +1,15 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { errorMessage, SpaceReserve } from '@shale/common';
 import type { WriteBufferSpaceStatus as SpaceStatus } from './api-types.js';
 import {
   WRITE_BUFFER_CACHE_EVICT_MARGINS,
   WRITE_BUFFER_MARGIN_BYTES,
   WRITE_BUFFER_RESERVE_BYTES,
+  WRITE_BUFFER_SPACE_POLL_MS,
   WRITE_BUFFER_SPACE_REFRESH_MS,
+  WRITE_BUFFER_SPACE_WAIT_MS,
 } from './constants.js';
 import { VdErrorCode, vdError } from './errors.js';
 
@@ -20,14 +23,22 @@ import { VdErrorCode, vdError } from './errors.js';
  * - A **margin**: writes are refused with VD_NO_SPACE before they start, not half-way, once
  *   the file system's free space (refreshed every WRITE_BUFFER_SPACE_REFRESH_MS, minus what
  *   was admitted since) would drop below the margin. Nothing is written; the vDisk stays
- *   healthy; writes go through again when uploads (or an operator) free space.
+ *   healthy; writes go through again when uploads (or an operator) free space. A batch
+ *   of a vDisk that still has uploads queued first waits (at most spaceWaitMs) for them to
+ *   give space back: with the ASDs on the same file system, an upload takes space for a
+ *   while before its cached SCO is dropped, and that is no reason to fail a write.
  *
- *   free ──admit(bytes)──> free - bytes >= margin ? yes: the lane writes : VD_NO_SPACE
+ *   free ──admit(bytes)──> free - bytes >= margin ? yes: the lane writes
+ *                                                   : uploads queued and < spaceWaitMs ? wait, retry
+ *                                                   : VD_NO_SPACE
  *     ^                                                                     │
  *     └────── statfs every WRITE_BUFFER_SPACE_REFRESH_MS (in the background) ┘
  */
 
 export type { SpaceStatus };
+
+/** What a vDisk's write lane asks of the guard. */
+export type SpaceGuard = Pick<WriteBufferSpace, 'tryAdmit' | 'admitWaiting'>;
 
 export interface WriteBufferSpaceOptions {
   readonly dir: string;
@@ -39,6 +50,8 @@ export interface WriteBufferSpaceOptions {
    * WRITE_BUFFER_CACHE_EVICT_MARGINS margins, and on every refusal; cheap to call often.
    */
   readonly onLow?: () => void;
+  /** How long a batch waits for space while uploads run (WRITE_BUFFER_SPACE_WAIT_MS). */
+  readonly spaceWaitMs?: number;
   /** The file-system seam (tests). */
   readonly statfs?: (dir: string) => Promise<{ totalBytes: number; availableBytes: number }>;
 }
@@ -53,6 +66,7 @@ async function nodeStatfs(dir: string): Promise<{ totalBytes: number; availableB
 export class WriteBufferSpace {
   readonly reserveBytes: number;
   readonly marginBytes: number;
+  private readonly spaceWaitMs: number;
   private readonly dir: string;
   private readonly log: (message: string) => void;
   private readonly statfs: NonNullable<WriteBufferSpaceOptions['statfs']>;
@@ -72,6 +86,7 @@ export class WriteBufferSpace {
     this.dir = options.dir;
     this.reserveBytes = options.reserveBytes ?? WRITE_BUFFER_RESERVE_BYTES;
     this.marginBytes = options.marginBytes ?? WRITE_BUFFER_MARGIN_BYTES;
+    this.spaceWaitMs = options.spaceWaitMs ?? WRITE_BUFFER_SPACE_WAIT_MS;
     this.log = options.log ?? (() => undefined);
     this.statfs = options.statfs ?? nodeStatfs;
     this.onLow = options.onLow;
@@ -105,7 +120,7 @@ export class WriteBufferSpace {
    */
   admit(bytes: number): void {
     if (bytes === 0) return;
-    if (this.availableBytes - this.admittedBytes - bytes < this.marginBytes) {
+    if (!this.fits(bytes)) {
       this.refusedWrites += 1;
       if (!this.low) {
         this.low = true;
@@ -121,6 +136,35 @@ export class WriteBufferSpace {
       );
     }
     this.admittedBytes += bytes;
+  }
+
+  /** admit without the refusal: whether `bytes` fit (and are then admitted). */
+  tryAdmit(bytes: number): boolean {
+    if (!this.fits(bytes)) return false;
+    this.admittedBytes += bytes;
+    return true;
+  }
+
+  /**
+   * admit, but while `uploadsQueued()` says space may come back, waits for it (reading the
+   * free space every WRITE_BUFFER_SPACE_POLL_MS, asking for cached SCOs to go) for at most
+   * spaceWaitMs; then refuses as admit does.
+   */
+  async admitWaiting(bytes: number, uploadsQueued: () => boolean): Promise<void> {
+    const deadline = Date.now() + this.spaceWaitMs;
+    while (!this.tryAdmit(bytes)) {
+      if (!uploadsQueued() || Date.now() >= deadline) {
+        this.admit(bytes); // Refuses (VD_NO_SPACE), unless space came back just now.
+        return;
+      }
+      this.onLow?.();
+      await sleep(WRITE_BUFFER_SPACE_POLL_MS);
+      await this.refresh();
+    }
+  }
+
+  private fits(bytes: number): boolean {
+    return this.availableBytes - this.admittedBytes - bytes >= this.marginBytes;
   }
 
   status(): SpaceStatus {
