@@ -242,6 +242,7 @@ export const upCommand: Command = {
         host: HOST,
         asdDir: absolute('asd-dir'),
         writeBufferDir: absolute('write-buffer-dir'),
+        avoidPorts: [nbdPort, apiPort],
       },
       log,
     );

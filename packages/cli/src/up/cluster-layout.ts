@@ -63,7 +63,17 @@ export interface ClusterStatus {
   readonly volumedriver: string;
 }
 
-async function freePort(host: string): Promise<number> {
+/** A port nothing listens on now, and none of `taken` (which joins the set). */
+async function freePort(host: string, taken: Set<number>): Promise<number> {
+  for (;;) {
+    const port = await anyFreePort(host);
+    if (taken.has(port)) continue;
+    taken.add(port);
+    return port;
+  }
+}
+
+async function anyFreePort(host: string): Promise<number> {
   const server = net.createServer();
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -83,6 +93,8 @@ export async function loadOrCreateLayout(
     host: string;
     asdDir?: string | undefined;
     writeBufferDir?: string | undefined;
+    /** Ports given on the command line (NBD, API): never chosen for a daemon. */
+    avoidPorts?: readonly number[];
   },
   log: (line: string) => void,
 ): Promise<{ layout: ClusterLayout; created: boolean }> {
@@ -129,11 +141,27 @@ export async function loadOrCreateLayout(
         );
       }
     }
+    const own = [
+      layout.ports.kv,
+      ...layout.ports.asds,
+      layout.ports.proxy,
+      layout.ports.volumedriver,
+    ];
+    const clash = (wanted.avoidPorts ?? []).find((port) => own.includes(port));
+    if (clash !== undefined) {
+      throw new ShaleError(
+        'UP_PORT_CONFLICT',
+        `port ${clash} is one this data dir's daemons use (${file}); give the NBD server and the API other ports`,
+      );
+    }
     return { layout, created: false };
   }
   await fs.mkdir(dataDir, { recursive: true });
+  // The kernel may hand out a port again once it was closed: each is picked once, and not
+  // one the command line gave the NBD server or the API.
+  const taken = new Set<number>(wanted.avoidPorts ?? []);
   const asds: number[] = [];
-  for (let i = 0; i < wanted.asdCount; i += 1) asds.push(await freePort(wanted.host));
+  for (let i = 0; i < wanted.asdCount; i += 1) asds.push(await freePort(wanted.host, taken));
   const layout: ClusterLayout = {
     version: LAYOUT_VERSION,
     createdAtMs: Date.now(),
@@ -143,10 +171,10 @@ export async function loadOrCreateLayout(
     ...(wanted.asdDir === undefined ? {} : { asdDir: wanted.asdDir }),
     ...(wanted.writeBufferDir === undefined ? {} : { writeBufferDir: wanted.writeBufferDir }),
     ports: {
-      kv: await freePort(wanted.host),
+      kv: await freePort(wanted.host, taken),
       asds,
-      proxy: await freePort(wanted.host),
-      volumedriver: await freePort(wanted.host),
+      proxy: await freePort(wanted.host, taken),
+      volumedriver: await freePort(wanted.host, taken),
     },
   };
   const tmp = `${file}.tmp`;
