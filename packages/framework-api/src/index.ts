@@ -10,6 +10,7 @@ export { ApiWarningCode } from './capacity.js';
 export * from './constants.js';
 export { ERROR_STATUS, httpStatusOf, UNLISTED_ERROR_STATUS } from './error-table.js';
 export { ApiErrorCode, apiError } from './errors.js';
+export * from './iscsi/index.js';
 export {
   type Infer,
   type JsonValue,
