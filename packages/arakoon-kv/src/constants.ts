@@ -50,6 +50,12 @@ export const REMOTE_DEFAULT_DEADLINE_MS = ETCD_DEFAULT_DEADLINE_MS;
 export const REMOTE_RECONNECT_INITIAL_BACKOFF_MS = 50;
 export const REMOTE_RECONNECT_MAX_BACKOFF_MS = 1000;
 /**
+ * RemoteKv: a retry is not sent with less than this much of the call's deadline left. A
+ * write sent with a millisecond to spare times out in flight and can only be reported as
+ * KV_OUTCOME_UNKNOWN; not sending it keeps the honest answer (KV_UNAVAILABLE: not applied).
+ */
+export const REMOTE_MIN_RETRY_WINDOW_MS = 25;
+/**
  * RemoteKv: a keep-alive ping every this often while calls or watches are open, and how long an
  * unanswered ping may take, so a watch notices a server that vanished without closing.
  */

@@ -8,6 +8,7 @@ import {
   REMOTE_GET_MANY_MAX_KEYS,
   REMOTE_KEEPALIVE_TIME_MS,
   REMOTE_KEEPALIVE_TIMEOUT_MS,
+  REMOTE_MIN_RETRY_WINDOW_MS,
   REMOTE_RECONNECT_INITIAL_BACKOFF_MS,
   REMOTE_RECONNECT_MAX_BACKOFF_MS,
 } from './constants.js';
@@ -395,6 +396,8 @@ export class RemoteKv implements KvStore {
       }
       await pause(Math.min(backoffMs, Math.max(0, deadline - Date.now())));
       backoffMs = Math.min(backoffMs * 2, this.reconnect.maxBackoffMs);
+      // Every attempt so far got a definite "not applied"; one sent now could only time out.
+      if (deadline - Date.now() < REMOTE_MIN_RETRY_WINDOW_MS) throw unavailable(what, lastReason);
     }
   }
 }
