@@ -205,6 +205,8 @@ async function shale(scratch: string): Promise<Record<string, CaseResult>> {
       String(nbdPort),
       '--api-port',
       String(apiPort),
+      '--iscsi-port',
+      '0',
     ],
     { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
   );

@@ -15,6 +15,7 @@ import { maintenanceCommand } from './commands/maintenance.js';
 import { proxyCommand } from './commands/proxy.js';
 import { upCommand } from './commands/up.js';
 import { volumedriverCommand } from './commands/volumedriver.js';
+import { iscsiServeCommand } from './iscsi/serve-command.js';
 
 export const SHALE_VERSION = '0.1.0';
 
@@ -46,6 +47,11 @@ export const rootCommand: Command = {
     edgeCommand,
     apiCommand,
     dockerCommand,
+    {
+      name: 'iscsi',
+      summary: 'vDisks as iSCSI targets through tgtd',
+      subcommands: [iscsiServeCommand],
+    },
     version,
   ],
 };

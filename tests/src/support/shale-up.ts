@@ -31,6 +31,8 @@ export async function startUp(
       String(nbdPort),
       '--api-port',
       String(apiPort),
+      // No iSCSI unless a test asks: parallel clusters would race for 3260.
+      ...(extra.includes('--iscsi-port') ? [] : ['--iscsi-port', '0']),
       ...extra,
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },

@@ -1,3 +1,4 @@
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { errorMessage, isShaleError, parseSizeBytes, SpaceReserve } from '@shale/common';
@@ -15,6 +16,7 @@ import {
   PLUGIN_MAP_DIR_DEFAULT,
   PLUGIN_SOCKET_DEFAULT,
 } from '../docker/constants.js';
+import { findTool } from '../map/host-tools.js';
 import { waitForShutdownSignal } from '../signals.js';
 import {
   asdDirOf,
@@ -45,6 +47,35 @@ function parseReserve(text: string): number {
   } catch (err) {
     throw new UsageError(`--reserve: ${errorMessage(err)}`);
   }
+}
+
+/** The key that seals iSCSI CHAP secrets in the store (the API's default, next to its token). */
+const ISCSI_KEY_FILE = 'iscsi-secrets.key';
+const ISCSI_PORT_DEFAULT = 3260;
+
+/**
+ * The iSCSI port, or why there is none. Given: that port (0: none), checked by serve.
+ * Not given: 3260 when this is root, tgtd is installed and the port is free.
+ */
+async function chooseIscsiPort(given: string | undefined): Promise<number | string> {
+  if (given !== undefined) {
+    const port = parsePort(given, 'iscsi-port');
+    return port === 0 ? '--iscsi-port 0' : port;
+  }
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+    return 'not root (tgtd needs root)';
+  }
+  if (findTool('tgtd') === undefined) return 'tgt is not installed (apt-get install -y tgt)';
+  const free = await new Promise<boolean>((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(false));
+    server.listen({ host: HOST, port: ISCSI_PORT_DEFAULT, exclusive: true }, () =>
+      server.close(() => resolve(true)),
+    );
+  });
+  return free
+    ? ISCSI_PORT_DEFAULT
+    : `${HOST}:${ISCSI_PORT_DEFAULT} is in use (give --iscsi-port PORT)`;
 }
 
 const MAIN_JS = fileURLToPath(new URL('../main.js', import.meta.url));
@@ -96,7 +127,7 @@ export const upCommand: Command = {
   summary:
     'run a whole single-node cluster in the foreground (ASDs, proxy, maintenance, volumedriver, edge, API)',
   usage:
-    'shale up [--data-dir DIR] [--asds 6] [--nbd-port 10809] [--api-port 8080] [--kv embedded|etcd://HOST:PORT,...] [--asd-dir DIR] [--write-buffer-dir DIR] [--data-at-risk-ms 30000] [--reserve 64MiB] [--separate-edge] [--docker [--docker-socket PATH] [--docker-mount-root DIR] [--docker-map-dir DIR]]',
+    'shale up [--data-dir DIR] [--asds 6] [--nbd-port 10809] [--api-port 8080] [--kv embedded|etcd://HOST:PORT,...] [--asd-dir DIR] [--write-buffer-dir DIR] [--data-at-risk-ms 30000] [--reserve 64MiB] [--separate-edge] [--docker [--docker-socket PATH] [--docker-mount-root DIR] [--docker-map-dir DIR]] [--iscsi-port PORT]',
   options: {
     'data-dir': {
       type: 'string',
@@ -187,6 +218,12 @@ export const upCommand: Command = {
       valueName: 'DIR',
       description: `with --docker: where the plugin's vDisk mappings are recorded (default: ${PLUGIN_MAP_DIR_DEFAULT})`,
     },
+    'iscsi-port': {
+      type: 'string',
+      valueName: 'PORT',
+      description:
+        'serve iSCSI targets (shale iscsi serve, tgtd) on 127.0.0.1:PORT; 0: none (default: 3260 when run as root with tgt installed and the port free)',
+    },
   },
   details: [
     'Every daemon is a child process, restarted (and reported) if it dies. The NBD server runs',
@@ -197,6 +234,8 @@ export const upCommand: Command = {
     'running it again on the same data dir brings every vDisk back.',
     'With --docker the Docker volume plugin starts last and stops first; volumes stay mounted',
     'while it is down, but their I/O fails while the volumedriver is stopped.',
+    'iSCSI (shale iscsi serve) starts after the API; the CHAP secrets of targets are sealed with',
+    'DATA/iscsi-secrets.key.',
   ].join('\n'),
   async run(values) {
     const shutdown = waitForShutdownSignal();
@@ -222,6 +261,7 @@ export const upCommand: Command = {
         throw new UsageError(`--${name} goes with --docker`);
       }
     }
+    const iscsiPort = await chooseIscsiPort(optionalString(values, 'iscsi-port'));
     if (kv !== 'embedded' && !kv.startsWith('etcd://')) {
       throw new UsageError(`--kv must be embedded or etcd://HOST:PORT[,...], not "${kv}"`);
     }
@@ -242,7 +282,7 @@ export const upCommand: Command = {
         host: HOST,
         asdDir: absolute('asd-dir'),
         writeBufferDir: absolute('write-buffer-dir'),
-        avoidPorts: [nbdPort, apiPort],
+        avoidPorts: [nbdPort, apiPort, ...(typeof iscsiPort === 'number' ? [iscsiPort] : [])],
       },
       log,
     );
@@ -402,6 +442,27 @@ export const upCommand: Command = {
         ]),
       ),
     );
+    if (typeof iscsiPort === 'number') {
+      steps.push(() =>
+        supervisor.start(
+          shaleChild('iscsi', [
+            'iscsi',
+            'serve',
+            ...kvArgs(layout),
+            '--key-file',
+            path.join(dataDir, ISCSI_KEY_FILE),
+            '--nbd',
+            `${HOST}:${nbdPort}`,
+            '--portal',
+            `${HOST}:${iscsiPort}`,
+            '--state-dir',
+            path.join(dataDir, 'iscsi'),
+          ]),
+        ),
+      );
+    } else {
+      log(`shale up: no iSCSI: ${iscsiPort}`);
+    }
     if (dockerSocket !== undefined) {
       steps.push(() =>
         supervisor.start(
@@ -463,6 +524,11 @@ export const upCommand: Command = {
           `  REST API  ${apiUrl}  (bearer token in ${tokenFile}; OpenAPI at ${apiUrl}/openapi.json)`,
           `  metadata  ${layout.kv === 'embedded' ? `embedded store in ${path.join(dataDir, 'kv')}` : layout.kv}`,
           `  backend   ${BACKEND}: ${layout.asdCount} ASDs under ${dataDir}; vPool ${DEFAULT_VPOOL}`,
+          ...(typeof iscsiPort === 'number'
+            ? [
+                `  iSCSI     ${HOST}:${iscsiPort} (shale iscsi create VDISK --initiator ${HOST}; iscsi://${HOST}:${iscsiPort}/IQN/1)`,
+              ]
+            : []),
           ...(dockerSocket === undefined
             ? []
             : [

@@ -95,6 +95,8 @@ export class MapHarness {
         String(nbdPort),
         '--api-port',
         String(apiPort),
+        // No iSCSI unless a test asks: parallel clusters would race for 3260.
+        ...(upArgs(dir).includes('--iscsi-port') ? [] : ['--iscsi-port', '0']),
         ...upArgs(dir),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
