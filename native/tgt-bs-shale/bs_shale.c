@@ -70,6 +70,7 @@ struct shale_slot {
 	pthread_mutex_t lock;		/* guards nbd's lifetime (close/replace) */
 	struct nbd_handle *nbd;		/* NULL when not connected */
 	atomic_bool dirty;		/* a write was acked since the last flush */
+	bool ever_connected;		/* owner only: lazy first connect is no failure */
 };
 
 struct shale_lu {
@@ -226,9 +227,11 @@ static int shale_call(struct shale_lu *s, enum shale_op op, void *buf,
 			pthread_mutex_unlock(&slot->lock);
 		}
 
-		if (!first_fail_ms)
+		/* A never-connected slot (workers connect lazily) is not a failure. */
+		if (!first_fail_ms && slot->ever_connected)
 			first_fail_ms = now_ms();
-		else if (now_ms() - first_fail_ms >= SHALE_RECONNECT_DEADLINE_MS) {
+		else if (first_fail_ms &&
+			 now_ms() - first_fail_ms >= SHALE_RECONNECT_DEADLINE_MS) {
 			eprintf("bs_shale: %s: no connection for %d ms, "
 				"failing %s\n", s->uri,
 				SHALE_RECONNECT_DEADLINE_MS, op_name[op]);
@@ -247,7 +250,9 @@ static int shale_call(struct shale_lu *s, enum shale_op op, void *buf,
 			pthread_mutex_lock(&slot->lock);
 			slot->nbd = nbd;
 			pthread_mutex_unlock(&slot->lock);
-			eprintf("bs_shale: %s: reconnected\n", s->uri);
+			if (slot->ever_connected)
+				eprintf("bs_shale: %s: reconnected\n", s->uri);
+			slot->ever_connected = true;
 			continue;
 		}
 		sleep_ms(backoff_ms);
@@ -720,6 +725,7 @@ static int bs_shale_open(struct scsi_lu *lu, char *path, int *fd, uint64_t *size
 	if (s->slots[0].nbd)
 		nbd_close(s->slots[0].nbd);
 	s->slots[0].nbd = nbd;
+	s->slots[0].ever_connected = true;
 	pthread_mutex_unlock(&s->slots[0].lock);
 
 	pref_bytes = nbd_get_block_size(nbd, LIBNBD_SIZE_PREFERRED);
