@@ -43,6 +43,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/eventfd.h>
 
 #include <libnbd.h>
 
@@ -76,6 +77,7 @@ struct shale_slot {
 struct shale_lu {
 	char *uri;
 	uint64_t size_bytes;
+	int lseek_fd;			/* handed to tgt as lu->fd; see bs_shale_open */
 	bool read_only, can_flush, can_fua, can_trim, can_zero, can_multi_conn;
 
 	pthread_mutex_t claim_lock;
@@ -737,7 +739,22 @@ static int bs_shale_open(struct scsi_lu *lu, char *path, int *fd, uint64_t *size
 		s->read_only ? " read-only" : "", s->can_flush, s->can_fua,
 		s->can_trim, s->can_zero, s->can_multi_conn, s->nr_slots);
 
-	*fd = 0;	/* no file descriptor; tgt's own "none" value (target.c) */
+	/*
+	 * tgt's sbc.c answers GET LBA STATUS in tgtd's main thread with
+	 * lseek(lu->fd, SEEK_HOLE/SEEK_DATA). On fd 0 (tgt's "none", /dev/null
+	 * under tgtd -f) lseek returns 0 for every offset and that loop never
+	 * ends: tgtd hangs. On an eventfd lseek fails (ESPIPE), which sbc.c
+	 * turns into one descriptor "mapped to the end": right for a fully
+	 * provisioned LU, and allowed (if imprecise) for a thin one.
+	 */
+	if (s->lseek_fd < 0) {
+		s->lseek_fd = eventfd(0, EFD_CLOEXEC);
+		if (s->lseek_fd < 0) {
+			eprintf("bs_shale: eventfd: %m\n");
+			return -errno;
+		}
+	}
+	*fd = s->lseek_fd;
 	*size = size_bytes;
 	return 0;
 }
@@ -746,6 +763,11 @@ static void bs_shale_close(struct scsi_lu *lu)
 {
 	struct shale_lu *s = SHALEP(lu);
 	int i;
+
+	if (s->lseek_fd >= 0) {
+		close(s->lseek_fd);
+		s->lseek_fd = -1;
+	}
 
 	for (i = 0; i < s->nr_slots; i++) {
 		pthread_mutex_lock(&s->slots[i].lock);
@@ -774,6 +796,7 @@ static tgtadm_err bs_shale_init(struct scsi_lu *lu, char *bsopts)
 	for (i = 0; i < s->nr_slots; i++)
 		pthread_mutex_init(&s->slots[i].lock, NULL);
 	pthread_mutex_init(&s->claim_lock, NULL);
+	s->lseek_fd = -1;
 
 	return bs_thread_open(info, bs_shale_request, s->nr_slots);
 }

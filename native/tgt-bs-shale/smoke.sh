@@ -156,10 +156,44 @@ if [[ ${SKIP_CU:-} != 1 ]]; then
   [[ -z $extra_file ]] || fail "shale LUN fails tests the file LUN passes: $(tr '\n' ' ' <<<"$extra_file")"
   log "conformance: shale LUN fails nothing the file LUN passes"
 fi
+# ---- 4. thin provisioning: UNMAP and WRITE SAME(UNMAP) deallocate, read back zero ----
+$TGT --op update --mode logicalunit --tid 1 --lun 1 --params thin_provisioning=1
+expect_ok qemu-io -f raw -c 'write -P 0x66 32M 4M' -c 'discard 32M 1M' -c 'write -z -u 34M 1M' -c flush "$URL"
+expect_ok qemu-io -r -f raw -c 'read -P 0 32M 1M' -c 'read -P 0x66 33M 1M' -c 'read -P 0 34M 1M' -c 'read -P 0x66 35M 1M' "$NBD_URL"
+grep -q 'verification failed\|Pattern verification' "$WORK/out" && { cat "$WORK/out"; fail "UNMAP / WRITE SAME(UNMAP) did not read back as zero (or hit neighbours)"; }
+nbdinfo --map "$NBD_URL" >"$WORK/map" || fail "nbdinfo --map failed"
+python3 - "$WORK/map" <<'EOF2' || fail "UNMAP / WRITE SAME(UNMAP) did not deallocate in nbdkit memory: $(cat "$WORK/map")"
+import sys
+# nbdinfo --map: "offset length type description"; type bit 0 = hole
+holes = [(int(o), int(o) + int(l)) for o, l, t, *_ in (r.split() for r in open(sys.argv[1])) if int(t) & 1]
+want = [(32 << 20, 33 << 20), (34 << 20, 35 << 20)]
+sys.exit(0 if all(any(a <= lo and hi <= b for a, b in holes) for lo, hi in want) else 1)
+EOF2
+log "thin: UNMAP (qemu discard) and WRITE SAME 16 with UNMAP (write -z -u) read back zero and are holes in the export"
 $TGT --op delete --mode target --tid 1 --force
 stop_nbd
 
-# ---- 4. NBD server restart under a writing client ----
+# ---- 5. server errors reach the initiator as the mapped sense, not a hang ----
+start_nbd --filter=error memory 16M \
+  error-pwrite=ENOSPC error-pwrite-rate=100% error-pwrite-file="$WORK/enospc" \
+  error-pread=EIO error-pread-rate=100% error-pread-file="$WORK/eio"
+new_target 1 $IQN shale "$NBD_URL"
+touch "$WORK/enospc"
+qemu-io -f raw -c 'write -P 1 0 64k' "$URL" >"$WORK/out" 2>&1 || true
+grep -q 'No space left on device' "$WORK/out" || { cat "$WORK/out"; fail "ENOSPC from the server did not reach the initiator as SPACE ALLOCATION FAILED"; }
+log "errors: server ENOSPC on write -> initiator sees ENOSPC (DATA PROTECT 27/07): $(grep -m1 'No space' "$WORK/out")"
+rm "$WORK/enospc"; touch "$WORK/eio"
+qemu-io -r -f raw -c 'read 0 64k' "$URL" >"$WORK/out" 2>&1 || true
+grep -q 'Input/output error' "$WORK/out" || { cat "$WORK/out"; fail "EIO from the server did not reach the initiator as MEDIUM ERROR"; }
+log "errors: server EIO on read -> initiator sees EIO (MEDIUM ERROR 11/00): $(grep -m1 'Input/output' "$WORK/out")"
+rm "$WORK/eio"
+expect_ok qemu-io -f raw -c 'write -P 2 0 64k' -c 'read -P 2 0 64k' "$URL"
+grep -q 'verification failed\|Pattern verification' "$WORK/out" && fail "I/O after injected errors is wrong"
+log "errors: I/O works again once the server stops failing"
+$TGT --op delete --mode target --tid 1 --force
+stop_nbd
+
+# ---- 6. NBD server restart under a writing client ----
 # nbdkit memory loses data on restart; nbdkit file keeps it.
 truncate -s 64M "$WORK/edge.img"
 start_nbd file "$WORK/edge.img"
