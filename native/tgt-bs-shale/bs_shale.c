@@ -43,7 +43,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <sys/eventfd.h>
 
 #include <libnbd.h>
 
@@ -743,16 +742,20 @@ static int bs_shale_open(struct scsi_lu *lu, char *path, int *fd, uint64_t *size
 	 * tgt's sbc.c answers GET LBA STATUS in tgtd's main thread with
 	 * lseek(lu->fd, SEEK_HOLE/SEEK_DATA). On fd 0 (tgt's "none", /dev/null
 	 * under tgtd -f) lseek returns 0 for every offset and that loop never
-	 * ends: tgtd hangs. On an eventfd lseek fails (ESPIPE), which sbc.c
-	 * turns into one descriptor "mapped to the end": right for a fully
-	 * provisioned LU, and allowed (if imprecise) for a thin one.
+	 * ends: tgtd hangs (so it does on an eventfd: noop_llseek). On a pipe
+	 * lseek fails (ESPIPE), which sbc.c turns into one descriptor "mapped
+	 * to the end": right for a fully provisioned LU, and allowed (if
+	 * imprecise) for a thin one. Only the read end is kept; nothing reads it.
 	 */
 	if (s->lseek_fd < 0) {
-		s->lseek_fd = eventfd(0, EFD_CLOEXEC);
-		if (s->lseek_fd < 0) {
-			eprintf("bs_shale: eventfd: %m\n");
+		int p[2];
+
+		if (pipe2(p, O_CLOEXEC) == -1) {
+			eprintf("bs_shale: pipe2: %m\n");
 			return -errno;
 		}
+		close(p[1]);
+		s->lseek_fd = p[0];
 	}
 	*fd = s->lseek_fd;
 	*size = size_bytes;

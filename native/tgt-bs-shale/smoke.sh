@@ -90,7 +90,8 @@ new_target() {  # tid iqn bstype backing
 run_cu() {  # label url -> prints summary, writes $WORK/fails-label and $WORK/cu-ms-label
   local label=$1 url=$2 tc
   mkdir -p "$WORK/cu-$label"; tc=$(date +%s%N)
-  (cd "$WORK/cu-$label" && iscsi-test-cu -d -s -x "$url" >suite.out 2>&1) || true
+  # a hung target must fail the run, not stall it (a full run takes a few minutes)
+  (cd "$WORK/cu-$label" && timeout ${CU_TIMEOUT_S:-1200} iscsi-test-cu -d -s -x "$url" >suite.out 2>&1) || true
   ms "$tc" >"$WORK/cu-ms-$label"
   [[ -s $WORK/cu-$label/CUnitAutomated-Results.xml ]] || fail "iscsi-test-cu ($label) wrote no results: $(tail -3 "$WORK/cu-$label/suite.out")"
   python3 - "$WORK/cu-$label/CUnitAutomated-Results.xml" "$WORK/fails-$label" "$label" "$(cat "$WORK/cu-ms-$label")" <<'EOF'
