@@ -416,6 +416,24 @@ static void shale_write_same(struct scsi_cmd *cmd, struct shale_lu *s)
 	char *block = scsi_get_out_buffer(cmd);
 	int lbdata = cmd->scb[1] & 0x06;
 	int err = 0, rc;
+	/*
+	 * sbc.c lets a WRITE SAME through with no data-out (NDOB, or an
+	 * initiator that sent none): write zeroes then, never whatever the
+	 * data-out buffer happens to hold.
+	 */
+	bool no_data = scsi_get_out_length(cmd) < block_bytes;
+	char *zero_block = NULL;
+
+	if (count == 0)
+		return;
+	if (no_data) {
+		zero_block = calloc(1, block_bytes);
+		if (!zero_block) {
+			cmd_error_sense(cmd, HARDWARE_ERROR, ASC_INTERNAL_TGT_FAILURE);
+			return;
+		}
+		block = zero_block;
+	}
 
 	if (cmd->scb[1] & 0x08) {	/* UNMAP bit */
 		if (s->can_zero)
@@ -431,17 +449,17 @@ static void shale_write_same(struct scsi_cmd *cmd, struct shale_lu *s)
 			rc = 0;	/* fall through to writing zeroes below */
 		if (rc) {
 			cmd_errno_sense(cmd, err, true);
-			return;
+			goto out;
 		}
 		if (s->can_zero || s->can_trim)
-			return;
+			goto out;
 	}
 
 	if (!lbdata && s->can_zero && all_zero(block, block_bytes)) {
 		if (shale_zero_or_trim(s, OP_ZERO, count, offset,
 				       LIBNBD_CMD_FLAG_NO_HOLE, &err))
 			cmd_errno_sense(cmd, err, true);
-		return;
+		goto out;
 	}
 
 	/* Fill a buffer with copies of the block and write it out in runs. */
@@ -451,7 +469,7 @@ static void shale_write_same(struct scsi_cmd *cmd, struct shale_lu *s)
 	char *buf = malloc(buf_bytes);
 	if (!buf) {
 		cmd_error_sense(cmd, HARDWARE_ERROR, ASC_INTERNAL_TGT_FAILURE);
-		return;
+		goto out;
 	}
 	for (size_t i = 0; i < buf_bytes; i += block_bytes)
 		memcpy(buf + i, block, block_bytes);
@@ -479,6 +497,8 @@ static void shale_write_same(struct scsi_cmd *cmd, struct shale_lu *s)
 		count -= n;
 	}
 	free(buf);
+out:
+	free(zero_block);
 }
 
 /* UNMAP parameter list: 8-byte header, then 16-byte block descriptors. */

@@ -11,6 +11,7 @@
 # packages tgt nbdkit libnbd-bin libiscsi-bin qemu-utils qemu-block-extra.
 # Run as root. Ports: NBD 10839, iSCSI 3291, tgtd control -C 41 only.
 #   SKIP_CU=1 native/tgt-bs-shale/smoke.sh   # skip the two conformance runs
+#   THIN=1 native/tgt-bs-shale/smoke.sh      # CU on a thin-provisioned shale LUN only (see below)
 set -euo pipefail
 export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
 
@@ -85,6 +86,8 @@ new_target() {  # tid iqn bstype backing
   $TGT --op new --mode logicalunit --tid "$1" --lun 1 --bstype "$3" -b "$4" \
     || fail "tgtadm could not create LUN ($3 $4): $(grep bs_shale "$WORK/tgtd.log" | tail -2)"
   $TGT --op bind --mode target --tid "$1" -I ALL
+  # THIN=1: both CU LUNs thin-provisioned, so UNMAP / WRITE SAME(UNMAP) tests run
+  [[ ${THIN:-} != 1 ]] || $TGT --op update --mode logicalunit --tid "$1" --lun 1 --params thin_provisioning=1
 }
 
 run_cu() {  # label url -> prints summary, writes $WORK/fails-label and $WORK/cu-ms-label
@@ -142,15 +145,25 @@ log "data: patterns written over iSCSI read back over NBD (and NBD -> iSCSI)"
 # ---- 3. conformance: shale LUN, then a file-backed (rdwr) LUN, same run ----
 if [[ ${SKIP_CU:-} != 1 ]]; then
   run_cu shale "$URL"
-  truncate -s $LUN_BYTES "$WORK/lun.img"
-  new_target 2 $IQN_FILE rdwr "$WORK/lun.img"
-  run_cu file "iscsi://$PORTAL/$IQN_FILE/1"
-  $TGT --op delete --mode target --tid 2 --force
+  if [[ ${THIN:-} == 1 ]]; then
+    # On a thin file LUN, iscsi-test-cu 1.19 spins (client at 100% CPU, after
+    # the CompareAndWrite suite) and never finishes, so THIN=1 compares with
+    # the known list. Unmap.ZeroBlocks fails the same way on a thin rdwr LUN
+    # run alone (-t ALL.Unmap.ZeroBlocks): the test sends an LBA beyond the end.
+    KNOWN_TGT_FAILS="$KNOWN_TGT_FAILS Unmap.ZeroBlocks"
+    printf '%s\n' $KNOWN_TGT_FAILS | sort >"$WORK/fails-file"
+    echo 0 >"$WORK/cu-ms-file"
+  else
+    truncate -s $LUN_BYTES "$WORK/lun.img"
+    new_target 2 $IQN_FILE rdwr "$WORK/lun.img"
+    run_cu file "iscsi://$PORTAL/$IQN_FILE/1"
+    $TGT --op delete --mode target --tid 2 --force
+  fi
   printf '%s\n' $KNOWN_TGT_FAILS | sort >"$WORK/known"
   extra_known=$(comm -13 "$WORK/known" <(sort "$WORK/fails-shale"))
   extra_file=$(comm -13 <(sort "$WORK/fails-file") <(sort "$WORK/fails-shale"))
   fixed=$(comm -23 <(sort "$WORK/fails-file") <(sort "$WORK/fails-shale"))
-  log "CU duration: shale $(cat "$WORK/cu-ms-shale") ms, file $(cat "$WORK/cu-ms-file") ms" \
+  [[ ${THIN:-} == 1 ]] || log "CU duration: shale $(cat "$WORK/cu-ms-shale") ms, file $(cat "$WORK/cu-ms-file") ms" \
       "(ratio $(python3 -c "print(round($(cat "$WORK/cu-ms-shale")/$(cat "$WORK/cu-ms-file"),2))"))"
   [[ -n $fixed ]] && log "passes on shale but fails on file: $(tr '\n' ' ' <<<"$fixed")"
   [[ -z $extra_known ]] || log "shale failures beyond the 8 known tgt ones: $(tr '\n' ' ' <<<"$extra_known")"
