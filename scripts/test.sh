@@ -27,6 +27,9 @@ declare -A NEEDED=(
   [mkfs.xfs]=xfsprogs
   [blkid]=util-linux
   [iptables]=iptables
+  [tgtd]=tgt
+  [iscsi-inq]=libiscsi-bin
+  [iscsi-test-cu]=libiscsi-bin
 )
 missing=()
 for tool in "${!NEEDED[@]}"; do
@@ -44,6 +47,8 @@ fi
 bash scripts/fetch-guest-kernel.sh || echo "test: could not fetch the guest kernel; the edge-guest test will fail"
 
 bash scripts/setup.sh
+# tgt's "shale" backing store (native/tgt-bs-shale), built against tgt's Debian source.
+bash scripts/build-tgt-bs-shale.sh
 export COREPACK_ENABLE_DOWNLOAD_PROMPT=0 COREPACK_INTEGRITY_KEYS=0
 if command -v corepack >/dev/null 2>&1; then corepack pnpm run lint; else npx -y pnpm run lint; fi
 node scripts/run-tests.mjs "$@"

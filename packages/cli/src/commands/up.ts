@@ -127,7 +127,7 @@ export const upCommand: Command = {
   summary:
     'run a whole single-node cluster in the foreground (ASDs, proxy, maintenance, volumedriver, edge, API)',
   usage:
-    'shale up [--data-dir DIR] [--asds 6] [--nbd-port 10809] [--api-port 8080] [--kv embedded|etcd://HOST:PORT,...] [--asd-dir DIR] [--write-buffer-dir DIR] [--data-at-risk-ms 30000] [--reserve 64MiB] [--separate-edge] [--docker [--docker-socket PATH] [--docker-mount-root DIR] [--docker-map-dir DIR]] [--iscsi-port PORT]',
+    'shale up [--data-dir DIR] [--asds 6] [--nbd-port 10809] [--api-port 8080] [--kv embedded|etcd://HOST:PORT,...] [--asd-dir DIR] [--write-buffer-dir DIR] [--data-at-risk-ms 30000] [--reserve 64MiB] [--separate-edge] [--docker [--docker-socket PATH] [--docker-mount-root DIR] [--docker-map-dir DIR]] [--iscsi-port PORT] [--iscsi-backing auto|native|file]',
   options: {
     'data-dir': {
       type: 'string',
@@ -217,6 +217,12 @@ export const upCommand: Command = {
       type: 'string',
       valueName: 'DIR',
       description: `with --docker: where the plugin's vDisk mappings are recorded (default: ${PLUGIN_MAP_DIR_DEFAULT})`,
+    },
+    'iscsi-backing': {
+      type: 'string',
+      valueName: 'KIND',
+      description:
+        'how LUNs reach vDisks: native (tgt bs_shale), file (nbdfuse), auto: native when tgtd has it (default auto)',
     },
     'iscsi-port': {
       type: 'string',
@@ -457,6 +463,8 @@ export const upCommand: Command = {
             `${HOST}:${iscsiPort}`,
             '--state-dir',
             path.join(dataDir, 'iscsi'),
+            '--backing',
+            optionalString(values, 'iscsi-backing') ?? 'auto',
           ]),
         ),
       );
