@@ -234,10 +234,19 @@ for (const backing of ['native', 'file'] as const)
           env: PATH_ENV,
           timeoutMs: 120_000,
         });
+        let finished = false;
+        void writer.then(() => {
+          finished = true;
+        });
+        const started = Date.now();
         await sleep(1500);
         const pid = await volumedriverPid(h.dataDir);
+        assert.equal(finished, false, 'the writer is still writing when the NBD server dies');
         process.kill(pid, 'SIGKILL');
         const written = await writer;
+        console.log(
+          `iSCSI writer: 24 x (1 MiB write + flush) took ${Date.now() - started} ms, the volumedriver SIGKILLed at 1500 ms`,
+        );
         assert.equal(written.code, 0, `${written.stderr}${written.stdout}`);
         assert.doesNotMatch(written.stdout + written.stderr, /error|failed/i);
         await waitFor(
