@@ -167,9 +167,72 @@ enum shale_op { OP_PREAD, OP_PWRITE, OP_FLUSH, OP_TRIM, OP_ZERO };
 
 static const char *op_name[] = { "pread", "pwrite", "flush", "trim", "zero" };
 
+/*
+ * A transfer that is not a whole number of the export's minimum blocks (the
+ * iSCSI residual tests send them; Shale's edge advertises 512-byte blocks and
+ * libnbd refuses unaligned requests to it): through a bounce buffer of the
+ * aligned blocks around it, read-modify-write for writes and zeroes. Not
+ * atomic against another command on the same blocks (no initiator sends such
+ * transfers but conformance suites). A zero-length transfer is done at once.
+ */
+static int call_unaligned(struct nbd_handle *nbd, enum shale_op op, void *buf,
+			  uint64_t count, uint64_t offset, uint32_t flags,
+			  uint64_t block)
+{
+	uint64_t start = offset / block * block;
+	uint64_t end = (offset + count + block - 1) / block * block;
+	uint64_t size = (uint64_t)nbd_get_size(nbd);
+	char *bounce;
+	int rc;
+
+	if (end > size)
+		end = size;
+	if (end <= start || offset + count > end) {
+		errno = EINVAL;
+		return -1;
+	}
+	bounce = malloc(end - start);
+	if (!bounce) {
+		errno = ENOMEM;
+		return -1;
+	}
+	rc = nbd_pread(nbd, bounce, end - start, start, 0);
+	if (rc == 0 && op == OP_PREAD)
+		memcpy(buf, bounce + (offset - start), count);
+	if (rc == 0 && op != OP_PREAD) {
+		if (op == OP_PWRITE)
+			memcpy(bounce + (offset - start), buf, count);
+		else
+			memset(bounce + (offset - start), 0, count);
+		rc = nbd_pwrite(nbd, bounce, end - start, start,
+				flags & LIBNBD_CMD_FLAG_FUA);
+	}
+	free(bounce);
+	return rc;
+}
+
 static int call_once(struct nbd_handle *nbd, enum shale_op op, void *buf,
 		     uint64_t count, uint64_t offset, uint32_t flags)
 {
+	if (op != OP_FLUSH) {
+		int64_t block = nbd_get_block_size(nbd, LIBNBD_SIZE_MINIMUM);
+
+		if (count == 0)
+			return 0;
+		if (block > 1 && ((offset | count) % (uint64_t)block) != 0) {
+			/* A trim is advisory: only its whole blocks are sent. */
+			if (op == OP_TRIM) {
+				uint64_t b = (uint64_t)block;
+				uint64_t start = (offset + b - 1) / b * b;
+				uint64_t end = (offset + count) / b * b;
+
+				return end > start ?
+					nbd_trim(nbd, end - start, start, flags) : 0;
+			}
+			return call_unaligned(nbd, op, buf, count, offset,
+					      flags, (uint64_t)block);
+		}
+	}
 	switch (op) {
 	case OP_PREAD:
 		return nbd_pread(nbd, buf, count, offset, 0);

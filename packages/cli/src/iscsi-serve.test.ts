@@ -120,6 +120,26 @@ for (const backing of ['native', 'file'] as const)
       );
       const admitted = await inq(url(iqn, `i1-user%${SECRET}`));
       assert.equal(admitted.code, 0, admitted.stderr);
+      const listed = await run('iscsi-ls', ['-s', `iscsi://i1-user%${SECRET}@127.0.0.1:${port}`], {
+        env: PATH_ENV,
+      });
+      assert.match(
+        listed.stdout,
+        /Lun:1\s.*DIRECT_ACCESS/,
+        `iscsi-ls with CHAP lists the LUN: ${listed.stdout}${listed.stderr}`,
+      );
+      const noChap = await run('iscsi-ls', ['-s', `iscsi://127.0.0.1:${port}`], { env: PATH_ENV });
+      assert.doesNotMatch(noChap.stdout, /Lun:1/, 'iscsi-ls without CHAP sees no LUN');
+      for (const [auth, ok] of [
+        ['', false],
+        ['i1-user%wrong-secret-99', false],
+        [`i1-user%${SECRET}`, true],
+      ] as const) {
+        const qemu = await run('qemu-io', ['-r', '-f', 'raw', '-c', 'read 0 4k', url(iqn, auth)], {
+          env: PATH_ENV,
+        });
+        assert.equal(qemu.code === 0, ok, `qemu-io with "${auth}": ${qemu.stderr}`);
+      }
       const write = await run(
         'qemu-io',
         [
@@ -184,6 +204,24 @@ for (const backing of ['native', 'file'] as const)
         url(iqn, `i4-user%${SECRET}`, '?target_user=i4-target&target_password=Not-The-Target-1'),
       );
       assert.notEqual(bad.code, 0, 'the target could not prove itself: refused by the initiator');
+      for (const [password, ok] of [
+        [MUTUAL_SECRET, true],
+        ['Not-The-Target-1', false],
+      ] as const) {
+        const qemu = await run(
+          'qemu-io',
+          [
+            '-r',
+            '-f',
+            'raw',
+            '-c',
+            'read 0 4k',
+            url(iqn, `i4-user%${SECRET}`, `?target_user=i4-target&target_password=${password}`),
+          ],
+          { env: PATH_ENV },
+        );
+        assert.equal(qemu.code === 0, ok, `qemu-io, mutual secret ${password}: ${qemu.stderr}`);
+      }
     });
 
     test('tgtd SIGKILLed: serve exits, shale up restarts it, every target is back with its data', async () => {
@@ -270,6 +308,33 @@ for (const backing of ['native', 'file'] as const)
         assert.doesNotMatch(read.stdout, /verification failed/, read.stdout);
       },
     );
+
+    test('shale up restarted (SIGTERM, up again): every target back; bytes read back through iSCSI and NBD', async () => {
+      const before = (await targets()).sort();
+      await h.restart();
+      await waitFor(
+        'the targets back after shale up restarted',
+        async () => {
+          const now = (await targets()).sort();
+          return now.length === before.length && now.every((t, i) => t === before[i]);
+        },
+        60_000,
+      );
+      for (const target of [
+        url('iqn.2026-12.io.shale:i1', `i1-user%${SECRET}`),
+        `nbd://127.0.0.1:${h.nbdPort}/i1`,
+      ]) {
+        const read = await run(
+          'qemu-io',
+          ['-r', '-f', 'raw', '-c', 'read -P 0xa5 0 1M', '-c', 'read -P 0x3c 4M 64k', target],
+          {
+            env: PATH_ENV,
+          },
+        );
+        assert.equal(read.code, 0, read.stderr);
+        assert.doesNotMatch(read.stdout, /verification failed/, `${target}: ${read.stdout}`);
+      }
+    });
 
     test('a deleted record removes its target and its accounts', async () => {
       await records.delete('iqn.2026-12.io.shale:i2');

@@ -127,7 +127,7 @@ export const upCommand: Command = {
   summary:
     'run a whole single-node cluster in the foreground (ASDs, proxy, maintenance, volumedriver, edge, API)',
   usage:
-    'shale up [--data-dir DIR] [--asds 6] [--nbd-port 10809] [--api-port 8080] [--kv embedded|etcd://HOST:PORT,...] [--asd-dir DIR] [--write-buffer-dir DIR] [--data-at-risk-ms 30000] [--reserve 64MiB] [--separate-edge] [--docker [--docker-socket PATH] [--docker-mount-root DIR] [--docker-map-dir DIR]] [--iscsi-port PORT] [--iscsi-backing auto|native|file]',
+    'shale up [--data-dir DIR] [--asds 6] [--nbd-port 10809] [--api-port 8080] [--kv embedded|etcd://HOST:PORT,...] [--asd-dir DIR] [--write-buffer-dir DIR] [--data-at-risk-ms 30000] [--reserve 64MiB] [--separate-edge] [--docker [--docker-socket PATH] [--docker-mount-root DIR] [--docker-map-dir DIR]] [--iscsi-port PORT] [--iscsi-backing auto|native|file] [--iscsi-unmap on|off]',
   options: {
     'data-dir': {
       type: 'string',
@@ -223,6 +223,11 @@ export const upCommand: Command = {
       valueName: 'KIND',
       description:
         'how LUNs reach vDisks: native (tgt bs_shale), file (nbdfuse), auto: native when tgtd has it (default auto)',
+    },
+    'iscsi-unmap': {
+      type: 'string',
+      valueName: 'on|off',
+      description: 'on: iSCSI LUNs are thin provisioned (UNMAP frees vDisk space) (default on)',
     },
     'iscsi-port': {
       type: 'string',
@@ -465,6 +470,8 @@ export const upCommand: Command = {
             path.join(dataDir, 'iscsi'),
             '--backing',
             optionalString(values, 'iscsi-backing') ?? 'auto',
+            '--unmap',
+            optionalString(values, 'iscsi-unmap') ?? 'on',
           ]),
         ),
       );

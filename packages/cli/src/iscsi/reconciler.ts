@@ -55,6 +55,8 @@ export interface ReconcilerOptions {
   readonly records: IscsiTargetRecords;
   readonly box: SecretBox;
   readonly backing: LunBacking;
+  /** LUNs are thin provisioned: UNMAP and WRITE SAME with unmap reach the vDisk. */
+  readonly thinProvisioning: boolean;
   readonly log: (line: string) => void;
 }
 
@@ -187,7 +189,9 @@ export class IscsiReconciler {
     const source = this.options.backing.expected(spec);
     if (lun === undefined || source === undefined) return false;
     if (lun.backingType !== source.bstype || lun.backingPath !== source.path) return false;
-    if (lun.readOnly !== spec.readOnly || !lun.thinProvisioning) return false;
+    if (lun.readOnly !== spec.readOnly || lun.thinProvisioning !== this.options.thinProvisioning) {
+      return false;
+    }
     if (!sameSet(target.acl, spec.initiators)) return false;
     const accounts = target.accounts.map((a) => `${a.outgoing ? 'out' : 'in'} ${a.user}`);
     const wantedAccounts = [
@@ -209,7 +213,7 @@ export class IscsiReconciler {
         bstype: source.bstype,
         backing: source.path,
         readOnly: spec.readOnly,
-        thinProvisioning: true,
+        thinProvisioning: this.options.thinProvisioning,
       });
       await this.setAccounts(tid, spec);
       for (const entry of spec.initiators)

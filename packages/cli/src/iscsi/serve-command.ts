@@ -32,7 +32,7 @@ export const iscsiServeCommand: Command = {
   name: 'serve',
   summary: 'run tgtd and keep its iSCSI targets in line with the metadata store',
   usage:
-    'shale iscsi serve (--kv etcd://HOST:PORT,... | --kv kv://HOST:PORT) --key-file FILE [--nbd HOST:PORT | --data-dir DIR] [--portal 127.0.0.1:3260] [--tgt-control N] [--backing auto|native|file] [--state-dir DIR]',
+    'shale iscsi serve (--kv etcd://HOST:PORT,... | --kv kv://HOST:PORT) --key-file FILE [--nbd HOST:PORT | --data-dir DIR] [--portal 127.0.0.1:3260] [--tgt-control N] [--backing auto|native|file] [--unmap on|off] [--state-dir DIR]',
   options: {
     ...KV_OPTIONS,
     'key-file': {
@@ -68,6 +68,12 @@ export const iscsiServeCommand: Command = {
       description:
         'native (tgt bs_shale), file (nbdfuse + rdwr), or auto: native when tgtd has it (default auto)',
     },
+    unmap: {
+      type: 'string',
+      valueName: 'on|off',
+      description:
+        'on: LUNs are thin provisioned, UNMAP and WRITE SAME with unmap free space in the vDisk (default on)',
+    },
     'state-dir': {
       type: 'string',
       valueName: 'DIR',
@@ -85,6 +91,9 @@ export const iscsiServeCommand: Command = {
     if (!['auto', 'native', 'file'].includes(backingWanted)) {
       throw new UsageError(`--backing must be auto, native or file, not "${backingWanted}"`);
     }
+    const unmap = optionalString(values, 'unmap') ?? 'on';
+    if (unmap !== 'on' && unmap !== 'off')
+      throw new UsageError(`--unmap must be on or off, not "${unmap}"`);
     const keyFile = requireString(values, 'key-file');
     const stateDir = optionalString(values, 'state-dir') ?? STATE_DIR_DEFAULT;
     const nbd = await nbdTarget(values);
@@ -117,6 +126,7 @@ export const iscsiServeCommand: Command = {
         records: new IscsiTargetRecords(kv),
         box,
         backing,
+        thinProvisioning: unmap === 'on',
         log,
       });
       const first = await reconciler.start(kv);

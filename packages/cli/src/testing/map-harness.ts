@@ -66,7 +66,8 @@ export class MapHarness {
     readonly mapDir: string,
     readonly nbdPort: number,
     readonly api: ApiClient,
-    private readonly up: ReturnType<typeof spawn>,
+    private up: ReturnType<typeof spawn>,
+    private readonly upCommand: readonly string[],
   ) {}
 
   /**
@@ -81,49 +82,75 @@ export class MapHarness {
     const dataDir = path.join(dir, 'data');
     const nbdPort = await freePort();
     const apiPort = await freePort();
-    // Its own process group, so that close() can always end every daemon of it.
-    const up = spawn(
-      process.execPath,
-      [
-        MAIN,
-        'up',
-        '--data-dir',
-        dataDir,
-        '--asds',
-        '3',
-        '--nbd-port',
-        String(nbdPort),
-        '--api-port',
-        String(apiPort),
-        // No iSCSI unless a test asks: parallel clusters would race for 3260.
-        ...(upArgs(dir).includes('--iscsi-port') ? [] : ['--iscsi-port', '0']),
-        ...upArgs(dir),
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
-    );
-    const token = () => fs.readFileSync(path.join(dataDir, 'api-token'), 'utf8').trim();
+    const upCommand = [
+      MAIN,
+      'up',
+      '--data-dir',
+      dataDir,
+      '--asds',
+      '3',
+      '--nbd-port',
+      String(nbdPort),
+      '--api-port',
+      String(apiPort),
+      // No iSCSI unless a test asks: parallel clusters would race for 3260.
+      ...(upArgs(dir).includes('--iscsi-port') ? [] : ['--iscsi-port', '0']),
+      ...upArgs(dir),
+    ];
     const api = new ApiClient({ url: `http://127.0.0.1:${apiPort}`, token: '' });
-    const harness = new MapHarness(dir, dataDir, path.join(dir, 'mapped'), nbdPort, api, up);
-    up.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-      harness.stdoutText += chunk;
-    });
-    up.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-      harness.stderrText += chunk;
-    });
-    const deadline = Date.now() + UP_READY_TIMEOUT_MS;
-    while (!harness.stdoutText.includes('shale up: ready')) {
-      if (up.exitCode !== null || Date.now() > deadline) {
-        await harness.close();
-        throw new Error(`shale up did not become ready:\n${harness.upOutput()}`);
-      }
-      await sleep(100);
-    }
+    const harness = new MapHarness(
+      dir,
+      dataDir,
+      path.join(dir, 'mapped'),
+      nbdPort,
+      api,
+      MapHarness.spawnUp(upCommand),
+      upCommand,
+    );
+    await harness.waitReady();
+    const token = () => fs.readFileSync(path.join(dataDir, 'api-token'), 'utf8').trim();
     (harness as { api: ApiClient }).api = new ApiClient({
       url: `http://127.0.0.1:${apiPort}`,
       token: token(),
       requestTimeoutMs: 60_000,
     });
     return harness;
+  }
+
+  /** `shale up` in its own process group, so that close() can always end every daemon of it. */
+  private static spawnUp(upCommand: readonly string[]): ReturnType<typeof spawn> {
+    return spawn(process.execPath, [...upCommand], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+  }
+
+  private async waitReady(): Promise<void> {
+    const up = this.up;
+    const from = this.stdoutText.length;
+    up.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+      this.stdoutText += chunk;
+    });
+    up.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+      this.stderrText += chunk;
+    });
+    const deadline = Date.now() + UP_READY_TIMEOUT_MS;
+    while (!this.stdoutText.slice(from).includes('shale up: ready')) {
+      if (up.exitCode !== null || Date.now() > deadline) {
+        await this.close();
+        throw new Error(`shale up did not become ready:\n${this.upOutput()}`);
+      }
+      await sleep(100);
+    }
+  }
+
+  /** Stops shale up with SIGTERM (every vDisk made durable) and starts it again on the same data. */
+  async restart(): Promise<void> {
+    const exited = new Promise((resolve) => this.up.once('exit', resolve));
+    this.up.kill('SIGTERM');
+    await exited;
+    this.up = MapHarness.spawnUp(this.upCommand);
+    await this.waitReady();
   }
 
   upOutput(): string {
