@@ -222,7 +222,7 @@ export const upCommand: Command = {
       type: 'string',
       valueName: 'KIND',
       description:
-        'how LUNs reach vDisks: native (tgt bs_shale), file (nbdfuse), auto: native when tgtd has it (default auto)',
+        'how LUNs reach vDisks: native (tgt bs_shale), file (nbdfuse), auto: native when tgtd has it (default file until the native one fails a flush after losing unflushed writes: an open bug)',
     },
     'iscsi-unmap': {
       type: 'string',
@@ -469,7 +469,7 @@ export const upCommand: Command = {
             '--state-dir',
             path.join(dataDir, 'iscsi'),
             '--backing',
-            optionalString(values, 'iscsi-backing') ?? 'auto',
+            optionalString(values, 'iscsi-backing') ?? 'file',
             '--unmap',
             optionalString(values, 'iscsi-unmap') ?? 'on',
           ]),
