@@ -15,16 +15,21 @@ import {
 import { freePort } from '@shale/testing';
 import { MapHarness, run } from './testing/map-harness.js';
 
-/** The pid of this cluster's volumedriver (its NBD server is inside it). */
-async function volumedriverPid(dataDir: string): Promise<number> {
-  for (const entry of await fsp.readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const cmdline = (await fsp.readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => ''))
-      .split('\0')
-      .join(' ');
-    if (cmdline.includes(' volumedriver serve ') && cmdline.includes(dataDir)) return Number(entry);
-  }
-  throw new Error('no volumedriver of this cluster is running');
+/** qemu-io reads `reads` (qemu-io -c commands) from `target`; fails on an error or a wrong byte. */
+async function readsBack(target: string, reads: readonly string[]): Promise<void> {
+  const read = await run(
+    'qemu-io',
+    ['-r', '-f', 'raw', ...reads.flatMap((r) => ['-c', r]), target],
+    {
+      env: PATH_ENV,
+    },
+  );
+  assert.equal(read.code, 0, `${target}: ${read.stderr}`);
+  assert.doesNotMatch(
+    read.stdout,
+    /verification failed|Pattern verification/,
+    `${target}: ${read.stdout}`,
+  );
 }
 
 const SECRET = 'Secret-Pass-1234';
@@ -156,22 +161,10 @@ for (const backing of ['native', 'file'] as const)
         { env: PATH_ENV },
       );
       assert.equal(write.code, 0, write.stderr + write.stdout);
-      const read = await run(
-        'qemu-io',
-        [
-          '-r',
-          '-f',
-          'raw',
-          '-c',
-          'read -P 0xa5 0 1M',
-          '-c',
-          'read -P 0x3c 4M 64k',
-          `nbd://127.0.0.1:${h.nbdPort}/i1`,
-        ],
-        { env: PATH_ENV },
-      );
-      assert.equal(read.code, 0, read.stderr);
-      assert.doesNotMatch(read.stdout, /verification failed|Pattern verification/, read.stdout);
+      await readsBack(`nbd://127.0.0.1:${h.nbdPort}/i1`, [
+        'read -P 0xa5 0 1M',
+        'read -P 0x3c 4M 64k',
+      ]);
     });
 
     test('ACL: a disallowed address or IQN is refused; an allowed IQN is admitted', async () => {
@@ -239,20 +232,7 @@ for (const backing of ['native', 'file'] as const)
         },
         60_000,
       );
-      const read = await run(
-        'qemu-io',
-        [
-          '-r',
-          '-f',
-          'raw',
-          '-c',
-          'read -P 0xa5 0 1M',
-          url('iqn.2026-12.io.shale:i1', `i1-user%${SECRET}`),
-        ],
-        { env: PATH_ENV },
-      );
-      assert.equal(read.code, 0, read.stderr);
-      assert.doesNotMatch(read.stdout, /verification failed/, read.stdout);
+      await readsBack(url('iqn.2026-12.io.shale:i1', `i1-user%${SECRET}`), ['read -P 0xa5 0 1M']);
       assert.notEqual((await inq(url('iqn.2026-12.io.shale:i1'))).code, 0, 'CHAP is back too');
     });
 
@@ -286,7 +266,7 @@ for (const backing of ['native', 'file'] as const)
         });
         const started = Date.now();
         await sleep(400);
-        const pid = await volumedriverPid(h.dataDir);
+        const pid = await h.volumedriverPid();
         assert.equal(finished, false, 'the writer is still writing when the NBD server dies');
         process.kill(pid, 'SIGKILL');
         const written = await writer;
@@ -306,15 +286,8 @@ for (const backing of ['native', 'file'] as const)
           60_000,
         );
         const reads: string[] = [];
-        for (let i = 0; i < 96; i++)
-          reads.push('-c', `read -P ${0x40 + i} ${8192 + i * 512}k 512k`);
-        const read = await run(
-          'qemu-io',
-          ['-r', '-f', 'raw', ...reads, `nbd://127.0.0.1:${h.nbdPort}/i1`],
-          { env: PATH_ENV },
-        );
-        assert.equal(read.code, 0, read.stderr);
-        assert.doesNotMatch(read.stdout, /verification failed/, read.stdout);
+        for (let i = 0; i < 96; i++) reads.push(`read -P ${0x40 + i} ${8192 + i * 512}k 512k`);
+        await readsBack(`nbd://127.0.0.1:${h.nbdPort}/i1`, reads);
       },
     );
 
@@ -333,15 +306,7 @@ for (const backing of ['native', 'file'] as const)
         url('iqn.2026-12.io.shale:i1', `i1-user%${SECRET}`),
         `nbd://127.0.0.1:${h.nbdPort}/i1`,
       ]) {
-        const read = await run(
-          'qemu-io',
-          ['-r', '-f', 'raw', '-c', 'read -P 0xa5 0 1M', '-c', 'read -P 0x3c 4M 64k', target],
-          {
-            env: PATH_ENV,
-          },
-        );
-        assert.equal(read.code, 0, read.stderr);
-        assert.doesNotMatch(read.stdout, /verification failed/, `${target}: ${read.stdout}`);
+        await readsBack(target, ['read -P 0xa5 0 1M', 'read -P 0x3c 4M 64k']);
       }
     });
 

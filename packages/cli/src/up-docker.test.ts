@@ -5,7 +5,7 @@ import fsp from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { MapHarness, run } from './testing/map-harness.js';
+import { MapHarness, pidOf, run } from './testing/map-harness.js';
 
 /** One call of the plugin protocol on its socket (what dockerd sends). */
 function pluginCall(
@@ -24,18 +24,6 @@ function pluginCall(
     request.on('error', reject);
     request.end(JSON.stringify(body));
   });
-}
-
-/** The pid of the `shale docker serve` this cluster runs. */
-async function pluginPid(socketPath: string): Promise<number> {
-  for (const entry of await fsp.readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const cmdline = (await fsp.readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => ''))
-      .split('\0')
-      .join(' ');
-    if (cmdline.includes(' docker serve ') && cmdline.includes(socketPath)) return Number(entry);
-  }
-  throw new Error('no docker plugin of this cluster is running');
 }
 
 describe('shale up --docker', { timeout: 300_000 }, () => {
@@ -80,7 +68,7 @@ describe('shale up --docker', { timeout: 300_000 }, () => {
     await fsp.writeFile(path.join(mountpoint, 'f'), 'before the kill\n');
     await run('sync', []);
 
-    process.kill(await pluginPid(socketPath), 'SIGKILL');
+    process.kill(await pidOf([' docker serve ', socketPath]), 'SIGKILL');
     await h.waitForRestart('docker', 1);
     const where = await pluginCall(socketPath, 'VolumeDriver.Path', { Name: 'u1' });
     assert.deepEqual(where, { Err: '', Mountpoint: mountpoint });

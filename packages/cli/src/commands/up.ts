@@ -1,4 +1,3 @@
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { errorMessage, isShaleError, parseSizeBytes, SpaceReserve } from '@shale/common';
@@ -16,6 +15,7 @@ import {
   PLUGIN_MAP_DIR_DEFAULT,
   PLUGIN_SOCKET_DEFAULT,
 } from '../docker/constants.js';
+import { portFree } from '../iscsi/tgt-daemon.js';
 import { findTool } from '../map/host-tools.js';
 import { waitForShutdownSignal } from '../signals.js';
 import {
@@ -66,13 +66,7 @@ async function chooseIscsiPort(given: string | undefined): Promise<number | stri
     return 'not root (tgtd needs root)';
   }
   if (findTool('tgtd') === undefined) return 'tgt is not installed (apt-get install -y tgt)';
-  const free = await new Promise<boolean>((resolve) => {
-    const server = net.createServer();
-    server.once('error', () => resolve(false));
-    server.listen({ host: HOST, port: ISCSI_PORT_DEFAULT, exclusive: true }, () =>
-      server.close(() => resolve(true)),
-    );
-  });
+  const free = await portFree({ host: HOST, port: ISCSI_PORT_DEFAULT });
   return free
     ? ISCSI_PORT_DEFAULT
     : `${HOST}:${ISCSI_PORT_DEFAULT} is in use (give --iscsi-port PORT)`;

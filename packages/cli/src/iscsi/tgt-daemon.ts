@@ -45,7 +45,8 @@ export function portalText(portal: Portal): string {
     : `${portal.host}:${portal.port}`;
 }
 
-async function portFree(portal: Portal): Promise<boolean> {
+/** Whether nothing listens on the portal's address and port yet. */
+export async function portFree(portal: Portal): Promise<boolean> {
   return await new Promise((resolve) => {
     const server = net.createServer();
     server.once('error', () => resolve(false));

@@ -54,6 +54,18 @@ export async function mustRun(
   return result.stdout;
 }
 
+/** The pid of the process whose command line holds every one of `needles` (read from /proc). */
+export async function pidOf(needles: readonly string[]): Promise<number> {
+  for (const entry of await fsp.readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cmdline = (await fsp.readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => ''))
+      .split('\0')
+      .join(' ');
+    if (needles.every((needle) => cmdline.includes(needle))) return Number(entry);
+  }
+  throw new Error(`no process with ${needles.join(' and ')} in its command line`);
+}
+
 export class MapHarness {
   /** Mountpoints the test made, unmounted by close(). */
   private readonly mounts: string[] = [];
@@ -187,15 +199,7 @@ export class MapHarness {
 
   /** The pid of this cluster's volumedriver (a child of shale up). */
   async volumedriverPid(): Promise<number> {
-    for (const entry of await fsp.readdir('/proc')) {
-      if (!/^\d+$/.test(entry)) continue;
-      const cmdline = (await fsp.readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => ''))
-        .split('\0')
-        .join(' ');
-      if (cmdline.includes(' volumedriver serve ') && cmdline.includes(this.dataDir))
-        return Number(entry);
-    }
-    throw new Error('no volumedriver of this cluster is running');
+    return await pidOf([' volumedriver serve ', this.dataDir]);
   }
 
   /** Waits until shale up has restarted a dead child (its "is back" line). */
