@@ -30,6 +30,7 @@ declare -A NEEDED=(
   [tgtd]=tgt
   [iscsi-inq]=libiscsi-bin
   [iscsi-test-cu]=libiscsi-bin
+  [nbdkit]=nbdkit
 )
 missing=()
 for tool in "${!NEEDED[@]}"; do
@@ -37,6 +38,8 @@ for tool in "${!NEEDED[@]}"; do
 done
 # The Docker plugin test copies the static busybox into its image (a dynamic one finds no libc).
 [ -x /bin/busybox ] || missing+=(busybox-static)
+# qemu's iscsi:// driver is a module in its own package (the iSCSI tests drive qemu-io through it).
+ls /usr/lib/*/qemu/block-iscsi.so >/dev/null 2>&1 || missing+=(qemu-block-extra)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test: installing Debian packages: ${missing[*]}"
   apt-get update -qq

@@ -14,8 +14,8 @@
  * wire as there are workers. A worker finds its slot through a thread-local
  * pointer set the first time it runs a command; slots are claimed in order
  * under the LU's mutex. Only the owner replaces its slot's handle (on
- * reconnect), under the slot's mutex; a flush on an export without
- * CAN_MULTI_CONN takes every other slot's mutex to flush that connection too.
+ * reconnect), under the slot's mutex; a flush takes every other slot's mutex
+ * in turn to flush that connection too when it holds unflushed writes.
  *
  * Reconnect (per worker, per command):
  *
@@ -27,6 +27,17 @@
  *
  * NBD writes, trims and zeroes are idempotent, so re-sending one whose reply
  * was lost with the connection is safe.
+ *
+ * Lost writes: an NBD server may drop writes it acknowledged but was not
+ * asked to flush when it dies (Shale's volumedriver SIGKILLed), and a flush
+ * on a new connection, to the restarted server, cannot cover them. Each slot
+ * counts the writes acked on its connection since a flush there covered
+ * them; a connection that dies with that count above zero adds it to the
+ * LU's lost count, and the next SYNCHRONIZE CACHE fails (MEDIUM ERROR /
+ * WRITE ERROR) instead of telling the initiator they are stable. A flush
+ * therefore goes to every connection holding unflushed writes, even on a
+ * CAN_MULTI_CONN export: that flush is what proves the connection (and the
+ * server instance that acked them) is still alive.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -69,7 +80,10 @@
 struct shale_slot {
 	pthread_mutex_t lock;		/* guards nbd's lifetime (close/replace) */
 	struct nbd_handle *nbd;		/* NULL when not connected */
-	atomic_bool dirty;		/* a write was acked since the last flush */
+	/* Writes acked on nbd (without FUA) that no flush on nbd covers yet.
+	 * Added to by the owner; taken away under lock. */
+	atomic_uint_fast64_t unflushed;
+	uint64_t deaths;		/* under lock: connections of this slot lost */
 	bool ever_connected;		/* owner only: lazy first connect is no failure */
 };
 
@@ -78,6 +92,10 @@ struct shale_lu {
 	uint64_t size_bytes;
 	int lseek_fd;			/* handed to tgt as lu->fd; see bs_shale_open */
 	bool read_only, can_flush, can_fua, can_trim, can_zero, can_multi_conn;
+
+	/* Acked-unflushed writes on connections that died since a flush last
+	 * reported them: the next flush fails. */
+	atomic_uint_fast64_t lost_writes;
 
 	pthread_mutex_t claim_lock;
 	int nr_slots, nr_claimed;
@@ -249,6 +267,23 @@ static int call_once(struct nbd_handle *nbd, enum shale_op op, void *buf,
 }
 
 /*
+ * The slot's connection is dead: the writes it acked unflushed may be gone
+ * with the server. Caller holds slot->lock.
+ */
+static void slot_connection_lost(struct shale_lu *s, struct shale_slot *slot)
+{
+	uint_fast64_t n = atomic_exchange(&slot->unflushed, 0);
+
+	slot->deaths++;
+	if (n) {
+		atomic_fetch_add(&s->lost_writes, n);
+		eprintf("bs_shale: %s: connection died holding %" PRIuFAST64
+			" acknowledged unflushed writes; the next flush fails\n",
+			s->uri, n);
+	}
+}
+
+/*
  * One NBD call on this worker's connection, reconnecting and retrying on a
  * connection error until SHALE_RECONNECT_DEADLINE_MS has passed since the
  * first failure. Returns 0, or -1 with *err set to an errno.
@@ -269,9 +304,10 @@ static int shale_call(struct shale_lu *s, enum shale_op op, void *buf,
 						"%" PRIu64 " ms\n", s->uri,
 						op_name[op],
 						now_ms() - first_fail_ms);
-				if (op == OP_PWRITE || op == OP_ZERO ||
-				    op == OP_TRIM)
-					atomic_store(&slot->dirty, true);
+				if ((op == OP_PWRITE || op == OP_ZERO ||
+				     op == OP_TRIM) &&
+				    !(flags & LIBNBD_CMD_FLAG_FUA))
+					atomic_fetch_add(&slot->unflushed, 1);
 				return 0;
 			}
 			*err = nbd_get_errno();
@@ -286,6 +322,7 @@ static int shale_call(struct shale_lu *s, enum shale_op op, void *buf,
 			eprintf("bs_shale: %s: connection lost during %s: %s\n",
 				s->uri, op_name[op], nbd_get_error());
 			pthread_mutex_lock(&slot->lock);
+			slot_connection_lost(s, slot);
 			nbd_close(slot->nbd);
 			slot->nbd = NULL;
 			pthread_mutex_unlock(&slot->lock);
@@ -358,48 +395,77 @@ static int shale_zero_or_trim(struct shale_lu *s, enum shale_op op,
 }
 
 /*
+ * Flush another worker's connection if it holds unflushed writes, under its
+ * lock (its owner only replaces the handle under it). A dead connection is
+ * counted as lost, not an error here: shale_flush reports it.
+ */
+static int flush_other(struct shale_lu *s, struct shale_slot *other, int i,
+		       int *err)
+{
+	uint_fast64_t n;
+	int rc = 0;
+
+	pthread_mutex_lock(&other->lock);
+	n = atomic_load(&other->unflushed);
+	if (n && other->nbd) {
+		if (nbd_flush(other->nbd, 0) == 0) {
+			atomic_fetch_sub(&other->unflushed, n);
+		} else {
+			*err = nbd_get_errno();
+			if (is_connection_error(other->nbd, *err)) {
+				slot_connection_lost(s, other);
+			} else {
+				eprintf("bs_shale: %s: flush on connection %d: "
+					"%s\n", s->uri, i, nbd_get_error());
+				if (*err == 0)
+					*err = EIO;
+				rc = -1;
+			}
+		}
+	}
+	pthread_mutex_unlock(&other->lock);
+	return rc;
+}
+
+/*
  * SYNCHRONIZE CACHE, and the flush after a FUA write on an export without
- * FUA. With CAN_MULTI_CONN one flush covers writes on every connection;
- * without it each connection that acked a write since its last flush is
- * flushed too, so no acknowledged write is left out.
+ * FUA: every acknowledged write is on the server's stable storage, or this
+ * fails. Flushes this worker's connection and every other one that acked
+ * writes since its last flush (see "Lost writes" at the top).
  */
 static int shale_flush(struct shale_lu *s, int *err)
 {
 	struct shale_slot *mine = my_slot(s);
+	uint_fast64_t n, lost;
+	uint64_t deaths;
 	int i;
 
 	if (!s->can_flush)
 		return 0;	/* server has no write-back cache to flush */
 
-	atomic_store(&mine->dirty, false);
-	if (shale_call(s, OP_FLUSH, NULL, 0, 0, 0, err)) {
-		atomic_store(&mine->dirty, true);
+	pthread_mutex_lock(&mine->lock);
+	n = atomic_load(&mine->unflushed);
+	deaths = mine->deaths;
+	pthread_mutex_unlock(&mine->lock);
+	if (shale_call(s, OP_FLUSH, NULL, 0, 0, 0, err))
 		return -1;
-	}
-	if (s->can_multi_conn)
-		return 0;
+	pthread_mutex_lock(&mine->lock);
+	if (mine->deaths == deaths)	/* else the count went to lost_writes */
+		atomic_fetch_sub(&mine->unflushed, n);
+	pthread_mutex_unlock(&mine->lock);
 
 	for (i = 0; i < s->nr_slots; i++) {
-		struct shale_slot *other = &s->slots[i];
-
-		if (other == mine || !atomic_exchange(&other->dirty, false))
-			continue;
-		pthread_mutex_lock(&other->lock);
-		/*
-		 * A closed slot's connection died; its owner reconnects on its
-		 * next command. Its acked writes were sent before the flush on
-		 * our connection, and a server that shares one store across
-		 * connections (nbdkit file, Shale's edge) covers them there.
-		 */
-		if (other->nbd && nbd_flush(other->nbd, 0) == -1) {
-			*err = nbd_get_errno();
-			eprintf("bs_shale: %s: flush on connection %d: %s\n",
-				s->uri, i, nbd_get_error());
-			pthread_mutex_unlock(&other->lock);
-			atomic_store(&other->dirty, true);
+		if (&s->slots[i] != mine && flush_other(s, &s->slots[i], i, err))
 			return -1;
-		}
-		pthread_mutex_unlock(&other->lock);
+	}
+
+	lost = atomic_exchange(&s->lost_writes, 0);
+	if (lost) {
+		eprintf("bs_shale: %s: flush failed: %" PRIuFAST64 " acknowledged "
+			"writes were unflushed on connections that died\n",
+			s->uri, lost);
+		*err = EIO;
+		return -1;
 	}
 	return 0;
 }

@@ -243,23 +243,23 @@ for (const backing of ['native', 'file'] as const)
           backing === 'file'
             ? 'nbdfuse does not reconnect: the file backing fails I/O until the target is made again (README)'
             : false,
-        // OPEN (2026-12-04): with the kill landing mid-write, the read-back through NBD
-        // exited 1 (not yet known: a flushed write lost, or the read racing the restart).
-        // Runs and reports; does not fail the suite until it is understood (closing note).
-        todo:
-          backing === 'native'
-            ? 'a read-back after the edge SIGKILL failed once: under investigation'
-            : false,
       },
       async () => {
         const iqn = 'iqn.2026-12.io.shale:i1';
+        const WRITES = 96;
         const commands: string[] = [];
-        for (let i = 0; i < 24; i++)
+        for (let i = 0; i < WRITES; i++)
           commands.push('-c', `write -P ${0x40 + i} ${8192 + i * 512}k 512k`, '-c', 'flush');
-        const writer = run('qemu-io', ['-f', 'raw', ...commands, url(iqn, `i1-user%${SECRET}`)], {
-          env: PATH_ENV,
-          timeoutMs: 120_000,
-        });
+        // Writeback (a guest's default; qemu-io's own is writethrough: every write FUA),
+        // so durability rests on the flushes.
+        const writer = run(
+          'qemu-io',
+          ['-t', 'writeback', '-f', 'raw', ...commands, url(iqn, `i1-user%${SECRET}`)],
+          {
+            env: PATH_ENV,
+            timeoutMs: 120_000,
+          },
+        );
         let finished = false;
         void writer.then(() => {
           finished = true;
@@ -271,10 +271,19 @@ for (const backing of ['native', 'file'] as const)
         process.kill(pid, 'SIGKILL');
         const written = await writer;
         console.log(
-          `iSCSI writer: 96 x (512 KiB write + flush) took ${Date.now() - started} ms, the volumedriver SIGKILLed at 400 ms`,
+          `iSCSI writer: ${WRITES} x (512 KiB write + flush) took ${Date.now() - started} ms, the volumedriver SIGKILLed at 400 ms`,
         );
-        assert.equal(written.code, 0, `${written.stderr}${written.stdout}`);
-        assert.doesNotMatch(written.stdout + written.stderr, /error|failed/i);
+        // bs_shale fails the first flush after a connection died holding writes it had
+        // acknowledged unflushed (it cannot know the server kept them): at QD1 that is at
+        // most the one write the kill landed behind. Any other error is a failure.
+        const flushFailures = written.stderr.match(/SYNCHRONIZECACHE10 failed/g)?.length ?? 0;
+        console.log(`flushes failed after the kill: ${flushFailures}`);
+        assert.ok(flushFailures <= 1, `${written.stderr}${written.stdout}`);
+        assert.equal(written.code === 0, flushFailures === 0, `${written.stderr}${written.stdout}`);
+        assert.doesNotMatch(
+          written.stdout + written.stderr.replace(/.*SYNCHRONIZECACHE10 failed.*\n?/g, ''),
+          /error|failed/i,
+        );
         await waitFor(
           'the NBD server back',
           async () =>
@@ -286,7 +295,9 @@ for (const backing of ['native', 'file'] as const)
           60_000,
         );
         const reads: string[] = [];
-        for (let i = 0; i < 96; i++) reads.push(`read -P ${0x40 + i} ${8192 + i * 512}k 512k`);
+        for (let i = 0; i < WRITES; i++) reads.push(`read -P ${0x40 + i} ${8192 + i * 512}k 512k`);
+        // Every write whose flush succeeded is there; Shale keeps the one behind a failed
+        // flush as well (its write buffer outlives the process), and this checks that too.
         await readsBack(`nbd://127.0.0.1:${h.nbdPort}/i1`, reads);
       },
     );

@@ -216,7 +216,7 @@ export const upCommand: Command = {
       type: 'string',
       valueName: 'KIND',
       description:
-        'how LUNs reach vDisks: native (tgt bs_shale), file (nbdfuse), auto: native when tgtd has it (default file until the native one fails a flush after losing unflushed writes: an open bug)',
+        'how LUNs reach vDisks: native (tgt bs_shale), file (nbdfuse), auto: native when tgtd has it, else file (default auto)',
     },
     'iscsi-unmap': {
       type: 'string',
@@ -463,7 +463,7 @@ export const upCommand: Command = {
             '--state-dir',
             path.join(dataDir, 'iscsi'),
             '--backing',
-            optionalString(values, 'iscsi-backing') ?? 'file',
+            optionalString(values, 'iscsi-backing') ?? 'auto',
             '--unmap',
             optionalString(values, 'iscsi-unmap') ?? 'on',
           ]),
