@@ -33,9 +33,14 @@
  * on a new connection, to the restarted server, cannot cover them. Each slot
  * counts the writes acked on its connection since a flush there covered
  * them; a connection that dies with that count above zero adds it to the
- * LU's lost count, and the next SYNCHRONIZE CACHE fails (MEDIUM ERROR /
+ * LU's orphans, under the durable epoch its server told (the
+ * `durable-epoch=E` at the end of the export description: Shale's edge,
+ * co-located, where acked writes outlive the process). A flush on a
+ * connection with the same epoch covers orphans of that epoch; any other
+ * orphan (no epoch, or another one: the host rebooted, writes were lost on
+ * a restore) is lost, and the next SYNCHRONIZE CACHE fails (MEDIUM ERROR /
  * WRITE ERROR) instead of telling the initiator they are stable. A flush
- * therefore goes to every connection holding unflushed writes, even on a
+ * goes to every connection holding unflushed writes, even on a
  * CAN_MULTI_CONN export: that flush is what proves the connection (and the
  * server instance that acked them) is still alive.
  */
@@ -74,6 +79,12 @@
 #define SHALE_RECONNECT_FIRST_MS	100
 #define SHALE_RECONNECT_CAP_MS		2000
 #define SHALE_RECONNECT_DEADLINE_MS	60000
+/* Longest durable epoch kept (longer ones count as none: conservative). */
+#define SHALE_EPOCH_BYTES		128
+/* Distinct epochs with orphaned writes at once (more: counted lost). */
+#define SHALE_ORPHAN_EPOCHS_MAX		16
+/* A flush is resent at most this often to cover orphans its own retry made. */
+#define SHALE_FLUSH_ROUNDS_MAX		3
 /* SBC: DATA PROTECT / SPACE ALLOCATION FAILED WRITE PROTECT */
 #define SHALE_ASC_SPACE_ALLOC_FAILED	0x2707
 
@@ -84,6 +95,7 @@ struct shale_slot {
 	 * Added to by the owner; taken away under lock. */
 	atomic_uint_fast64_t unflushed;
 	uint64_t deaths;		/* under lock: connections of this slot lost */
+	char epoch[SHALE_EPOCH_BYTES];	/* under lock: nbd's durable epoch, or "" */
 	bool ever_connected;		/* owner only: lazy first connect is no failure */
 };
 
@@ -96,6 +108,13 @@ struct shale_lu {
 	/* Acked-unflushed writes on connections that died since a flush last
 	 * reported them: the next flush fails. */
 	atomic_uint_fast64_t lost_writes;
+	/* Acked-unflushed writes of dead connections, by the server's durable
+	 * epoch: a flush on a connection of that epoch covers them. */
+	pthread_mutex_t orphan_lock;
+	struct shale_orphans {
+		char epoch[SHALE_EPOCH_BYTES];
+		uint64_t writes;
+	} orphans[SHALE_ORPHAN_EPOCHS_MAX];
 
 	pthread_mutex_t claim_lock;
 	int nr_slots, nr_claimed;
@@ -129,6 +148,32 @@ static void sleep_ms(unsigned int ms)
 		;
 }
 
+/*
+ * The durable epoch at the end of the export's description
+ * ("...; durable-epoch=E"), into out; "" when there is none.
+ */
+static void read_epoch(struct nbd_handle *nbd, char out[SHALE_EPOCH_BYTES])
+{
+	char *description = nbd_get_export_description(nbd);
+	const char *mark = "durable-epoch=";
+	char *at;
+
+	out[0] = '\0';
+	if (!description)
+		return;
+	at = strstr(description, mark);
+	if (at) {
+		at += strlen(mark);
+		size_t n = strcspn(at, "; \t\n");
+
+		if (n > 0 && n < SHALE_EPOCH_BYTES) {
+			memcpy(out, at, n);
+			out[n] = '\0';
+		}
+	}
+	free(description);
+}
+
 static struct nbd_handle *shale_connect(const char *uri)
 {
 	struct nbd_handle *nbd = nbd_create();
@@ -137,6 +182,7 @@ static struct nbd_handle *shale_connect(const char *uri)
 		eprintf("bs_shale: nbd_create: %s\n", nbd_get_error());
 		return NULL;
 	}
+	nbd_set_full_info(nbd, true);	/* ask for the description: the epoch */
 	if (nbd_connect_uri(nbd, uri) == -1) {
 		dprintf("bs_shale: connect %s: %s\n", uri, nbd_get_error());
 		nbd_close(nbd);
@@ -273,14 +319,40 @@ static int call_once(struct nbd_handle *nbd, enum shale_op op, void *buf,
 static void slot_connection_lost(struct shale_lu *s, struct shale_slot *slot)
 {
 	uint_fast64_t n = atomic_exchange(&slot->unflushed, 0);
+	int i, free_at = -1;
 
 	slot->deaths++;
-	if (n) {
-		atomic_fetch_add(&s->lost_writes, n);
-		eprintf("bs_shale: %s: connection died holding %" PRIuFAST64
-			" acknowledged unflushed writes; the next flush fails\n",
-			s->uri, n);
+	if (!n)
+		return;
+	if (slot->epoch[0]) {
+		pthread_mutex_lock(&s->orphan_lock);
+		for (i = 0; i < SHALE_ORPHAN_EPOCHS_MAX; i++) {
+			struct shale_orphans *o = &s->orphans[i];
+
+			if (o->writes && strcmp(o->epoch, slot->epoch) == 0)
+				break;
+			if (!o->writes && free_at < 0)
+				free_at = i;
+		}
+		if (i == SHALE_ORPHAN_EPOCHS_MAX && free_at >= 0) {
+			i = free_at;
+			strcpy(s->orphans[i].epoch, slot->epoch);
+		}
+		if (i < SHALE_ORPHAN_EPOCHS_MAX) {
+			s->orphans[i].writes += n;
+			pthread_mutex_unlock(&s->orphan_lock);
+			eprintf("bs_shale: %s: connection died holding %" PRIuFAST64
+				" acknowledged unflushed writes (durable epoch "
+				"%s): a flush on that epoch covers them\n",
+				s->uri, n, slot->epoch);
+			return;
+		}
+		pthread_mutex_unlock(&s->orphan_lock);
 	}
+	atomic_fetch_add(&s->lost_writes, n);
+	eprintf("bs_shale: %s: connection died holding %" PRIuFAST64
+		" acknowledged unflushed writes (no durable epoch); the next "
+		"flush fails\n", s->uri, n);
 }
 
 /*
@@ -350,6 +422,7 @@ static int shale_call(struct shale_lu *s, enum shale_op op, void *buf,
 					s->uri, s->size_bytes, size);
 			pthread_mutex_lock(&slot->lock);
 			slot->nbd = nbd;
+			read_epoch(nbd, slot->epoch);
 			pthread_mutex_unlock(&slot->lock);
 			if (slot->ever_connected)
 				eprintf("bs_shale: %s: reconnected\n", s->uri);
@@ -436,28 +509,76 @@ static int flush_other(struct shale_lu *s, struct shale_slot *other, int i,
 static int shale_flush(struct shale_lu *s, int *err)
 {
 	struct shale_slot *mine = my_slot(s);
+	uint64_t snap[SHALE_ORPHAN_EPOCHS_MAX];
+	char epoch[SHALE_EPOCH_BYTES];
 	uint_fast64_t n, lost;
 	uint64_t deaths;
-	int i;
+	int i, round;
+	bool uncovered;
 
 	if (!s->can_flush)
 		return 0;	/* server has no write-back cache to flush */
-
-	pthread_mutex_lock(&mine->lock);
-	n = atomic_load(&mine->unflushed);
-	deaths = mine->deaths;
-	pthread_mutex_unlock(&mine->lock);
-	if (shale_call(s, OP_FLUSH, NULL, 0, 0, 0, err))
-		return -1;
-	pthread_mutex_lock(&mine->lock);
-	if (mine->deaths == deaths)	/* else the count went to lost_writes */
-		atomic_fetch_sub(&mine->unflushed, n);
-	pthread_mutex_unlock(&mine->lock);
 
 	for (i = 0; i < s->nr_slots; i++) {
 		if (&s->slots[i] != mine && flush_other(s, &s->slots[i], i, err))
 			return -1;
 	}
+
+	/*
+	 * Orphans of our connection's epoch that existed before our flush was
+	 * sent are covered by it; our own connection dying in the call makes
+	 * new ones (its retry was sent after them): another round covers those.
+	 */
+	for (round = 0; round < SHALE_FLUSH_ROUNDS_MAX; round++) {
+		pthread_mutex_lock(&s->orphan_lock);
+		for (i = 0; i < SHALE_ORPHAN_EPOCHS_MAX; i++)
+			snap[i] = s->orphans[i].writes;
+		pthread_mutex_unlock(&s->orphan_lock);
+		pthread_mutex_lock(&mine->lock);
+		n = atomic_load(&mine->unflushed);
+		deaths = mine->deaths;
+		pthread_mutex_unlock(&mine->lock);
+
+		if (shale_call(s, OP_FLUSH, NULL, 0, 0, 0, err))
+			return -1;
+
+		pthread_mutex_lock(&mine->lock);
+		if (mine->deaths == deaths)	/* else the count was orphaned */
+			atomic_fetch_sub(&mine->unflushed, n);
+		strcpy(epoch, mine->epoch);
+		pthread_mutex_unlock(&mine->lock);
+
+		uncovered = false;
+		pthread_mutex_lock(&s->orphan_lock);
+		for (i = 0; i < SHALE_ORPHAN_EPOCHS_MAX; i++) {
+			struct shale_orphans *o = &s->orphans[i];
+
+			if (!o->writes || !epoch[0] || strcmp(o->epoch, epoch))
+				continue;
+			/* the entry may have been reused since the snapshot */
+			o->writes -= snap[i] < o->writes ? snap[i] : o->writes;
+			uncovered |= o->writes > 0;
+		}
+		pthread_mutex_unlock(&s->orphan_lock);
+		if (!uncovered)
+			break;
+	}
+
+	/* Orphans of another epoch: that server instance and its writes are gone. */
+	pthread_mutex_lock(&s->orphan_lock);
+	for (i = 0; i < SHALE_ORPHAN_EPOCHS_MAX; i++) {
+		struct shale_orphans *o = &s->orphans[i];
+
+		if (o->writes && (!epoch[0] || strcmp(o->epoch, epoch))) {
+			eprintf("bs_shale: %s: %" PRIu64 " writes of durable epoch %s "
+				"are gone (the server now has epoch %s)\n",
+				s->uri, o->writes, o->epoch,
+				epoch[0] ? epoch : "none");
+			atomic_fetch_add(&s->lost_writes, o->writes);
+			o->writes = 0;
+		}
+	}
+	pthread_mutex_unlock(&s->orphan_lock);
 
 	lost = atomic_exchange(&s->lost_writes, 0);
 	if (lost) {
@@ -842,6 +963,7 @@ static int bs_shale_open(struct scsi_lu *lu, char *path, int *fd, uint64_t *size
 	nbd = nbd_create();
 	if (!nbd)
 		return -ENOMEM;
+	nbd_set_full_info(nbd, true);	/* the description: the durable epoch */
 	if (nbd_connect_uri(nbd, path) == -1) {
 		eprintf("bs_shale: connect %s: %s\n", path, nbd_get_error());
 		nbd_close(nbd);
@@ -875,6 +997,7 @@ static int bs_shale_open(struct scsi_lu *lu, char *path, int *fd, uint64_t *size
 	if (s->slots[0].nbd)
 		nbd_close(s->slots[0].nbd);
 	s->slots[0].nbd = nbd;
+	read_epoch(nbd, s->slots[0].epoch);
 	s->slots[0].ever_connected = true;
 	pthread_mutex_unlock(&s->slots[0].lock);
 
@@ -883,9 +1006,10 @@ static int bs_shale_open(struct scsi_lu *lu, char *path, int *fd, uint64_t *size
 		update_lbppbe(lu, pref_bytes);
 
 	eprintf("bs_shale: %s: %" PRId64 " bytes%s, flush %d fua %d trim %d "
-		"zero %d multi_conn %d, %d connections\n", path, size_bytes,
-		s->read_only ? " read-only" : "", s->can_flush, s->can_fua,
-		s->can_trim, s->can_zero, s->can_multi_conn, s->nr_slots);
+		"zero %d multi_conn %d, %d connections, durable epoch %s\n",
+		path, size_bytes, s->read_only ? " read-only" : "", s->can_flush,
+		s->can_fua, s->can_trim, s->can_zero, s->can_multi_conn,
+		s->nr_slots, s->slots[0].epoch[0] ? s->slots[0].epoch : "none");
 
 	/*
 	 * tgt's sbc.c answers GET LBA STATUS in tgtd's main thread with
@@ -948,6 +1072,9 @@ static tgtadm_err bs_shale_init(struct scsi_lu *lu, char *bsopts)
 	for (i = 0; i < s->nr_slots; i++)
 		pthread_mutex_init(&s->slots[i].lock, NULL);
 	pthread_mutex_init(&s->claim_lock, NULL);
+	pthread_mutex_init(&s->orphan_lock, NULL);
+	memset(s->orphans, 0, sizeof(s->orphans));
+	atomic_store(&s->lost_writes, 0);
 	s->lseek_fd = -1;
 
 	return bs_thread_open(info, bs_shale_request, s->nr_slots);
@@ -965,6 +1092,7 @@ static void bs_shale_exit(struct scsi_lu *lu)
 	for (i = 0; i < s->nr_slots; i++)
 		pthread_mutex_destroy(&s->slots[i].lock);
 	pthread_mutex_destroy(&s->claim_lock);
+	pthread_mutex_destroy(&s->orphan_lock);
 	free(s->slots);
 	free(s->uri);
 	s->slots = NULL;

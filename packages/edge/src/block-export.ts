@@ -13,6 +13,13 @@ export interface ExportInfo {
   readonly readOnly: boolean;
   /** Human-readable, for NBD_INFO_DESCRIPTION and the list. */
   readonly description: string;
+  /**
+   * Set when the writes this export acknowledged survive the death of the serving process:
+   * a later connection to an export with the same epoch sees them, and its flush makes them
+   * durable. Told to clients as `durable-epoch=<epoch>` at the end of NBD_INFO_DESCRIPTION
+   * (tgt's bs_shale reads it; without it a client must count them lost).
+   */
+  readonly durableEpoch?: string;
 }
 
 /** One run of a block-status answer, consecutive from the requested offset. */

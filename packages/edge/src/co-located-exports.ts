@@ -9,6 +9,7 @@
  * Volume, and when the vDisk leaves this process (deleted, moved) the request goes remote,
  * where the edge's relocate-and-retry logic takes over.
  */
+import fs from 'node:fs';
 import { formatBytes, isShaleError } from '@shale/common';
 import type { VdiskInfo, VolumeIo } from '@shale/volumedriver/client';
 import type { BlockExport, ExportInfo, ExportProvider, Extent } from './block-export.js';
@@ -32,6 +33,26 @@ export interface CoLocatedExportsOptions {
 
 const ZEROS = Buffer.alloc(EDGE_ZERO_WRITE_CHUNK_BYTES);
 
+/** This boot of the host: page-cache writes outlive a process, not a reboot. */
+const BOOT_ID = (() => {
+  try {
+    return fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return undefined; // no epoch: clients count unflushed writes lost on a reconnect
+  }
+})();
+
+/**
+ * The durable epoch of a vDisk open in this process (ExportInfo.durableEpoch). A write is
+ * acknowledged once it is in the SCO and TLog files of the write buffer (write(2), no
+ * fsync), so it outlives the volumedriver process, and the next process replays it, but not
+ * the host: the epoch names the boot, the vDisk, and the last restore that lost writes.
+ */
+export function durableEpoch(vdisk: VdiskInfo): string | undefined {
+  if (BOOT_ID === undefined) return undefined;
+  return `${BOOT_ID}.${vdisk.id}.${vdisk.dataLoss?.detectedAtMs ?? 0}`;
+}
+
 export class CoLocatedExports implements ExportProvider {
   private readonly local: LocalVolumes;
   private readonly remote: ExportProvider;
@@ -47,7 +68,11 @@ export class CoLocatedExports implements ExportProvider {
   }
 
   private exportInfo(vdisk: VdiskInfo): ExportInfo {
+    // Only a vDisk open here has its write buffer in this process: one served elsewhere
+    // goes remote, where no epoch is told.
+    const epoch = this.localIo(vdisk.name) === undefined ? undefined : durableEpoch(vdisk);
     return {
+      ...(epoch === undefined ? {} : { durableEpoch: epoch }),
       name: vdisk.name,
       sizeBytes: vdisk.sizeBytes,
       readOnly: this.readOnly,
@@ -88,7 +113,7 @@ export class CoLocatedExports implements ExportProvider {
       // path answers EDGE_NOT_FOUND for that).
       return this.remote.open(name);
     }
-    return new CoLocatedExport(this, name, first.sizeBytes);
+    return new CoLocatedExport(this, name, first.sizeBytes, await this.epochOf(name));
   }
 
   /**
@@ -101,6 +126,14 @@ export class CoLocatedExports implements ExportProvider {
     if (io !== undefined) this.counts.localRequests += 1;
     else this.counts.remoteRequests += 1;
     return io;
+  }
+
+  private async epochOf(name: string): Promise<string | undefined> {
+    try {
+      return durableEpoch(await this.local.vdiskInfo(name));
+    } catch {
+      return undefined; // gone meanwhile: the first request finds out
+    }
   }
 
   openRemote(name: string): Promise<BlockExport> {
@@ -124,12 +157,14 @@ class CoLocatedExport implements BlockExport {
     private readonly provider: CoLocatedExports,
     private readonly name: string,
     sizeBytes: number,
+    epoch: string | undefined,
   ) {
     this.info = {
       name,
       sizeBytes,
       readOnly: provider.readOnly,
       description: `vDisk ${name} (co-located)`,
+      ...(epoch === undefined ? {} : { durableEpoch: epoch }),
     };
   }
 

@@ -76,6 +76,13 @@ export const BASE_ALLOCATION_ID = 1;
 /** The 124 zero bytes ending NBD_OPT_EXPORT_NAME's reply without NO_ZEROES. */
 const EXPORT_NAME_PADDING = Buffer.alloc(124);
 
+/** NBD_INFO_DESCRIPTION: the description, and the durable epoch where the export has one. */
+export function describe(info: ExportInfo): string {
+  return info.durableEpoch === undefined
+    ? info.description
+    : `${info.description}; durable-epoch=${info.durableEpoch}`;
+}
+
 /** What the transmission phase needs to know from the handshake. */
 export interface Negotiated {
   readonly structured: boolean;
@@ -420,7 +427,7 @@ export class NbdHandshake {
     for (const type of decoded.value.infoTypes) {
       if (type === NBD_INFO_NAME) this.host.send(infoTextReply(option, NBD_INFO_NAME, info.name));
       if (type === NBD_INFO_DESCRIPTION)
-        this.host.send(infoTextReply(option, NBD_INFO_DESCRIPTION, info.description));
+        this.host.send(infoTextReply(option, NBD_INFO_DESCRIPTION, describe(info)));
     }
     // Sent unasked too: we serve unaligned requests, so a client that ignores it is fine.
     this.host.send(
