@@ -13,6 +13,7 @@ import {
   validateTargetRequest,
 } from '@shale/framework-api';
 import { freePort } from '@shale/testing';
+import { parseTargets } from './iscsi/tgt-admin.js';
 import { MapHarness, run } from './testing/map-harness.js';
 
 /** qemu-io reads `reads` (qemu-io -c commands) from `target`; fails on an error or a wrong byte. */
@@ -71,7 +72,20 @@ for (const backing of ['native', 'file'] as const)
         .shale(['vdisk', 'create', request.vdisk, '--size', '64MiB'])
         .then((r) => assert.equal(r.code, 0, r.stderr));
       const record = await records.create(validateTargetRequest(request), box);
-      await waitFor(`target ${record.iqn}`, async () => (await targets()).includes(record.iqn));
+      // Made in steps (target, LUN, accounts, then initiators): wait for the last one, or
+      // a login can race the ACL and get "target not found".
+      const accounts = (request.chap ? 1 : 0) + (request.mutual ? 1 : 0);
+      await waitFor(`target ${record.iqn} with its LUN, accounts and ACL`, async () => {
+        const made = parseTargets((await tgtadm(['--op', 'show', '--mode', 'target'])).stdout).find(
+          (t) => t.iqn === record.iqn,
+        );
+        return (
+          made !== undefined &&
+          made.luns.some((l) => l.lun === 1) &&
+          made.accounts.length === accounts &&
+          made.acl.length === (request.initiators?.length ?? 0)
+        );
+      });
       return record.iqn;
     }
 
@@ -328,9 +342,13 @@ for (const backing of ['native', 'file'] as const)
         'target i4 removed',
         async () => !(await targets()).includes('iqn.2026-12.io.shale:i4'),
       );
-      const accounts = (await tgtadm(['--op', 'show', '--mode', 'account'])).stdout;
-      assert.doesNotMatch(accounts, /i4-user|i4-target/);
-      assert.match(accounts, /i1-user/);
+      // The accounts go after the target (one step each): wait for them too.
+      const accounts = async () => (await tgtadm(['--op', 'show', '--mode', 'account'])).stdout;
+      await waitFor(
+        'the accounts of i4 removed',
+        async () => !/i4-user|i4-target/.test(await accounts()),
+      );
+      assert.match(await accounts(), /i1-user/);
       assert.ok(fs.existsSync(path.join(h.dataDir, 'iscsi-secrets.key')));
     });
   });
