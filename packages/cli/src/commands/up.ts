@@ -444,6 +444,9 @@ export const upCommand: Command = {
           String(apiPort),
           '--token-file',
           tokenFile,
+          // The same key as shale iscsi serve's below: the API seals, serve opens.
+          '--iscsi-key-file',
+          path.join(dataDir, ISCSI_KEY_FILE),
         ]),
       ),
     );
