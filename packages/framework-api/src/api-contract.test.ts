@@ -779,7 +779,15 @@ describe('framework API contract', () => {
     const before = await stored();
     assert.ok(!before.join('\n').includes(chapSecret), 'never stored in the clear');
 
+    const spaced = 'refused secret with spaces';
+    const huge = 'h'.repeat(1025);
     const bad: [unknown, number, string][] = [
+      [
+        { vdisk: 'iscsi-third', chap: { user: 'bob', secret: spaced } },
+        400,
+        'ISCSI_CHAP_SECRET_BAD',
+      ],
+      [{ vdisk: 'iscsi-third', chap: { user: 'bob', secret: huge } }, 400, 'API_BAD_REQUEST'],
       [{ vdisk: 'iscsi-third', iqn: 'not-an-iqn' }, 400, 'ISCSI_BAD_IQN'],
       [{ vdisk: 'iscsi-third', iqn: 'IQN.2001-04.com.example:x' }, 400, 'ISCSI_BAD_IQN'],
       [
@@ -842,8 +850,10 @@ describe('framework API contract', () => {
       assert.equal(op.state, 'succeeded', JSON.stringify(op));
     }
 
-    const leaked = cluster.seen.filter(
-      (r) => r.text.includes(chapSecret) || r.text.includes(mutualSecret),
+    const leaked = cluster.seen.filter((r) =>
+      [chapSecret, mutualSecret, spaced, huge.slice(0, 40), '01234567890'].some((secret) =>
+        r.text.includes(secret),
+      ),
     );
     assert.deepEqual(leaked, [], 'no answer ever carries a secret');
   });
