@@ -1,3 +1,4 @@
+import { iscsiApiVerbs } from './admin/iscsi-verbs.js';
 import {
   cloneCommand,
   rollbackCommand,
@@ -49,8 +50,9 @@ export const rootCommand: Command = {
     dockerCommand,
     {
       name: 'iscsi',
-      summary: 'vDisks as iSCSI targets through tgtd',
-      subcommands: [iscsiServeCommand],
+      summary:
+        'vDisks as iSCSI targets: create, list, show, delete (through the framework API); serve (tgtd on this host)',
+      subcommands: [...iscsiApiVerbs, iscsiServeCommand],
     },
     version,
   ],

@@ -11,9 +11,11 @@ import type {
   Asd,
   Backend,
   CloneBody,
+  CreateIscsiTargetBody,
   CreateVdiskBody,
   CreateVpoolBody,
   Health,
+  IscsiTarget,
   OpenApiDocument,
   Operation,
   Preset,
@@ -148,6 +150,23 @@ export class ApiClient {
   /** An operation whose result is the scrub report. */
   scrubVdisk(name: string, body: ScrubBody = {}): Promise<Operation> {
     return this.call('POST', `/api/v1/vdisks/${seg(name)}/scrub`, body);
+  }
+
+  // ---------------------------------------------------------------- iSCSI targets
+
+  async listIscsiTargets(): Promise<IscsiTarget[]> {
+    return (await this.call<{ iscsiTargets: IscsiTarget[] }>('GET', '/api/v1/iscsi-targets'))
+      .iscsiTargets;
+  }
+  /** The new target as the API shows it: its CHAP users, never their secrets. */
+  createIscsiTarget(body: CreateIscsiTargetBody): Promise<IscsiTarget> {
+    return this.call('POST', '/api/v1/iscsi-targets', body);
+  }
+  getIscsiTarget(iqn: string): Promise<IscsiTarget> {
+    return this.call('GET', `/api/v1/iscsi-targets/${seg(iqn)}`);
+  }
+  async deleteIscsiTarget(iqn: string): Promise<void> {
+    await this.call('DELETE', `/api/v1/iscsi-targets/${seg(iqn)}`);
   }
 
   // ---------------------------------------------------------------- operations

@@ -1,4 +1,4 @@
-// Proves every endpoint's contract (auth, 400/404/409 codes, the happy path from vPool to delete with the data read back, operations, metrics, the token file) over real HTTP against a real VolumeManager behind a real VolumeService, and that every answer received matches the served OpenAPI document.
+// Proves every endpoint's contract (auth, 400/404/409 codes, iSCSI targets with write-only secrets and the vDisk delete they block, the happy path from vPool to delete with the data read back, operations, metrics, the token file) over real HTTP against a real VolumeManager behind a real VolumeService, and that every answer received matches the served OpenAPI document.
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -7,6 +7,8 @@ import { isShaleError, ShaleError } from '@shale/common';
 import { VolumeClient } from '@shale/volumedriver';
 import { ApiDaemon } from './api-daemon.js';
 import { API_BODY_MAX_BYTES } from './constants.js';
+import { IscsiTargetRecords, openTarget } from './iscsi/iscsi-records.js';
+import { SecretBox } from './iscsi/iscsi-secrets.js';
 import { parseSchema, validate } from './json-schema.js';
 import { ROUTES } from './routes.js';
 import {
@@ -55,6 +57,10 @@ const EXPECTED_ROUTES = [
   'GET /api/v1/asds',
   'GET /api/v1/storagerouters',
   'GET /api/v1/stats',
+  'GET /api/v1/iscsi-targets',
+  'POST /api/v1/iscsi-targets',
+  'GET /api/v1/iscsi-targets/{iqn}',
+  'DELETE /api/v1/iscsi-targets/{iqn}',
 ].sort();
 
 const SAMPLE_PARAMS: Readonly<Record<string, string>> = {
@@ -703,6 +709,153 @@ describe('framework API contract', () => {
     );
     const e = await api.client.createVdisk({ name: 'e', sizeBytes: MiB, vpool: 'pool2' });
     assert.equal(e.vpool, 'pool2');
+  });
+
+  test('iSCSI targets: create, list, show, delete; secrets never answered; 400/404/409 change nothing; a vDisk delete is refused while exported', async () => {
+    const chapSecret = 'chap-secret-0123';
+    const mutualSecret = 'mutual-secret-0123';
+    await api.client.createVdisk({ name: 'iscsi-disk', sizeBytes: MiB, vpool: 'pool' });
+    await api.client.createVdisk({ name: 'iscsi-other', sizeBytes: MiB, vpool: 'pool' });
+    const post = (json: unknown) => api.request('POST', '/api/v1/iscsi-targets', { json });
+    const stored = async (): Promise<string[]> => {
+      const page = await cluster.kv.range(
+        { prefix: Buffer.from('/shale/iscsi/') },
+        { limit: 1000 },
+      );
+      return page.items.map((i) => `${i.key.toString()}=${i.value.toString()}`);
+    };
+    assert.deepEqual(await api.client.listIscsiTargets(), []);
+
+    const iqn = 'iqn.2026-12.io.shale:iscsi-disk';
+    const made = await post({
+      vdisk: 'iscsi-disk',
+      initiators: ['127.0.0.1', 'iqn.1993-08.org.debian:01:host'],
+      chap: { user: 'alice', secret: chapSecret },
+      mutual: { user: 'target-alice', secret: mutualSecret },
+    });
+    assert.equal(made.status, 201, made.text);
+    assert.equal(made.headers.get('location'), `/api/v1/iscsi-targets/${encodeURIComponent(iqn)}`);
+    const view = made.body as Record<string, unknown>;
+    assert.deepEqual(
+      { ...view, createdAtMs: 0 },
+      {
+        iqn,
+        vdisk: 'iscsi-disk',
+        initiators: ['127.0.0.1', 'iqn.1993-08.org.debian:01:host'],
+        chapUser: 'alice',
+        mutualUser: 'target-alice',
+        readOnly: false,
+        createdAtMs: 0,
+      },
+    );
+    // The IQN's ':' and '.' in the path, encoded or not.
+    for (const p of [encodeURIComponent(iqn), iqn]) {
+      const shown = await api.request('GET', `/api/v1/iscsi-targets/${p}`);
+      assert.equal(shown.status, 200, shown.text);
+      assert.deepEqual(shown.body, view);
+    }
+    assert.deepEqual(await api.client.listIscsiTargets(), [view]);
+    const ro = await api.client.createIscsiTarget({
+      vdisk: 'iscsi-other',
+      iqn: 'iqn.2001-04.com.example:ro',
+      readOnly: true,
+    });
+    assert.deepEqual(ro.initiators, [], 'no initiators: admits nobody');
+    assert.equal(ro.readOnly, true);
+    assert.equal(ro.chapUser, undefined);
+    assert.deepEqual(
+      (await api.client.listIscsiTargets()).map((t) => t.iqn),
+      ['iqn.2001-04.com.example:ro', iqn],
+    );
+
+    // Sealed in the store under the daemon's key file (next to the token by default), the
+    // same file shale iscsi serve is given: opened with it, the secrets come back.
+    const record = await new IscsiTargetRecords(cluster.kv).require(iqn);
+    assert.equal(api.daemon.iscsiKeyFile, path.join(cluster.dir, 'iscsi-secrets.key'));
+    assert.equal((await fs.stat(api.daemon.iscsiKeyFile)).mode & 0o777, 0o600);
+    const opened = openTarget(record, await SecretBox.open(api.daemon.iscsiKeyFile));
+    assert.equal(opened.chap?.secret, chapSecret);
+    assert.equal(opened.mutual?.secret, mutualSecret);
+    const before = await stored();
+    assert.ok(!before.join('\n').includes(chapSecret), 'never stored in the clear');
+
+    const spaced = 'refused secret with spaces';
+    const huge = 'h'.repeat(1025);
+    const bad: [unknown, number, string][] = [
+      [
+        { vdisk: 'iscsi-third', chap: { user: 'bob', secret: spaced } },
+        400,
+        'ISCSI_CHAP_SECRET_BAD',
+      ],
+      [{ vdisk: 'iscsi-third', chap: { user: 'bob', secret: huge } }, 400, 'API_BAD_REQUEST'],
+      [{ vdisk: 'iscsi-third', iqn: 'not-an-iqn' }, 400, 'ISCSI_BAD_IQN'],
+      [{ vdisk: 'iscsi-third', iqn: 'IQN.2001-04.com.example:x' }, 400, 'ISCSI_BAD_IQN'],
+      [
+        { vdisk: 'iscsi-third', chap: { user: 'bob', secret: '01234567890' } },
+        400,
+        'ISCSI_CHAP_SECRET_SHORT',
+      ],
+      [
+        { vdisk: 'iscsi-third', mutual: { user: 'bob', secret: '012345678901' } },
+        400,
+        'ISCSI_MUTUAL_WITHOUT_CHAP',
+      ],
+      [{ vdisk: 'iscsi-third', initiators: ['host.example'] }, 400, 'ISCSI_BAD_INITIATOR'],
+      [{ vdisk: 'iscsi-third', snapshot: 's1' }, 400, 'API_BAD_REQUEST'],
+      [{ vdisk: 'bad name' }, 400, 'API_BAD_REQUEST'],
+      [{ vdisk: 'iscsi-third', initiators: ['127.0.0.1'] }, 404, 'VD_NOT_FOUND'],
+      [{ vdisk: 'iscsi-other', iqn }, 409, 'ISCSI_TARGET_EXISTS'],
+      [{ vdisk: 'iscsi-disk', iqn: 'iqn.2001-04.com.example:again' }, 409, 'ISCSI_VDISK_TAKEN'],
+    ];
+    for (const [json, status, code] of bad) {
+      expectError(await post(json), status, code);
+      assert.deepEqual(await stored(), before, `${code} changed nothing`);
+    }
+    expectError(
+      await api.request(
+        'GET',
+        `/api/v1/iscsi-targets/${encodeURIComponent('iqn.2001-04.com.example:none')}`,
+      ),
+      404,
+      'ISCSI_TARGET_NOT_FOUND',
+    );
+    expectError(await api.request('GET', '/api/v1/iscsi-targets/nope'), 400, 'ISCSI_BAD_IQN');
+    expectError(
+      await api.request(
+        'DELETE',
+        `/api/v1/iscsi-targets/${encodeURIComponent('iqn.2001-04.com.example:none')}`,
+      ),
+      404,
+      'ISCSI_TARGET_NOT_FOUND',
+    );
+
+    // The exported vDisk cannot be deleted, and the refusal changes nothing.
+    const refused = await api.request('DELETE', '/api/v1/vdisks/iscsi-disk');
+    expectError(refused, 409, 'ISCSI_VDISK_EXPORTED', new RegExp(iqn.replace(/\./g, '\\.')));
+    assert.equal((await api.client.getVdisk('iscsi-disk')).name, 'iscsi-disk');
+    assert.deepEqual(await stored(), before);
+
+    const gone = await api.request('DELETE', `/api/v1/iscsi-targets/${encodeURIComponent(iqn)}`);
+    assert.equal(gone.status, 204, gone.text);
+    expectError(
+      await api.request('GET', `/api/v1/iscsi-targets/${iqn}`),
+      404,
+      'ISCSI_TARGET_NOT_FOUND',
+    );
+    await api.client.deleteIscsiTarget('iqn.2001-04.com.example:ro');
+    assert.deepEqual(await api.client.listIscsiTargets(), []);
+    assert.deepEqual(await stored(), [], 'the claims on the vDisk and the CHAP users went too');
+    for (const name of ['iscsi-disk', 'iscsi-other']) {
+      const op = await api.client.waitForOperation((await api.client.deleteVdisk(name)).id);
+      assert.equal(op.state, 'succeeded', JSON.stringify(op));
+    }
+
+    const leaked = cluster.seen.filter((r) =>
+      [chapSecret, mutualSecret, spaced, huge.slice(0, 40), '01234567890'].some((secret) =>
+        r.text.includes(secret),
+      ),
+    );
+    assert.deepEqual(leaked, [], 'no answer ever carries a secret');
   });
 
   test('deletes: the clone, then the snapshot it pinned (204), then the parent; all gone afterwards', async () => {

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import { BackendRegistry } from '@shale/alba-proxy';
 import type { KvStore } from '@shale/arakoon-kv';
 import { ApiMetrics } from './api-metrics.js';
@@ -11,11 +12,14 @@ import {
   API_CONNECTIONS_CHECK_INTERVAL_MS,
   API_DEFAULT_PORT,
   API_HEADERS_TIMEOUT_MS,
+  API_ISCSI_KEY_FILE_NAME,
   API_KEEP_ALIVE_TIMEOUT_MS,
   API_PROBE_DEADLINE_MS,
   API_REQUEST_RECEIVE_TIMEOUT_MS,
   API_SHUTDOWN_GRACE_MS,
 } from './constants.js';
+import { IscsiTargetRecords } from './iscsi/iscsi-records.js';
+import { SecretBox } from './iscsi/iscsi-secrets.js';
 import { openApiDocument } from './openapi.js';
 import { OperationStore } from './operations.js';
 import { ApiResources } from './resources.js';
@@ -31,6 +35,12 @@ export interface ApiDaemonOptions {
   readonly volumedrivers: readonly string[];
   /** Where the bearer token is (created with mode 0600 if missing). */
   readonly tokenFile: string;
+  /**
+   * The key that seals the CHAP secrets of iSCSI targets (created with mode 0600 if
+   * missing). `shale iscsi serve` must be given the same file to open them. Default:
+   * API_ISCSI_KEY_FILE_NAME next to the token file.
+   */
+  readonly iscsiKeyFile?: string;
   /** Default 127.0.0.1. */
   readonly host?: string;
   /** Default API_DEFAULT_PORT (8080); 0 picks a free one. */
@@ -59,6 +69,7 @@ export class ApiDaemon {
     readonly host: string,
     readonly port: number,
     readonly tokenFile: string,
+    readonly iscsiKeyFile: string,
     /** True when this start generated the token (the file did not exist). */
     readonly tokenCreated: boolean,
   ) {}
@@ -77,6 +88,9 @@ export class ApiDaemon {
     const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
     const host = options.host ?? '127.0.0.1';
     const { token, created } = await loadOrCreateToken(options.tokenFile);
+    const iscsiKeyFile =
+      options.iscsiKeyFile ?? path.join(path.dirname(options.tokenFile), API_ISCSI_KEY_FILE_NAME);
+    const secrets = await SecretBox.open(iscsiKeyFile);
     const pool = new VolumedriverPool(options.volumedrivers, options.volumeClientFactory);
     const registry = new BackendRegistry(options.kv);
     const asds = new AsdProbe(
@@ -109,6 +123,8 @@ export class ApiDaemon {
       asds,
       operations,
       kv: options.kv,
+      iscsiTargets: new IscsiTargetRecords(options.kv),
+      secrets,
       ...(options.probeDeadlineMs === undefined
         ? {}
         : { probeDeadlineMs: options.probeDeadlineMs }),
@@ -175,6 +191,7 @@ export class ApiDaemon {
       host,
       port,
       options.tokenFile,
+      iscsiKeyFile,
       created,
     );
   }

@@ -96,3 +96,6 @@ export const API_CLIENT_WAIT_TIMEOUT_MS = 10 * 60 * 1000;
 export const API_ASD_FULL_FRACTION = 0.02;
 /** An ASD that refused a put for lack of space this recently is the problem ASD_FULL too. */
 export const API_ASD_FULL_RECENT_MS = 60_000;
+
+/** The iSCSI key file's default name, in the token file's directory (`shale up`'s DATA). */
+export const API_ISCSI_KEY_FILE_NAME = 'iscsi-secrets.key';

@@ -1,9 +1,10 @@
 import { ApiErrorCode } from './errors.js';
+import { IscsiErrorCode } from './iscsi/iscsi-target-spec.js';
 
 /**
  * The one table from error codes to HTTP statuses. API codes are the API's own; domain
  * codes (the volumedriver's VD_*, the metadata store's KV_*, the backend registry's
- * PROXY_*) pass through unchanged with the status below. Any other code is a 500 with its
+ * PROXY_*, the iSCSI target model's ISCSI_*) pass through unchanged with the status below. Any other code is a 500 with its
  * own code; an exception that is not a ShaleError is a 500 API_INTERNAL.
  */
 export const ERROR_STATUS: Readonly<Record<string, number>> = {
@@ -41,6 +42,22 @@ export const ERROR_STATUS: Readonly<Record<string, number>> = {
   KV_UNAVAILABLE: 503,
   VD_NO_SPACE: 507,
   KV_NO_SPACE: 507,
+  [IscsiErrorCode.BadIqn]: 400,
+  [IscsiErrorCode.BadInitiator]: 400,
+  [IscsiErrorCode.TooManyInitiators]: 400,
+  [IscsiErrorCode.BadChapUser]: 400,
+  [IscsiErrorCode.ChapSecretShort]: 400,
+  [IscsiErrorCode.ChapSecretLong]: 400,
+  [IscsiErrorCode.ChapSecretBad]: 400,
+  [IscsiErrorCode.MutualWithoutChap]: 400,
+  [IscsiErrorCode.MutualSameSecret]: 400,
+  [IscsiErrorCode.TargetNotFound]: 404,
+  [IscsiErrorCode.TargetExists]: 409,
+  [IscsiErrorCode.VdiskTaken]: 409,
+  [IscsiErrorCode.ChapUserTaken]: 409,
+  [IscsiErrorCode.VdiskExported]: 409,
+  /** A target record this build cannot read, or a secret that does not open with the key file. */
+  [IscsiErrorCode.BadRecord]: 500,
 };
 
 /** Any code not in the table. */

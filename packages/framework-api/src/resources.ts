@@ -26,15 +26,24 @@ import {
 } from './capacity.js';
 import { API_PROBE_CONCURRENCY, API_PROBE_DEADLINE_MS, API_TEXT_MAX_CHARS } from './constants.js';
 import { ApiErrorCode, apiError } from './errors.js';
+import {
+  type IscsiTargetRecord,
+  type IscsiTargetRecords,
+  targetView,
+} from './iscsi/iscsi-records.js';
+import type { SecretBox } from './iscsi/iscsi-secrets.js';
+import { IscsiErrorCode, iqnProblem, validateTargetRequest } from './iscsi/iscsi-target-spec.js';
 import type { OperationStore } from './operations.js';
 import { clusterProblems } from './problems.js';
 import type {
   Asd,
   Backend,
   CloneBody,
+  CreateIscsiTargetBody,
   CreateVdiskBody,
   CreateVpoolBody,
   Health,
+  IscsiTarget,
   Operation,
   Preset,
   ResizeVdiskBody,
@@ -64,6 +73,24 @@ function notFound(message: string): ShaleError {
   return new ShaleError('VD_NOT_FOUND', message);
 }
 
+/** The model's secret-free view, as the API's schema types it. */
+function iscsiTargetView(record: IscsiTargetRecord): IscsiTarget {
+  const view = targetView(record);
+  return { ...view, initiators: [...view.initiators] };
+}
+
+/** A path's IQN, refused (400 ISCSI_BAD_IQN) before the store is asked when it is none. */
+function checkedIqn(iqn: string): string {
+  const problem = iqnProblem(iqn);
+  if (problem !== undefined) {
+    throw new ShaleError(
+      IscsiErrorCode.BadIqn,
+      `${JSON.stringify(iqn)} is not a valid IQN: ${problem}`,
+    );
+  }
+  return iqn;
+}
+
 /** Rejects after `ms` if `work` has not settled (LevelKv ignores call deadlines). */
 async function withinMs<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -85,6 +112,9 @@ export interface ApiResourcesOptions {
   readonly asds: AsdProbe;
   readonly operations: OperationStore;
   readonly kv: KvStore;
+  /** iSCSI targets in the metadata store, and the key their CHAP secrets are sealed with. */
+  readonly iscsiTargets: IscsiTargetRecords;
+  readonly secrets: SecretBox;
   readonly probeDeadlineMs?: number;
 }
 
@@ -94,6 +124,8 @@ export class ApiResources {
   private readonly asds: AsdProbe;
   readonly operations: OperationStore;
   private readonly kv: KvStore;
+  private readonly iscsiTargets: IscsiTargetRecords;
+  private readonly secrets: SecretBox;
   private readonly probeDeadlineMs: number;
 
   constructor(options: ApiResourcesOptions) {
@@ -102,6 +134,8 @@ export class ApiResources {
     this.asds = options.asds;
     this.operations = options.operations;
     this.kv = options.kv;
+    this.iscsiTargets = options.iscsiTargets;
+    this.secrets = options.secrets;
     this.probeDeadlineMs = options.probeDeadlineMs ?? API_PROBE_DEADLINE_MS;
   }
 
@@ -306,13 +340,21 @@ export class ApiResources {
   }
 
   /**
-   * Refused at once (409 VD_HAS_CLONES) while clones read from it; the deletion itself
+   * Refused at once while an iSCSI target exports it (409 ISCSI_VDISK_EXPORTED: initiators
+   * would lose their disk under them) or clones read from it (409 VD_HAS_CLONES); the deletion itself
    * (the backend namespace goes too) is an operation. A clone made between the check and
    * the deletion fails the operation with VD_HAS_CLONES.
    */
   async deleteVdisk(name: string): Promise<Operation> {
     this.operations.checkCapacity();
     const owner = await this.pool.ownerOf(name);
+    const exportedBy = await this.iscsiTargets.forVdisk(name);
+    if (exportedBy !== undefined) {
+      throw new ShaleError(
+        IscsiErrorCode.VdiskExported,
+        `vDisk ${name} is exported by iSCSI target ${exportedBy}; delete the target first (shale iscsi delete ${exportedBy})`,
+      );
+    }
     const info = await this.pool.at(owner, (c) => c.vdiskInfo(name));
     const clones = info.snapshots.flatMap((snapshot) => snapshot.clones);
     if (clones.length > 0) {
@@ -414,6 +456,33 @@ export class ApiResources {
     const snapshots = await this.pool.at(owner, (c) => c.listSnapshots(name));
     if (!snapshots.some((snapshot) => snapshot.name === snapshotName))
       throw notFound(`vDisk ${name} has no snapshot named ${snapshotName}`);
+  }
+
+  // ------------------------------------------------------------------ iSCSI targets
+
+  /** Every iSCSI target, by IQN, without its secrets. */
+  async listIscsiTargets(): Promise<IscsiTarget[]> {
+    return (await this.iscsiTargets.list()).map(iscsiTargetView);
+  }
+
+  /**
+   * Checked in this order, each before anything is stored: the request itself (400 ISCSI_*),
+   * the vDisk (404 VD_NOT_FOUND, asked of the volumedrivers), then the IQN, the vDisk's one
+   * target and the CHAP users in the store's txn (409 ISCSI_*). The secrets are sealed with
+   * the iSCSI key before they are stored and never come back out of the API.
+   */
+  async createIscsiTarget(body: CreateIscsiTargetBody): Promise<IscsiTarget> {
+    const spec = validateTargetRequest(body);
+    await this.pool.locate(spec.vdisk);
+    return iscsiTargetView(await this.iscsiTargets.create(spec, this.secrets));
+  }
+
+  async getIscsiTarget(iqn: string): Promise<IscsiTarget> {
+    return iscsiTargetView(await this.iscsiTargets.require(checkedIqn(iqn)));
+  }
+
+  async deleteIscsiTarget(iqn: string): Promise<void> {
+    await this.iscsiTargets.delete(checkedIqn(iqn));
   }
 
   // ------------------------------------------------------------------ backends, presets, ASDs

@@ -19,10 +19,13 @@ import {
   BackendListSchema,
   BackendSchema,
   CloneBodySchema,
+  CreateIscsiTargetBodySchema,
   CreateSnapshotBodySchema,
   CreateVdiskBodySchema,
   CreateVpoolBodySchema,
   HealthSchema,
+  IscsiTargetListSchema,
+  IscsiTargetSchema,
   MetricsTextSchema,
   type OpenApiDocument,
   OpenApiDocumentSchema,
@@ -177,6 +180,8 @@ const nameParam = s.string({ pattern: API_NAME_PATTERN, description: 'a vDisk or
 const snapshotParam = s.string({ pattern: API_NAME_PATTERN, description: 'a snapshot name' });
 const idParam = s.string({ pattern: API_REGISTRY_ID_PATTERN, description: 'a backend id' });
 const operationIdParam = s.string({ pattern: API_OPERATION_ID_PATTERN });
+/** Checked by the target model (400 ISCSI_BAD_IQN), not here: ':' and '.' come percent-decoded. */
+const iqnParam = s.string({ minLength: 1, maxLength: 1024, description: 'the target IQN' });
 
 const ok = <T>(body: T): RouteReply<T> => ({ status: 200, body });
 const created = <T>(body: T, location?: string): RouteReply<T> => ({
@@ -416,6 +421,54 @@ export const ROUTES: readonly Route[] = [
   }).handle(async ({ resources }, { params, body }) =>
     accepted(await resources.scrubVdisk(params.name, body)),
   ),
+
+  // ---------------------------------------------------------------- iSCSI targets
+  route({
+    method: 'GET',
+    path: '/api/v1/iscsi-targets',
+    operationId: 'listIscsiTargets',
+    tag: 'iscsi',
+    summary: 'Every iSCSI target (never its CHAP secrets)',
+    status: 200,
+    response: IscsiTargetListSchema,
+  }).handle(async ({ resources }) => ok({ iscsiTargets: await resources.listIscsiTargets() })),
+  route({
+    method: 'POST',
+    path: '/api/v1/iscsi-targets',
+    operationId: 'createIscsiTarget',
+    tag: 'iscsi',
+    summary:
+      'Export a vDisk as an iSCSI target (one per vDisk); shale iscsi serve configures tgtd from it. Secrets are write-only',
+    body: CreateIscsiTargetBodySchema,
+    status: 201,
+    response: IscsiTargetSchema,
+    responseHeaders: ['Location'],
+  }).handle(async ({ resources }, { body }) => {
+    const target = await resources.createIscsiTarget(body);
+    return created(target, at('iscsi-targets', target.iqn));
+  }),
+  route({
+    method: 'GET',
+    path: '/api/v1/iscsi-targets/{iqn}',
+    operationId: 'getIscsiTarget',
+    tag: 'iscsi',
+    summary: 'One iSCSI target (never its CHAP secrets)',
+    params: { iqn: iqnParam },
+    status: 200,
+    response: IscsiTargetSchema,
+  }).handle(async ({ resources }, { params }) => ok(await resources.getIscsiTarget(params.iqn))),
+  route({
+    method: 'DELETE',
+    path: '/api/v1/iscsi-targets/{iqn}',
+    operationId: 'deleteIscsiTarget',
+    tag: 'iscsi',
+    summary: 'Stop exporting a vDisk (shale iscsi serve removes it from tgtd); the vDisk stays',
+    params: { iqn: iqnParam },
+    status: 204,
+  }).handle(async ({ resources }, { params }) => {
+    await resources.deleteIscsiTarget(params.iqn);
+    return { status: 204, body: undefined };
+  }),
 
   // ---------------------------------------------------------------- operations
   route({

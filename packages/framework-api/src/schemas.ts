@@ -53,7 +53,7 @@ export const ErrorSchema = s.object(
   {
     code: s.string({
       pattern: '^[A-Z][A-Z0-9_]*$',
-      description: 'stable: API_* from the API, VD_*/KV_*/PROXY_* passed through',
+      description: 'stable: API_* from the API, VD_*/KV_*/PROXY_*/ISCSI_* passed through',
     }),
     message: text,
   },
@@ -467,6 +467,72 @@ export const StatsSchema = s.object({
   }),
 });
 
+// ------------------------------------------------------------------ iSCSI targets
+
+/**
+ * Loose on purpose: the IQN, the initiators and the CHAP accounts are checked by the
+ * target model (iscsi/iscsi-target-spec.ts), which answers with its own ISCSI_* codes; the
+ * schema only bounds the sizes (far above the model's limits) and the shape.
+ */
+const iscsiName = s.string({
+  minLength: 1,
+  maxLength: 1024,
+  description: 'an iSCSI name: iqn.YYYY-MM.reversed.domain[:unique], lower case, at most 223 bytes',
+});
+const chapAccount = (description: string) =>
+  s.object(
+    {
+      user: s.string({ maxLength: 1024, description: '1..255 printable ASCII, no spaces' }),
+      secret: s.string({
+        maxLength: 1024,
+        description: 'write-only: 12..255 printable ASCII, no spaces; never returned',
+      }),
+    },
+    {},
+    { description },
+  );
+
+export const CreateIscsiTargetBodySchema = s.object(
+  { vdisk: name },
+  {
+    iqn: s.string({
+      maxLength: 1024,
+      description: 'default: iqn.2026-12.io.shale:<vdisk> (lower case, _ as -)',
+    }),
+    initiators: s.array(
+      s.string({
+        maxLength: 1024,
+        description: 'an IPv4 or IPv6 address, ADDR/PREFIX, ALL, or an initiator IQN',
+      }),
+      { maxItems: 1024, description: 'who may log in; empty or absent: nobody (at most 64)' },
+    ),
+    chap: chapAccount('incoming CHAP: the initiator proves itself with this account'),
+    mutual: chapAccount(
+      'mutual CHAP: the target proves itself back with this account (needs chap, another secret)',
+    ),
+    readOnly: s.boolean({ description: 'the LUN refuses writes (default false)' }),
+  },
+);
+
+export const IscsiTargetSchema = s.object(
+  {
+    iqn: iscsiName,
+    vdisk: name,
+    initiators: s.array(s.string({ minLength: 1, maxLength: 1024 }), {
+      description: 'addresses, networks, ALL or initiator IQNs; empty: nobody may log in',
+    }),
+    readOnly: s.boolean(),
+    createdAtMs: timeMs,
+  },
+  {
+    chapUser: s.string({ minLength: 1, maxLength: 255, description: 'incoming CHAP user' }),
+    mutualUser: s.string({ minLength: 1, maxLength: 255, description: 'mutual CHAP user' }),
+  },
+  { description: 'An iSCSI target exporting one vDisk; its CHAP secrets are never shown' },
+);
+
+export const IscsiTargetListSchema = s.object({ iscsiTargets: s.array(IscsiTargetSchema) });
+
 /** The schemas the OpenAPI document names under components/schemas (by identity). */
 export const NAMED_SCHEMAS: Readonly<Record<string, Schema>> = {
   Error: ErrorSchema,
@@ -502,6 +568,9 @@ export const NAMED_SCHEMAS: Readonly<Record<string, Schema>> = {
   StorageRouterList: StorageRouterListSchema,
   Stats: StatsSchema,
   Problem: ProblemSchema,
+  IscsiTarget: IscsiTargetSchema,
+  IscsiTargetList: IscsiTargetListSchema,
+  CreateIscsiTarget: CreateIscsiTargetBodySchema,
 };
 
 export type ErrorBody = Infer<typeof ErrorSchema>;
@@ -527,3 +596,5 @@ export type StorageRouter = Infer<typeof StorageRouterSchema>;
 export type Stats = Infer<typeof StatsSchema>;
 export type Problem = Infer<typeof ProblemSchema>;
 export type OpenApiDocument = Infer<typeof OpenApiDocumentSchema>;
+export type IscsiTarget = Infer<typeof IscsiTargetSchema>;
+export type CreateIscsiTargetBody = Infer<typeof CreateIscsiTargetBodySchema>;

@@ -37,7 +37,7 @@ const serve: Command = {
   name: 'serve',
   summary: 'run the framework API: REST (JSON, bearer token, OpenAPI) over the cluster',
   usage:
-    'shale api serve (--kv etcd://HOST:PORT,...|kv://HOST:PORT | --kv-dir DIR) --volumedriver HOST:PORT[,HOST:PORT...] --token-file FILE [--port 8080] [--host 127.0.0.1] [--connections-per-client N]',
+    'shale api serve (--kv etcd://HOST:PORT,...|kv://HOST:PORT | --kv-dir DIR) --volumedriver HOST:PORT[,HOST:PORT...] --token-file FILE [--iscsi-key-file FILE] [--port 8080] [--host 127.0.0.1] [--connections-per-client N]',
   options: {
     ...KV_OPTIONS,
     volumedriver: {
@@ -51,6 +51,12 @@ const serve: Command = {
       valueName: 'FILE',
       description:
         'the bearer token; created (32 random bytes, hex, mode 0600) if missing, refused if others can read it',
+    },
+    'iscsi-key-file': {
+      type: 'string',
+      valueName: 'FILE',
+      description:
+        'the key that seals the CHAP secrets of iSCSI targets (created 0600 if missing; give shale iscsi serve the same file) (default: iscsi-secrets.key next to --token-file)',
     },
     port: {
       type: 'string',
@@ -98,6 +104,9 @@ const serve: Command = {
         kv,
         volumedrivers,
         tokenFile,
+        ...(optionalString(values, 'iscsi-key-file') === undefined
+          ? {}
+          : { iscsiKeyFile: optionalString(values, 'iscsi-key-file') as string }),
         host: optionalString(values, 'host') ?? '127.0.0.1',
         port,
         connectionsPerClientMax,

@@ -239,8 +239,8 @@ export const upCommand: Command = {
     'running it again on the same data dir brings every vDisk back.',
     'With --docker the Docker volume plugin starts last and stops first; volumes stay mounted',
     'while it is down, but their I/O fails while the volumedriver is stopped.',
-    'iSCSI (shale iscsi serve) starts after the API; the CHAP secrets of targets are sealed with',
-    'DATA/iscsi-secrets.key.',
+    'iSCSI (shale iscsi serve) starts after the API; the API seals the CHAP secrets of targets',
+    '(shale iscsi create) with DATA/iscsi-secrets.key and shale iscsi serve opens them with it.',
   ].join('\n'),
   async run(values) {
     const shutdown = waitForShutdownSignal();
@@ -444,6 +444,9 @@ export const upCommand: Command = {
           String(apiPort),
           '--token-file',
           tokenFile,
+          // The same key as shale iscsi serve's below: the API seals, serve opens.
+          '--iscsi-key-file',
+          path.join(dataDir, ISCSI_KEY_FILE),
         ]),
       ),
     );

@@ -36,6 +36,8 @@ export const IscsiErrorCode = {
   VdiskTaken: 'ISCSI_VDISK_TAKEN',
   ChapUserTaken: 'ISCSI_CHAP_USER_TAKEN',
   TargetNotFound: 'ISCSI_TARGET_NOT_FOUND',
+  /** A vDisk delete while an iSCSI target exports it: delete the target first. */
+  VdiskExported: 'ISCSI_VDISK_EXPORTED',
   BadRecord: 'ISCSI_BAD_RECORD',
 } as const;
 export type IscsiErrorCode = (typeof IscsiErrorCode)[keyof typeof IscsiErrorCode];
