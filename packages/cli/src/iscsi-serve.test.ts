@@ -80,8 +80,7 @@ for (const backing of ['native', 'file'] as const)
           (t) => t.iqn === record.iqn,
         );
         return (
-          made !== undefined &&
-          made.luns.some((l) => l.lun === 1) &&
+          made?.luns.some((l) => l.lun === 1) === true &&
           made.accounts.length === accounts &&
           made.acl.length === (request.initiators?.length ?? 0)
         );
@@ -230,6 +229,45 @@ for (const backing of ['native', 'file'] as const)
         );
         assert.equal(qemu.code === 0, ok, `qemu-io, mutual secret ${password}: ${qemu.stderr}`);
       }
+    });
+
+    test('shale iscsi create (through the REST API): the target is served; the vDisk cannot be deleted until it is gone', async () => {
+      const secretFile = path.join(h.dataDir, 'i5-secret');
+      await fsp.writeFile(secretFile, `${SECRET}\n`, { mode: 0o600 });
+      await h
+        .shale(['vdisk', 'create', 'i5', '--size', '64MiB'])
+        .then((r) => assert.equal(r.code, 0, r.stderr));
+      const created = await h.shale([
+        'iscsi',
+        'create',
+        'i5',
+        '--initiator',
+        '127.0.0.1',
+        '--chap-user',
+        'i5-user',
+        '--chap-secret-file',
+        secretFile,
+      ]);
+      assert.equal(created.code, 0, created.stderr);
+      const iqn = 'iqn.2026-12.io.shale:i5';
+      await waitFor(`target ${iqn} made by serve`, async () => {
+        const made = parseTargets((await tgtadm(['--op', 'show', '--mode', 'target'])).stdout).find(
+          (t) => t.iqn === iqn,
+        );
+        return made?.acl.length === 1 && made.accounts.length === 1;
+      });
+      const admitted = await inq(url(iqn, `i5-user%${SECRET}`));
+      assert.equal(admitted.code, 0, admitted.stderr);
+      const listed = await h.shale(['iscsi', 'list', '--json']);
+      assert.equal(listed.code, 0, listed.stderr);
+      assert.ok(!listed.stdout.includes(SECRET), 'no secret in the list');
+      const refused = await h.shale(['vdisk', 'delete', 'i5']);
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /ISCSI_VDISK_EXPORTED|exported/);
+      assert.equal((await h.shale(['iscsi', 'delete', iqn])).code, 0);
+      await waitFor(`target ${iqn} removed`, async () => !(await targets()).includes(iqn));
+      const deleted = await h.shale(['vdisk', 'delete', 'i5']);
+      assert.equal(deleted.code, 0, deleted.stderr);
     });
 
     test('tgtd SIGKILLed: serve exits, shale up restarts it, every target is back with its data', async () => {
