@@ -19,16 +19,13 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { RemoteKv } from '@shale/arakoon-kv';
 import { IscsiTargetRecords, SecretBox, validateTargetRequest } from '@shale/framework-api';
 import { cpuUs, freePort } from '../support/processes.js';
+import { machineBusyUs, must, REPO, startShaleUp, TOOL_PATH } from '../support/shale-up.js';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const CLI = path.join(REPO, 'packages', 'cli', 'dist', 'main.js');
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
-const PATH = `/usr/sbin:/usr/bin:/sbin:/bin:${process.env.PATH ?? ''}`;
 
 const quick = process.argv.includes('--quick');
 const scratchArg = process.argv.indexOf('--scratch');
@@ -58,21 +55,6 @@ interface CaseResult {
 const say = (line: string): void => {
   process.stdout.write(`${line}\n`);
 };
-
-function must(command: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): string {
-  return execFileSync(command, args, {
-    env: { ...process.env, PATH, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  }).toString();
-}
-
-async function machineBusyUs(): Promise<number> {
-  const line = (await readFile('/proc/stat', 'utf8')).split('\n')[0] ?? '';
-  const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number);
-  const busy = ticks.reduce((a, b) => a + b, 0) - (ticks[3] ?? 0) - (ticks[4] ?? 0);
-  const perSecond = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
-  return (busy / perSecond) * 1e6;
-}
 
 /** Pids whose command line mentions `marker` (Shale's data dir), not this process. */
 async function pidsWith(marker: string): Promise<number[]> {
@@ -156,7 +138,7 @@ async function fileLun(scratch: string): Promise<Record<CaseKey, CaseResult>> {
   const tgtd: ChildProcess = spawn(
     'tgtd',
     ['-f', '-C', String(control), '--iscsi', `portal=127.0.0.1:${portal}`],
-    { stdio: 'ignore', env: { ...process.env, PATH } },
+    { stdio: 'ignore', env: { ...process.env, PATH: TOOL_PATH } },
   );
   const tgtadm = (args: readonly string[]) =>
     must('tgtadm', ['-C', String(control), '--lld', 'iscsi', ...args]);
@@ -210,44 +192,21 @@ async function shale(
   const nbdPort = await freePort();
   const apiPort = await freePort();
   const iscsiPort = await freePort();
-  const up = spawn(
-    process.execPath,
-    [
-      CLI,
-      'up',
-      '--data-dir',
-      dataDir,
-      '--nbd-port',
-      String(nbdPort),
-      '--api-port',
-      String(apiPort),
-      '--iscsi-port',
-      String(iscsiPort),
-      '--iscsi-backing',
-      'native',
-      '--iscsi-unmap',
-      'off',
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, PATH } },
-  );
-  let upOut = '';
-  up.stdout.setEncoding('utf8').on('data', (c: string) => {
-    upOut += c;
-  });
-  up.stderr.setEncoding('utf8').on('data', (c: string) => {
-    upOut += c;
-  });
-  const env = { SHALE_DATA_DIR: dataDir };
-  const cli = (args: readonly string[]) => must(process.execPath, [CLI, ...args], env);
+  const up = await startShaleUp(dataDir, [
+    '--nbd-port',
+    String(nbdPort),
+    '--api-port',
+    String(apiPort),
+    '--iscsi-port',
+    String(iscsiPort),
+    '--iscsi-backing',
+    'native',
+    '--iscsi-unmap',
+    'off',
+  ]);
+  const cli = up.cli;
   let kv: RemoteKv | undefined;
   try {
-    const deadline = Date.now() + 120_000;
-    while (!upOut.includes('shale up: ready')) {
-      if (up.exitCode !== null || Date.now() > deadline) {
-        throw new Error(`shale up did not become ready:\n${upOut}`);
-      }
-      await sleep(100);
-    }
     for (const name of ['iscsibench', 'nbdbench']) {
       cli(['vdisk', 'create', name, '--size', String(LUN_BYTES)]);
     }
@@ -268,21 +227,7 @@ async function shale(
     const tgtdPid = Number(
       (await readFile(path.join(dataDir, 'iscsi', 'tgtd.pid'), 'utf8')).trim(),
     );
-    const drained = async (): Promise<number> => {
-      const start = Date.now();
-      for (;;) {
-        let atRisk = 0;
-        for (const name of ['iscsibench', 'nbdbench']) {
-          const shown = JSON.parse(cli(['vdisk', 'show', name, '--json'])) as {
-            stats?: { dataAtRiskBytes?: number };
-          };
-          atRisk += shown.stats?.dataAtRiskBytes ?? 0;
-        }
-        if (atRisk === 0) return Date.now() - start;
-        if (Date.now() - start > 300_000) throw new Error('uploads did not drain in 5 minutes');
-        await sleep(500);
-      }
-    };
+    const drained = () => up.drained(['iscsibench', 'nbdbench']);
     const lun = await runCases('Shale LUN', lunUrl, {
       tgtdPid,
       shaleMarker: dataDir,
@@ -295,14 +240,7 @@ async function shale(
     return { lun, nbd };
   } finally {
     await kv?.close();
-    const exited = new Promise((resolve) => up.once('exit', resolve));
-    if (up.exitCode === null) up.kill('SIGTERM');
-    await Promise.race([exited, sleep(120_000)]);
-    try {
-      process.kill(-(up.pid as number), 'SIGKILL');
-    } catch {
-      // Every daemon has exited: the usual case.
-    }
+    await up.stop();
   }
 }
 

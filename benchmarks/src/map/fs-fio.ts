@@ -16,17 +16,14 @@
  * shale up daemon and nbdfuse). Measures, never asserts: only an error fails the run.
  * Writes benchmarks/results/map-fs-<date>[-quick].json and prints the table.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { type FioJob, type FioMeasured, fioFile } from '../nbd/fio-job.js';
 import { cpuUs, freePort } from '../support/processes.js';
+import { machineBusyUs, must, REPO, startShaleUp } from '../support/shale-up.js';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const CLI = path.join(REPO, 'packages', 'cli', 'dist', 'main.js');
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
 
@@ -73,24 +70,6 @@ interface CaseResult extends FioMeasured {
 const say = (line: string): void => {
   process.stdout.write(`${line}\n`);
 };
-
-const PATH = `/usr/sbin:/usr/bin:/sbin:/bin:${process.env.PATH ?? ''}`;
-
-function must(command: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): string {
-  return execFileSync(command, args, {
-    env: { ...process.env, PATH, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  }).toString();
-}
-
-/** Busy time of every core so far (user..steal, without idle and iowait), µs. */
-async function machineBusyUs(): Promise<number> {
-  const line = (await readFile('/proc/stat', 'utf8')).split('\n')[0] ?? '';
-  const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number);
-  const busy = ticks.reduce((a, b) => a + b, 0) - (ticks[3] ?? 0) - (ticks[4] ?? 0);
-  const perSecond = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
-  return (busy / perSecond) * 1e6;
-}
 
 /** What a Shale process is, for the CPU split: nbdfuse, the volumedriver, or another daemon. */
 type ShaleRole = 'nbdfuse' | 'volumedriver' | 'others';
@@ -194,41 +173,15 @@ async function shale(scratch: string): Promise<Record<string, CaseResult>> {
   await mkdir(mountpoint, { recursive: true });
   const nbdPort = await freePort();
   const apiPort = await freePort();
-  const up = spawn(
-    process.execPath,
-    [
-      CLI,
-      'up',
-      '--data-dir',
-      dataDir,
-      '--nbd-port',
-      String(nbdPort),
-      '--api-port',
-      String(apiPort),
-      '--iscsi-port',
-      '0',
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+  const up = await startShaleUp(
+    dataDir,
+    ['--nbd-port', String(nbdPort), '--api-port', String(apiPort), '--iscsi-port', '0'],
+    { SHALE_MAP_DIR: mapDir },
   );
-  let upOut = '';
-  up.stdout.setEncoding('utf8').on('data', (c: string) => {
-    upOut += c;
-  });
-  up.stderr.setEncoding('utf8').on('data', (c: string) => {
-    upOut += c;
-  });
-  const env = { SHALE_DATA_DIR: dataDir, SHALE_MAP_DIR: mapDir };
-  const cli = (args: readonly string[]) => must(process.execPath, [CLI, ...args], env);
+  const cli = up.cli;
   let device: string | undefined;
   let mounted = false;
   try {
-    const deadline = Date.now() + 120_000;
-    while (!upOut.includes('shale up: ready')) {
-      if (up.exitCode !== null || Date.now() > deadline) {
-        throw new Error(`shale up did not become ready:\n${upOut}`);
-      }
-      await sleep(100);
-    }
     cli(['vdisk', 'create', VDISK, '--size', String(DEVICE_BYTES)]);
     device = cli(['vdisk', 'map', VDISK]).trim().split('\n').at(-1)?.trim();
     if (device === undefined || !device.startsWith('/dev/')) {
@@ -239,29 +192,12 @@ async function shale(scratch: string): Promise<Record<string, CaseResult>> {
     mounted = true;
     // Each job starts once the earlier ones' writes are in the backend: no upload runs
     // under it (they would be charged to the job and slow it down).
-    const drained = async (): Promise<number> => {
-      const start = Date.now();
-      for (;;) {
-        const shown = JSON.parse(cli(['vdisk', 'show', VDISK, '--json'])) as {
-          stats?: { dataAtRiskBytes?: number };
-        };
-        if ((shown.stats?.dataAtRiskBytes ?? 0) === 0) return Date.now() - start;
-        if (Date.now() - start > 300_000) throw new Error('uploads did not drain in 5 minutes');
-        await sleep(500);
-      }
-    };
+    const drained = () => up.drained([VDISK]);
     return await runJobs('shale', mountpoint, scratch, [dataDir, mapDir], drained);
   } finally {
     if (mounted) must('umount', [mountpoint]);
     if (device !== undefined) cli(['vdisk', 'unmap', VDISK]);
-    const exited = new Promise((resolve) => up.once('exit', resolve));
-    if (up.exitCode === null) up.kill('SIGTERM');
-    await Promise.race([exited, sleep(120_000)]);
-    try {
-      process.kill(-(up.pid as number), 'SIGKILL');
-    } catch {
-      // Every daemon has exited: the usual case.
-    }
+    await up.stop();
   }
 }
 

@@ -126,6 +126,16 @@ export function requireString(values: Readonly<OptionValues>, name: string): str
   return value;
 }
 
+/** The one positional argument a verb takes (its `what`), or a UsageError naming the usage. */
+export function onePositional(positionals: readonly string[], what: string, usage: string): string {
+  const value = positionals[0];
+  if (value === undefined || value.length === 0)
+    throw new UsageError(`${what} is required: ${usage}`);
+  if (positionals.length > 1)
+    throw new UsageError(`unexpected argument "${positionals[1]}": ${usage}`);
+  return value;
+}
+
 export function optionalString(values: Readonly<OptionValues>, name: string): string | undefined {
   const value = values[name];
   return typeof value === 'string' ? value : undefined;

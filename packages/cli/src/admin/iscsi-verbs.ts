@@ -11,6 +11,7 @@ import {
   type Command,
   EXIT_OK,
   type OptionValues,
+  onePositional,
   optionalString,
   stringList,
   UsageError,
@@ -19,15 +20,6 @@ import { API_OPTIONS, apiClient } from './api-target.js';
 import { printFields, printJson, printTable, runVerb, time } from './output.js';
 
 const asJson = (values: Readonly<OptionValues>): boolean => values.json === true;
-
-function onePositional(positionals: readonly string[], what: string, usage: string): string {
-  const value = positionals[0];
-  if (value === undefined || value.length === 0)
-    throw new UsageError(`${what} is required: ${usage}`);
-  if (positionals.length > 1)
-    throw new UsageError(`unexpected argument "${positionals[1]}": ${usage}`);
-  return value;
-}
 
 /** A secret file's content without its final line end (the rest is checked by the API). */
 async function readSecretFile(file: string, option: string): Promise<string> {

@@ -4,6 +4,7 @@ import {
   EXIT_OK,
   type OptionSpec,
   type OptionValues,
+  onePositional,
   optionalString,
   UsageError,
 } from '../command.js';
@@ -30,15 +31,6 @@ const MAP_DIR_OPTION: Readonly<Record<string, OptionSpec>> = {
       'where mappings are recorded (default: $SHALE_MAP_DIR, else /var/lib/shale/mapped)',
   },
 };
-
-function onePositional(positionals: readonly string[], what: string, usage: string): string {
-  const value = positionals[0];
-  if (value === undefined || value.length === 0)
-    throw new UsageError(`${what} is required: ${usage}`);
-  if (positionals.length > 1)
-    throw new UsageError(`unexpected argument "${positionals[1]}": ${usage}`);
-  return value;
-}
 
 function mappableName(name: string): string {
   if (!MAPPABLE_NAME.test(name)) {
