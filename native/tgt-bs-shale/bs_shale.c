@@ -705,9 +705,20 @@ static void shale_write_same(struct scsi_cmd *cmd, struct shale_lu *s)
 			goto out;
 	}
 
+	/*
+	 * A zero block: one NBD zero. On a thin LU (LBPME=1) the blocks must
+	 * end up mapped, so NO_HOLE. On a fully provisioned one every block is
+	 * mapped whatever the server does (the initiator cannot tell), and a
+	 * log-structured server keeps no space for later writes of a written
+	 * block either: without NO_HOLE it may record the range as zeroes
+	 * instead of writing them (a whole-LU WRITE SAME of zeroes is 0 bytes
+	 * written, not the LU's size).
+	 */
 	if (!lbdata && s->can_zero && all_zero(block, block_bytes)) {
-		if (shale_zero_or_trim(s, OP_ZERO, count, offset,
-				       LIBNBD_CMD_FLAG_NO_HOLE, &err))
+		uint32_t zflags = cmd->dev->attrs.thinprovisioning ?
+			LIBNBD_CMD_FLAG_NO_HOLE : 0;
+
+		if (shale_zero_or_trim(s, OP_ZERO, count, offset, zflags, &err))
 			cmd_errno_sense(cmd, err, true);
 		goto out;
 	}
